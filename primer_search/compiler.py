@@ -1,0 +1,133 @@
+"""DNA -> Keras 3 layer. The compiled block maps [B, S, d] to [B, S, d] with d = width_units x unit.
+
+Shape glossary: B batch, S sequence (any length; nothing is tied to it), d block width, m branch copies.
+Inside the block every tensor carries a branch axis: features [B, m|1, S, W], positions [B, m|1, S, S].
+A branch axis of size 1 means "identical in every copy" and broadcasts, so entering an 8-way branch copies
+nothing and the 8 per-branch projections of a shared input run as one fused matmul (`primitives.parametric.dense`),
+which is why a branched self-attention costs what a fused multi-head attention costs.
+
+Rules (also in the README and primitives/README.md):
+- Only live instructions are built and run (`graph.lower` inlines calls and drops dead code).
+- Dimension mismatches: see `primitives.elementwise` (a single column broadcasts, else input 2 is cut or
+  zero-padded to input 1's width); the final state is brought to width d the same way (a positions tensor is
+  first collapsed to its causal mean over keys).
+- Causality is enforced by the primitives for every program, whatever the DNA contains.
+- Rewrite: DIVIDE(MASK(EXP(x)), RED_SUM(MASK(EXP(x)))) on a positions tensor runs as a max-subtracted softmax over
+  keys j <= t (`primitives.masked_softmax`); mathematically identical, and it cannot overflow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import primitives
+from primitives import FEATURES, OpCall, axes
+from primer_search.dna import DNA
+from primer_search.graph import Graph, Node, lower
+
+
+def _initializer(spec: primitives.WeightSpec, shape: tuple[int, ...], seed: int):
+    if spec.init == "ones":
+        return keras.initializers.Ones()
+    if spec.init == "zeros":
+        return keras.initializers.Zeros()
+    if spec.init == "primer_dconv":  # Primer's T5 code: tap 0 starts at 0.5, the others at 0.5 / k
+        taps = shape[1]
+        value = np.full(shape, 0.5 / taps, np.float32)
+        value[:, 0] = 0.5
+        return keras.initializers.Constant(value)
+    per_branch = shape[1:]  # glorot uniform over one branch's kernel [..., W, U]
+    fan_in = math.prod(per_branch[:-1])
+    fan_out = math.prod(per_branch[:-2]) * per_branch[-1]
+    limit = math.sqrt(6.0 / max(1, fan_in + fan_out))
+    return keras.initializers.RandomUniform(-limit, limit, seed=seed)
+
+
+def _dims(x: tf.Tensor) -> list:
+    """Static sizes where known, dynamic scalars elsewhere (keeps static shapes through reshapes)."""
+    dynamic = tf.shape(x)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(x.shape)]
+
+
+def _merge(x: tf.Tensor, node: Node, source_sig) -> tf.Tensor:
+    x = axes.as_features(x, source_sig)                          # [B, m*k|1, S, W]
+    if x.shape[1] == 1:                                          # identical copies: repeat the features
+        return tf.tile(x, [1, 1, 1, node.k])                     # [B, 1, S, k*W]
+    b, _, s, w = _dims(x)
+    x = tf.reshape(x, [b, node.mult, node.k, s, w])              # [B, m, k, S, W]
+    x = tf.transpose(x, [0, 1, 3, 2, 4])                         # [B, m, S, k, W]
+    return tf.reshape(x, [b, node.mult, s, node.k * w])          # [B, m, S, k*W]
+
+
+@keras.saving.register_keras_serializable(package="primer_search")
+class CompiledBlock(keras.layers.Layer):
+    """A decoder block compiled from a DNA. `get_config()` holds the DNA, so the block saves and reloads."""
+
+    def __init__(self, dna, unit: int, width_units: int = 8, seed: int = 0, fuse: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.dna = dna if isinstance(dna, DNA) else DNA.from_dict(dna)
+        if isinstance(unit, bool) or not isinstance(unit, int) or unit < 1:
+            raise ValueError(f"CompiledBlock: unit must be a positive integer, received unit={unit!r}")
+        self.unit, self.width_units, self.seed, self.fuse = unit, width_units, seed, fuse
+        self.graph: Graph = lower(self.dna, width_units, fuse=fuse)
+        self.d_model = width_units * unit
+        self._weights: dict[int, dict[str, keras.Variable]] = {}
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.d_model:
+            raise ValueError(f"CompiledBlock: input width {input_shape[-1]} does not match the block width "
+                             f"d = width_units x unit = {self.width_units} x {self.unit} = {self.d_model}")
+        count = 0
+        for node in self.graph.nodes:
+            for name, spec in node.weight_specs().items():
+                shape = (node.mult,) + spec.absolute_shape(self.unit)
+                self._weights.setdefault(node.id, {})[name] = self.add_weight(
+                    name=f"{node.path}.{name}", shape=shape,
+                    initializer=_initializer(spec, shape, (self.seed * 1_000_003 + count) % 2**31))
+                count += 1
+
+    def call(self, x):                                           # x: [B, S, d]
+        values: dict[int, tf.Tensor] = {}
+        for node in self.graph.nodes:
+            values[node.id] = self._run(node, values, x)
+        return values[self.graph.output.id]                     # [B, S, d]
+
+    def _run(self, node: Node, values, x) -> tf.Tensor:
+        args = [values[i] for i in node.inputs]
+        if node.op == "INPUT":
+            return x[:, None]                                    # [B, 1, S, d]
+        if node.op == "SPLIT":                                   # copies differ only once weights make them
+            return args[0] if args[0].shape[1] == 1 else tf.repeat(args[0], node.k, axis=1)
+        if node.op == "MERGE":
+            return _merge(args[0], node, node.input_sigs[0])
+        if node.op == "SOFTMAX":
+            return primitives.masked_softmax(args[0])            # [B, m, S, S]
+        if node.op == "OUTPUT":
+            out = axes.as_features(args[0][:, 0], node.input_sigs[0])   # [B, S, W]
+            sig = node.input_sigs[0] if node.input_sigs[0].kind == FEATURES else primitives.features(
+                primitives.SINGLE)
+            return axes.fit(out, sig, self.d_model)              # [B, S, d]
+        call = OpCall(x=args[0], sig_x=node.input_sigs[0],
+                      y=args[1] if len(args) > 1 else None,
+                      sig_y=node.input_sigs[1] if len(args) > 1 else None,
+                      out=node.sig, const=node.const if node.const is not None else 0.0,
+                      weights=self._weights.get(node.id, {}), unit=self.unit)
+        return primitives.get(node.op).fn(call)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dna=self.dna.to_dict(), unit=self.unit, width_units=self.width_units, seed=self.seed,
+                      fuse=self.fuse)
+        return config
+
+
+def compile_block(dna: DNA, unit: int, width_units: int = 8, seed: int = 0, **kwargs) -> CompiledBlock:
+    """Compile a DNA into a Keras layer mapping [B, S, width_units * unit] to the same shape."""
+    return CompiledBlock(dna, unit=unit, width_units=width_units, seed=seed, **kwargs)

@@ -1,0 +1,275 @@
+"""The DNA: an indexed list of subprograms of instructions, with shared value banks and macro-options.
+
+Subprogram 0 is MAIN. An instruction's op is a primitive (see `primitives/README.md`) or a call `S<n>` of a
+subprogram with a higher index n (so there are no cycles). Every instruction carries the whole argument set:
+`in1`, `in2` (hidden-state indices; a subprogram's inputs are states 0 and 1, instruction i writes state i + 2),
+`const` (index into the 2-value constants bank), `dim` (index into the 6-value bank of relative dimensions) and
+`branch` (how many parallel copies run, concatenated on the feature axis). Ops ignore the fields they do not read.
+
+Files are YAML or JSON (`load_dna` / `save_dna`), loaded with safe parsers only; `primer_search.listing` gives the
+paper-style text form. Validation is strict and every error names the subprogram, instruction and field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import re
+
+import yaml
+
+import primitives
+from primer_search.macro_options import MacroOptions
+
+FORMAT_VERSION = 1
+RELATIVE_DIMENSIONS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
+BRANCHING = (1, 2, 4, 8, 16)
+NUM_CONSTANTS = 2
+NUM_DIMENSIONS = 6
+FIELDS = ("in1", "in2", "const", "dim", "branch")
+_CALL = re.compile(r"^S(\d+)$")
+
+
+class DNAError(ValueError):
+    """A DNA (file, dict or object) that breaks the schema; the message names where and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Instruction:
+    op: str
+    in1: int = 0
+    in2: int = 0
+    const: int = 0
+    dim: int = 0
+    branch: int = 1
+
+    @property
+    def callee(self) -> int | None:
+        """The subprogram index this instruction calls, or None for a primitive."""
+        match = _CALL.match(self.op)
+        return int(match.group(1)) if match else None
+
+    def reads(self) -> tuple[str, ...]:
+        """The argument fields this instruction's op reads (a call reads both inputs)."""
+        if self.callee is not None:
+            return ("in1", "in2", "branch")
+        return primitives.get(self.op).reads + ("branch",)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Subprogram:
+    instructions: tuple[Instruction, ...]
+    name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DNA:
+    subprograms: tuple[Subprogram, ...]
+    constants: tuple[float, ...] = (0.0, 0.125)
+    dimensions: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    macro_options: MacroOptions = MacroOptions()
+    name: str = ""
+
+    def __post_init__(self):
+        validate(self)
+
+    def to_dict(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "constants": [float(c) for c in self.constants],
+            "dimensions": list(self.dimensions),
+            "macro_options": self.macro_options.to_dict(),
+            "subprograms": [{"name": sp.name, "instructions": [ins.to_dict() for ins in sp.instructions]}
+                            for sp in self.subprograms],
+        }
+
+    @classmethod
+    def from_dict(cls, data) -> "DNA":
+        return from_dict(data)
+
+    def replace(self, **changes) -> "DNA":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def to_yaml(self) -> str:
+        return dumps(self, "yaml")
+
+
+def _where(s: int, i: int | None = None, sp: Subprogram | None = None) -> str:
+    label = f"S{s}" + (f" ({sp.name})" if sp is not None and sp.name else "")
+    return label if i is None else f"{label} instruction {i} (writes h{i + 2})"
+
+
+def _check_int(value, where: str, field: str, allowed: str, ok) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not ok(value):
+        raise DNAError(f"{where}, field {field}: found {value!r}, allowed {allowed}")
+
+
+def validate(dna: DNA) -> None:
+    """Check every field of every instruction and both banks; raise DNAError naming the first problem."""
+    if len(dna.constants) != NUM_CONSTANTS or not all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in dna.constants):
+        raise DNAError(f"constants bank: found {list(dna.constants)!r}, allowed exactly {NUM_CONSTANTS} finite "
+                       "numbers")
+    if len(dna.dimensions) != NUM_DIMENSIONS or not all(
+            d in RELATIVE_DIMENSIONS and not isinstance(d, bool) for d in dna.dimensions):
+        raise DNAError(f"dimensions bank: found {list(dna.dimensions)!r}, allowed exactly {NUM_DIMENSIONS} values "
+                       f"from {list(RELATIVE_DIMENSIONS)}")
+    if not dna.subprograms:
+        raise DNAError("subprograms: found none, allowed one or more (S0 is MAIN)")
+    if not isinstance(dna.macro_options, MacroOptions):
+        raise DNAError(f"macro_options: found {type(dna.macro_options).__name__}, expected MacroOptions")
+    n = len(dna.subprograms)
+    for s, sp in enumerate(dna.subprograms):
+        if not sp.instructions:
+            raise DNAError(f"{_where(s, sp=sp)}: found no instructions, allowed one or more (the last "
+                           "instruction's state is the subprogram's output)")
+        for i, ins in enumerate(sp.instructions):
+            where = _where(s, i, sp)
+            if not isinstance(ins.op, str):
+                raise DNAError(f"{where}, field op: found {ins.op!r}, allowed a primitive name or S<n>")
+            callee = ins.callee
+            if callee is None:
+                try:
+                    primitives.get(ins.op)
+                except ValueError as err:
+                    raise DNAError(f"{where}, field op: {err}") from None
+            elif not s < callee < n:
+                allowed = f"S{s + 1}..S{n - 1}" if s + 1 < n else "none (no subprogram has a higher index)"
+                raise DNAError(f"{where}, field op: found call {ins.op}, allowed calls of subprograms with a higher "
+                               f"index than S{s}: {allowed}")
+            for field in ("in1", "in2"):
+                _check_int(getattr(ins, field), where, field, f"0..{i + 1} (h0, h1 and states written before it)",
+                           lambda v: 0 <= v <= i + 1)
+            _check_int(ins.const, where, "const", f"0..{NUM_CONSTANTS - 1} (index into the constants bank)",
+                       lambda v: 0 <= v < NUM_CONSTANTS)
+            _check_int(ins.dim, where, "dim", f"0..{NUM_DIMENSIONS - 1} (index into the dimensions bank)",
+                       lambda v: 0 <= v < NUM_DIMENSIONS)
+            _check_int(ins.branch, where, "branch", f"one of {list(BRANCHING)}", lambda v: v in BRANCHING)
+
+
+_TOP_KEYS = ("format_version", "name", "constants", "dimensions", "macro_options", "subprograms")
+
+
+def _unknown_keys(data: dict, allowed, where: str) -> None:
+    unknown = sorted(set(data) - set(allowed), key=str)
+    if unknown:
+        raise DNAError(f"{where}: unknown key {unknown[0]!r}, allowed keys: {', '.join(allowed)}")
+
+
+def from_dict(data) -> DNA:
+    """Build and validate a DNA from plain data (as parsed from YAML or JSON)."""
+    if not isinstance(data, dict):
+        raise DNAError(f"DNA: found {type(data).__name__}, expected a mapping with keys {', '.join(_TOP_KEYS)}")
+    _unknown_keys(data, _TOP_KEYS, "DNA")
+    version = data.get("format_version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise DNAError(f"format_version: found {version!r}, this version of primer-search reads {FORMAT_VERSION}")
+    subprograms = data.get("subprograms")
+    if not isinstance(subprograms, list):
+        raise DNAError(f"subprograms: found {type(subprograms).__name__}, expected a list of subprograms")
+    built = []
+    for s, sp in enumerate(subprograms):
+        if not isinstance(sp, dict):
+            raise DNAError(f"S{s}: found {type(sp).__name__}, expected a mapping with keys name, instructions")
+        _unknown_keys(sp, ("name", "instructions"), f"S{s}")
+        instructions = sp.get("instructions")
+        if not isinstance(instructions, list):
+            raise DNAError(f"S{s}, instructions: found {type(instructions).__name__}, expected a list")
+        built.append(Subprogram(tuple(_instruction(ins, f"S{s} instruction {i}")
+                                      for i, ins in enumerate(instructions)), str(sp.get("name", ""))))
+    banks = {}
+    for key in ("constants", "dimensions"):
+        if key in data:
+            if not isinstance(data[key], list):
+                raise DNAError(f"{key} bank: found {data[key]!r}, expected a list")
+            banks[key] = tuple(data[key])
+    try:
+        macro = MacroOptions.from_dict(data.get("macro_options") or {})
+    except ValueError as err:
+        raise DNAError(str(err)) from None
+    return DNA(subprograms=tuple(built), macro_options=macro, name=str(data.get("name") or ""), **banks)
+
+
+def _instruction(data, where: str) -> Instruction:
+    if not isinstance(data, dict) or "op" not in data:
+        raise DNAError(f"{where}: found {data!r}, expected a mapping with an 'op' and fields {', '.join(FIELDS)}")
+    _unknown_keys(data, ("op",) + FIELDS, where)
+    return Instruction(**data)
+
+
+# ----------------------------------------------------------------------------------------------------- files
+
+
+class _Flow(dict):
+    """A mapping dumped on one line (one instruction per line in YAML files)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Flow, lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True))
+
+
+def _yaml_ready(data: dict) -> dict:
+    data = dict(data)
+    data["subprograms"] = [{"name": sp["name"], "instructions": [_Flow(i) for i in sp["instructions"]]}
+                           for sp in data["subprograms"]]
+    return data
+
+
+def dumps(dna: DNA, fmt: str = "yaml") -> str:
+    if fmt == "json":
+        return dna.to_json()
+    if fmt == "yaml":
+        return yaml.dump(_yaml_ready(dna.to_dict()), Dumper=_Dumper, sort_keys=False, width=120)
+    if fmt == "listing":
+        from primer_search.listing import to_listing
+        return to_listing(dna)
+    raise ValueError(f"unknown DNA format {fmt!r}, expected yaml, json or listing")
+
+
+def loads(text: str, fmt: str = "yaml", source: str = "<string>") -> DNA:
+    """Parse a DNA from text (safe parsers only; nothing in the text is executed)."""
+    if fmt == "listing":
+        from primer_search.listing import from_listing
+        return from_listing(text)
+    try:
+        data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise DNAError(f"{source}: not valid {fmt.upper()}: {err}".replace("\n", " ")) from None
+    try:
+        return from_dict(data)
+    except DNAError as err:
+        raise DNAError(f"{source}: {err}") from None
+
+
+def format_of(path) -> str:
+    suffix = pathlib.Path(path).suffix.lower()
+    formats = {".yaml": "yaml", ".yml": "yaml", ".json": "json", ".txt": "listing", ".dna": "listing"}
+    if suffix not in formats:
+        raise DNAError(f"DNA file {str(path)!r}: unknown extension {suffix!r}, expected .yaml, .yml, .json, "
+                       ".txt or .dna (listing)")
+    return formats[suffix]
+
+
+def load_dna(path) -> DNA:
+    path = pathlib.Path(path)
+    fmt = format_of(path)
+    if not path.is_file():
+        raise DNAError(f"DNA file {str(path)!r} not found")
+    return loads(path.read_text(), fmt, source=str(path))
+
+
+def save_dna(dna: DNA, path) -> None:
+    path = pathlib.Path(path)
+    path.write_text(dumps(dna, format_of(path)))

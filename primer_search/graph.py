@@ -1,0 +1,211 @@
+"""Lowering a DNA to a flat graph: calls inlined, branching made explicit, dead code removed, softmax fused.
+
+The graph is pure Python (no tensors): the compiler runs it, and it also gives the canonical hash, the parameter
+count for any size unit, and a readable resolved listing. Nodes are in topological order; node 0 is INPUT, the
+last node is OUTPUT. Each node knows its signature (kind and symbolic width) and its multiplicity `mult`, the
+number of branch copies it runs as (its weights get a leading axis of that size).
+
+Pseudo-ops beside the primitives (the paper's BRANCH_k_INPUT / BRANCH_MERGE):
+    INPUT    the block input [B, S, d], as states h0 and h1 of MAIN
+    SPLIT    enter a branched instruction: k copies of the input (shared, so nothing is copied until it differs)
+    MERGE    leave it: concatenate the k copies on the feature axis (a positions tensor is collapsed first)
+    SOFTMAX  fused DIVIDE(MASK(EXP(x)), RED_SUM(MASK(EXP(x)))) on positions, computed stably (see compiler docs)
+    OUTPUT   the final state brought to width d (collapse positions; a single column broadcasts; else cut/pad)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import primitives
+from primitives import FEATURES, POSITIONS, SINGLE, Sig, Width, features
+from primer_search.dna import DNA, Instruction
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    id: int
+    op: str
+    inputs: tuple[int, ...]
+    sig: Sig
+    mult: int = 1
+    const: float | None = None
+    dim: Width | None = None
+    k: int = 1
+    path: str = ""
+
+    def weight_specs(self):
+        if not primitives.is_primitive(self.op):
+            return {}
+        return primitives.get(self.op).weight_specs(self.input_sigs[0], self.dim)
+
+    input_sigs: tuple[Sig, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Graph:
+    nodes: tuple[Node, ...]
+    width_units: int
+    macro_options: dict
+
+    @property
+    def output(self) -> Node:
+        return self.nodes[-1]
+
+    def parameter_count(self, unit: int) -> int:
+        total = 0
+        for node in self.nodes:
+            for spec in node.weight_specs().values():
+                size = node.mult
+                for d in spec.absolute_shape(unit):
+                    size *= d
+                total += size
+        return total
+
+    def canonical_hash(self) -> str:
+        """Hash of the computation: op records in a canonical (depth-first from the output) order."""
+        index, records = {}, []
+        by_id = {n.id: n for n in self.nodes}
+
+        def visit(node_id: int) -> int:
+            if node_id not in index:
+                node = by_id[node_id]
+                inputs = [visit(i) for i in node.inputs]
+                dim = [node.dim.units, node.dim.ones] if node.dim is not None else None
+                records.append([node.op, node.const, dim, node.k, inputs])
+                index[node_id] = len(records) - 1
+            return index[node_id]
+
+        visit(self.output.id)
+        payload = json.dumps({"format": 1, "nodes": records, "macro_options": self.macro_options},
+                             sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def listing(self) -> str:
+        lines = []
+        for n in self.nodes:
+            args = ", ".join(f"n{i}" for i in n.inputs)
+            extra = "".join([f" c={n.const!r}" if n.const is not None else "",
+                             f" dim={n.dim}" if n.dim is not None else "",
+                             f" k={n.k}" if n.op in ("SPLIT", "MERGE") else "",
+                             f" x{n.mult}" if n.mult > 1 else ""])
+            lines.append(f"n{n.id} = {n.op}({args}){extra}  {n.sig}  # {n.path}")
+        return "\n".join(lines)
+
+
+def used_inputs_and_live(dna: DNA) -> tuple[list[frozenset[int]], list[frozenset[int]]]:
+    """For each subprogram: which of its inputs (0, 1) reach its output, and which instructions are live."""
+    n = len(dna.subprograms)
+    uses: list[frozenset[int]] = [frozenset()] * n
+    live: list[frozenset[int]] = [frozenset()] * n
+    for s in reversed(range(n)):
+        instructions = dna.subprograms[s].instructions
+        needed = {len(instructions) + 1}
+        alive = set()
+        for i in reversed(range(len(instructions))):
+            if i + 2 not in needed:
+                continue
+            alive.add(i)
+            needed.update(_read_states(instructions[i], uses))
+        uses[s] = frozenset(needed & {0, 1})
+        live[s] = frozenset(alive)
+    return uses, live
+
+
+def _read_states(ins: Instruction, uses) -> list[int]:
+    callee = ins.callee
+    if callee is not None:
+        return [state for state, slot in ((ins.in1, 0), (ins.in2, 1)) if slot in uses[callee]]
+    return [ins.in1, ins.in2][:primitives.get(ins.op).arity]
+
+
+class _Builder:
+    def __init__(self, dna: DNA):
+        self.dna = dna
+        self.uses, self.live = used_inputs_and_live(dna)
+        self.nodes: list[Node] = []
+
+    def add(self, op, inputs, sig, mult, **kw) -> Node:
+        input_sigs = tuple(i.sig for i in inputs)
+        node = Node(len(self.nodes), op, tuple(i.id for i in inputs), sig, mult, input_sigs=input_sigs, **kw)
+        self.nodes.append(node)
+        return node
+
+    def subprogram(self, s: int, inputs, mult: int, path: str) -> Node:
+        instructions = self.dna.subprograms[s].instructions
+        states = {0: inputs[0], 1: inputs[1]}
+        for i in sorted(self.live[s]):
+            states[i + 2] = self.instruction(instructions[i], states, mult, f"{path}.{i}")
+        return states[len(instructions) + 1]
+
+    def instruction(self, ins: Instruction, states, mult: int, path: str) -> Node:
+        callee = ins.callee
+        if callee is not None:
+            args = [states[ins.in1] if 0 in self.uses[callee] else None,
+                    states[ins.in2] if 1 in self.uses[callee] else None]
+        else:
+            args = [states[ins.in1], states[ins.in2]][:primitives.get(ins.op).arity]
+        k, inner = ins.branch, mult * ins.branch
+        if k > 1:
+            args = [self.add("SPLIT", (a,), a.sig, inner, k=k, path=path) if a is not None else None for a in args]
+        if callee is not None:
+            out = self.subprogram(callee, args, inner, f"{path}-S{callee}")
+        else:
+            out = self.primitive(ins, args, inner, path)
+        if k > 1:
+            width = out.sig.width if out.sig.kind == FEATURES else SINGLE
+            out = self.add("MERGE", (out,), features(width.times(k)), mult, k=k, path=path)
+        return out
+
+    def primitive(self, ins: Instruction, args, mult: int, path: str) -> Node:
+        spec = primitives.get(ins.op)
+        dim = Width(self.dna.dimensions[ins.dim]) if primitives.DIM in spec.reads else None
+        const = float(self.dna.constants[ins.const]) if primitives.CONST in spec.reads else None
+        sig = spec.shape(*[a.sig for a in args], dim=dim)
+        return self.add(ins.op, args, sig, mult, const=const, dim=dim, path=path)
+
+
+def _fuse_softmax(nodes: list[Node]) -> list[Node]:
+    """DIVIDE(MASK(EXP(x)), RED_SUM(MASK(EXP(x)))) on positions -> SOFTMAX(x)."""
+    by_id = {n.id: n for n in nodes}
+    fused = []
+    for n in nodes:
+        if n.op == "DIVIDE" and n.sig.kind == POSITIONS:
+            masked, total = by_id[n.inputs[0]], by_id[n.inputs[1]]
+            if (masked.op == "MASK" and masked.sig.kind == POSITIONS and by_id[masked.inputs[0]].op == "EXP"
+                    and total.op == "RED_SUM" and total.inputs == (masked.id,)):
+                source = by_id[by_id[masked.inputs[0]].inputs[0]]
+                n = dataclasses.replace(n, op="SOFTMAX", inputs=(source.id,), input_sigs=(source.sig,))
+        fused.append(n)
+    return fused
+
+
+def _prune(nodes: list[Node]) -> list[Node]:
+    """Keep the nodes the output depends on, renumbered in order."""
+    by_id = {n.id: n for n in nodes}
+    needed, stack = set(), [nodes[-1].id]
+    while stack:
+        node_id = stack.pop()
+        if node_id not in needed:
+            needed.add(node_id)
+            stack.extend(by_id[node_id].inputs)
+    kept = [n for n in nodes if n.id in needed]
+    renumber = {n.id: i for i, n in enumerate(kept)}
+    return [dataclasses.replace(n, id=renumber[n.id], inputs=tuple(renumber[i] for i in n.inputs)) for n in kept]
+
+
+def lower(dna: DNA, width_units: int = 8, fuse: bool = True) -> Graph:
+    """Lower a DNA to its graph for a block of width `width_units` size units."""
+    builder = _Builder(dna)
+    x = builder.add("INPUT", (), features(Width(width_units)), 1, path="input")
+    out = builder.subprogram(0, (x, x), 1, "S0")
+    builder.add("OUTPUT", (out,), features(Width(width_units)), 1, path="output")
+    nodes = _fuse_softmax(builder.nodes) if fuse else builder.nodes
+    return Graph(tuple(_prune(nodes)), width_units, dna.macro_options.to_dict())
+
+
+def canonical_hash(dna: DNA) -> str:
+    """The DNA's computation hash: dead instructions and state numbering do not change it."""
+    return lower(dna).canonical_hash()

@@ -1,0 +1,104 @@
+"""Primitives that can reach along the sequence axis: MASK, cumulative ops, reductions, matrix products.
+
+Causality is built in, for every program: cumulative ops run forward along the sequence; reductions reduce the
+feature axis of features tensors and the key axis of positions tensors with future keys (j > t) replaced by the
+reduction's identity; matrix products mask the future keys of a positions operand before contracting over them.
+Shapes: features [B, m, S, W], positions [B, m, S, S].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from primitives import axes
+from primitives.elementwise import align_binary, binary_shape, same_shape
+from primitives.registry import (FEATURES, IN1, IN2, POSITIONS, POSITIONS_SIG, SINGLE, OpCall, OpSpec, Sig,
+                                 features, register)
+
+register(OpSpec(
+    name="MASK", arity=1, reads=(IN1,), shape=same_shape, shape_doc="same as in1",
+    fn=lambda call: tf.linalg.band_part(call.x, -1, 0), tf_name="tf.linalg.band_part(x, -1, 0)",
+    sequence="positions: zeroes keys j > t (the causal mask)",
+    doc="keep the lower triangle of the last two axes"))
+
+for _name, _fn in (("CUM_PROD", tf.math.cumprod), ("CUM_SUM", tf.math.cumsum)):
+    register(OpSpec(
+        name=_name, arity=1, reads=(IN1,), shape=same_shape, shape_doc="same as in1",
+        fn=lambda call, f=_fn: f(call.x, axis=-2), tf_name=f"tf.math.{_fn.__name__}(x, axis=-2)",
+        sequence="running, forward along the sequence (causal)",
+        doc=f"running {'product' if _name == 'CUM_PROD' else 'sum'} over positions 0..t"))
+
+
+def _reduction(name, tf_fn, identity, doc):
+    def fn(call: OpCall):
+        x = call.x
+        if call.sig_x.kind == POSITIONS:
+            if name == "RED_MEAN":
+                return axes.causal_mean(x)
+            x = axes.mask_future(x, identity)  # [B, m, S, S]
+        return tf_fn(x, axis=-1, keepdims=True)  # [B, m, S, 1]
+
+    register(OpSpec(
+        name=name, arity=1, reads=(IN1,), shape=lambda a, b=None, dim=None: features(SINGLE),
+        shape_doc="[S, 1]", fn=fn, tf_name=f"tf.{tf_fn.__name__}(x, axis=-1)",
+        sequence="positions: over keys j <= t only", doc=doc))
+
+
+_reduction("RED_MEAN", tf.reduce_mean, 0.0, "mean over the last axis")
+_reduction("RED_SUM", tf.reduce_sum, 0.0, "sum over the last axis")
+_reduction("RED_MIN", tf.reduce_min, np.inf, "minimum over the last axis")
+_reduction("RED_MAX", tf.reduce_max, -np.inf, "maximum over the last axis")
+_reduction("RED_PROD", tf.reduce_prod, 1.0, "product over the last axis")
+
+
+def _mat_mul_shape(a: Sig, b: Sig, dim=None) -> Sig:
+    return b if a.kind == POSITIONS else binary_shape(a, b)
+
+
+def _mat_mul(call: OpCall):
+    if call.sig_x.kind == FEATURES:  # no key axis to contract: the pointwise product
+        x, y = align_binary(call)
+        return x * y
+    return tf.matmul(axes.mask_future(call.x), call.y)  # [B, m, S, S] @ [B, m, S, W|S]
+
+
+register(OpSpec(
+    name="MAT_MUL", arity=2, reads=(IN1, IN2), shape=_mat_mul_shape, fn=_mat_mul, tf_name="tf.matmul",
+    shape_doc="positions @ y -> y's shape; features in1: pointwise product",
+    sequence="contracts in1's keys j <= t", doc="attention-weighted sum: x @ y"))
+
+
+def _t_mat_mul(call: OpCall):
+    x, y = call.x, call.y
+    if call.sig_x.kind == POSITIONS and call.sig_y.kind == POSITIONS:
+        return tf.matmul(axes.mask_future(x), axes.mask_future(y), transpose_b=True)  # [B, m, S, S]
+    x, sig_x = axes.as_features(x, call.sig_x), _as_features_sig(call.sig_x)
+    y, sig_y = axes.as_features(y, call.sig_y), _as_features_sig(call.sig_y)
+    if sig_x.width.is_single and not sig_y.width.is_single:
+        x = axes.fit(x, sig_x, y.shape[-1])
+    else:
+        y = axes.fit(y, sig_y, x.shape[-1])
+    return tf.matmul(x, y, transpose_b=True)  # [B, m, S, W] @ [B, m, W, S] -> [B, m, S, S]
+
+
+def _as_features_sig(sig: Sig) -> Sig:
+    return features(SINGLE) if sig.kind == POSITIONS else sig
+
+
+register(OpSpec(
+    name="T_MAT_MUL", arity=2, reads=(IN1, IN2), shape=lambda a, b, dim=None: POSITIONS_SIG, fn=_t_mat_mul,
+    tf_name="tf.matmul(transpose_b=True)", shape_doc="[S, S] (y cut/padded to x's width)",
+    sequence="makes positions; positions inputs contract keys j <= t",
+    doc="position-by-position scores: x @ y^T"))
+
+
+def masked_softmax(x: tf.Tensor) -> tf.Tensor:
+    """Fused, stable form of DIVIDE(MASK(EXP(x)), RED_SUM(MASK(EXP(x)))) on positions [B, m, S, S].
+
+    The max is taken over keys j <= t only, so the rewrite is exactly as causal as the unfused form.
+    """
+    masked = axes.mask_future(x, -np.inf)                                   # [B, m, S, S]
+    shifted = masked - tf.stop_gradient(tf.reduce_max(masked, -1, keepdims=True))
+    e = tf.exp(shifted)                                                     # 0 at j > t
+    return e / tf.reduce_sum(e, -1, keepdims=True)
