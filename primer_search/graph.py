@@ -146,7 +146,7 @@ class _Builder:
             args = [states[ins.in1] if 0 in self.uses[callee] else None,
                     states[ins.in2] if 1 in self.uses[callee] else None]
         else:
-            args = [states[ins.in1], states[ins.in2]][:primitives.get(ins.op).arity]
+            args = [states[i] for i in (ins.in1, ins.in2)[:primitives.get(ins.op).arity]]
         k, inner = ins.branch, mult * ins.branch
         if k > 1:
             args = [self.add("SPLIT", (a,), a.sig, inner, k=k, path=path) if a is not None else None for a in args]

@@ -1,0 +1,165 @@
+import random
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from primer_search.compiler import CompiledBlock, compile_block
+from primer_search.dna import DNA, Instruction, Subprogram
+from primer_search.search_space import random_dna
+from primer_search.seeds import SEED_NAMES, load_seed
+
+UNIT, WIDTH = 2, 4  # d = 8
+# Ops that move information along the sequence axis, plus a few that feed them, to stress causality.
+SEQUENCE_HEAVY = ("T_MAT_MUL", "MAT_MUL", "EXP", "RED_SUM", "RED_MAX", "RED_MIN", "RED_PROD", "RED_MEAN",
+                  "CUM_SUM", "CUM_PROD", "CONV_3X1", "DCONV_3X1", "CONV_1X1", "DIVIDE", "ADD", "SCALE", "MASK")
+
+
+def _program(*instructions, constants=(0.0, 0.5), dimensions=(1, 2, 4, 8, 12, 16)):
+    return DNA(subprograms=(Subprogram(tuple(instructions)),), constants=constants, dimensions=dimensions)
+
+
+def _outputs_match_before(block, x, t):
+    """Perturb position t of x; return whether outputs at positions < t are unchanged."""
+    perturbed = x.copy()
+    perturbed[:, t] += np.random.default_rng(t).normal(size=perturbed[:, t].shape).astype(np.float32)
+    a, b = block(x).numpy()[:, :t], block(perturbed).numpy()[:, :t]
+    return np.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_causal_for_200_random_programs():
+    rng = random.Random(7)
+    x = np.random.default_rng(0).normal(size=(2, 10, UNIT * WIDTH)).astype(np.float32)
+    checked = 0
+    for index in range(200):
+        ops = SEQUENCE_HEAVY if index % 2 else None
+        dna = random_dna(rng, num_subprograms=rng.randint(1, 4), max_instructions=10, dimensions=(1, 2, 4),
+                         branch_probability=0.25, ops=ops, chain_probability=0.6)
+        block = compile_block(dna, unit=UNIT, width_units=WIDTH, seed=index)
+        for t in (3, 7):
+            assert _outputs_match_before(block, x, t), f"future leak at t={t} in program {index}:\n" + \
+                block.graph.listing()
+        checked += 1
+    assert checked == 200
+
+
+@pytest.mark.parametrize("name", SEED_NAMES)
+def test_seeds_are_causal(name):
+    block = compile_block(load_seed(name), unit=UNIT, width_units=8)
+    x = np.random.default_rng(1).normal(size=(2, 12, 8 * UNIT)).astype(np.float32)
+    for t in (1, 5, 11):
+        assert _outputs_match_before(block, x, t)
+
+
+@pytest.mark.parametrize("op", ["MAT_MUL", "T_MAT_MUL", "RED_SUM", "RED_MAX", "CUM_SUM", "CONV_31X1", "DCONV_7X1"])
+def test_attention_without_mask_is_still_causal(op):
+    # scores without MASK, then an op reading along the key or sequence axis
+    dna = _program(Instruction("CONV_1X1", in1=0, dim=2),            # h2 [S, 4u]
+                   Instruction("T_MAT_MUL", in1=2, in2=0),            # h3 [S, S], unmasked
+                   Instruction("EXP", in1=3),                         # h4
+                   Instruction(op, in1=4, in2=0, dim=2))              # h5
+    block = compile_block(dna, unit=UNIT, width_units=WIDTH)
+    x = np.random.default_rng(2).normal(size=(2, 9, UNIT * WIDTH)).astype(np.float32)
+    for t in range(1, 9):
+        assert _outputs_match_before(block, x, t)
+
+
+def test_fused_softmax_equals_unfused():
+    dna = load_seed("transformer")
+    fused = compile_block(dna, unit=4)
+    unfused = compile_block(dna, unit=4, fuse=False)
+    x = tf.random.stateless_normal([2, 16, 32], seed=[1, 2])
+    fused(x), unfused(x)
+    unfused.set_weights(fused.get_weights())
+    assert any(n.op == "SOFTMAX" for n in fused.graph.nodes)
+    assert not any(n.op == "SOFTMAX" for n in unfused.graph.nodes)
+    np.testing.assert_allclose(fused(x).numpy(), unfused(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_softmax_is_stable_where_unfused_overflows():
+    dna = load_seed("transformer")
+    x = tf.random.stateless_normal([1, 8, 32], seed=[3, 4]) * 1e3
+    fused, unfused = compile_block(dna, unit=4), compile_block(dna, unit=4, fuse=False)
+    fused(x), unfused(x)
+    unfused.set_weights(fused.get_weights())
+    # large inputs: layer norm rescales, so push the attention scale instead
+    big = dna.replace(constants=(0.0, 500.0))
+    fused_big, unfused_big = compile_block(big, unit=4), compile_block(big, unit=4, fuse=False)
+    fused_big(x), unfused_big(x)
+    unfused_big.set_weights(fused.get_weights())
+    fused_big.set_weights(fused.get_weights())
+    assert np.isfinite(fused_big(x).numpy()).all()
+    assert not np.isfinite(unfused_big(x).numpy()).all()
+
+
+def test_branching_runs_as_one_batched_op_with_separate_weights():
+    dna = load_seed("transformer")
+    block = compile_block(dna, unit=4)
+    block(tf.zeros([1, 4, 32]))
+    projections = [v for v in block.weights if "S1.0-S3.0.kernel" in v.path]
+    assert [tuple(v.shape) for v in projections] == [(8, 32, 4)]  # one [branch, d, head] kernel
+    kernel = projections[0].numpy()
+    assert not np.allclose(kernel[0], kernel[1])  # separate initial weights per branch
+
+
+def test_dead_instructions_are_not_built():
+    dna = _program(Instruction("CONV_1X1", in1=0, dim=3),   # dead: nobody reads h2
+                   Instruction("SIN", in1=1),
+                   Instruction("ADD", in1=0, in2=3))
+    block = compile_block(dna, unit=UNIT, width_units=WIDTH)
+    block(tf.zeros([1, 3, UNIT * WIDTH]))
+    assert block.weights == [] and [n.op for n in block.graph.nodes] == ["INPUT", "SIN", "ADD", "OUTPUT"]
+
+
+def test_any_sequence_length_and_shape_contract():
+    block = compile_block(load_seed("primer"), unit=2)
+    for length in (1, 5, 33):
+        assert block(tf.zeros([3, length, 16])).shape == (3, length, 16)
+
+
+def test_input_width_mismatch_is_a_clear_error():
+    block = compile_block(load_seed("transformer"), unit=2)
+    with pytest.raises(ValueError, match=r"input width 12 does not match the block width d = width_units x unit "
+                                         r"= 8 x 2 = 16"):
+        block(tf.zeros([1, 4, 12]))
+
+
+def test_final_state_is_brought_to_width_d():
+    narrow = _program(Instruction("RED_MEAN", in1=0))             # [S, 1] broadcasts to d
+    wide = _program(Instruction("CONV_1X1", in1=0, dim=5))        # [S, 16u] is cut to d
+    x = tf.random.stateless_normal([1, 3, UNIT * WIDTH], seed=[0, 1])
+    out = compile_block(narrow, unit=UNIT, width_units=WIDTH)(x).numpy()
+    np.testing.assert_allclose(out, np.broadcast_to(x.numpy().mean(-1, keepdims=True), out.shape), rtol=1e-6)
+    assert compile_block(wide, unit=UNIT, width_units=WIDTH)(x).shape == x.shape
+
+
+def test_get_config_round_trip_rebuilds_the_same_block():
+    block = compile_block(load_seed("primer_ez"), unit=2, seed=3)
+    x = tf.random.stateless_normal([2, 6, 16], seed=[5, 6])
+    y = block(x)
+    clone = CompiledBlock.from_config(block.get_config())
+    clone(x)
+    clone.set_weights(block.get_weights())
+    assert clone.dna == block.dna
+    np.testing.assert_allclose(clone(x).numpy(), y.numpy(), rtol=1e-6)
+
+
+def test_keras_file_save_and_load(tmp_path):
+    inputs = keras.Input((None, 16))
+    outputs = compile_block(load_seed("primer"), unit=2)(compile_block(load_seed("transformer"), unit=2)(inputs))
+    model = keras.Model(inputs, outputs)
+    x = np.random.default_rng(0).normal(size=(2, 7, 16)).astype(np.float32)
+    path = tmp_path / "blocks.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+
+
+def test_same_seed_gives_same_weights():
+    a, b = compile_block(load_seed("transformer"), unit=2, seed=5), compile_block(load_seed("transformer"), unit=2,
+                                                                                 seed=5)
+    x = tf.zeros([1, 2, 16])
+    a(x), b(x)
+    for va, vb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(va, vb)
