@@ -126,8 +126,10 @@ def copy_weights(compiled_block, reference_block: ReferenceTransformerBlock) -> 
                                         -> DepthwiseConv1D kernel [3, N*H, 1], kernel[j] on x[t - 2 + j]
     """
     ref = reference_block
+    if not ref.built:
+        ref.build((None, None, ref.d_model))
     n, h = ref.num_heads, ref.head_dim
-    found = 0
+    pairs = []                                                   # (reference variable, value)
     for node in compiled_block.graph.nodes:
         weights = compiled_block._weights.get(node.id)
         if not weights:
@@ -136,28 +138,28 @@ def copy_weights(compiled_block, reference_block: ReferenceTransformerBlock) -> 
         prefix, _, leaf = node.path.rpartition("-")
         if node.path in _NORMS:
             layer, attr = _NORMS[node.path]
-            getattr(getattr(ref, layer), attr).assign(w[0])
+            pairs.append((getattr(getattr(ref, layer), attr), w[0]))
         elif (node.path, node.op) in _FFN:
             layer, attr = _FFN[(node.path, node.op)]
-            getattr(getattr(ref, layer), attr).assign(w[0])
+            pairs.append((getattr(getattr(ref, layer), attr), w[0]))
         elif node.path == "S0.2" and node.op == "CONV_1X1":     # output projection [1, N*H, D]
-            if ref.primer_ez:
-                ref.out_proj.kernel.assign(w[0])
-            else:
-                ref.mha.output_dense.kernel.assign(w[0].reshape(n, h, -1))
+            dense = ref.out_proj if ref.primer_ez else ref.mha.output_dense
+            pairs.append((dense.kernel, w[0].reshape(dense.kernel.shape)))
         elif prefix in _QKV and leaf == "S3.0" and node.op == "CONV_1X1":   # [N, D, H]
             which = _QKV[prefix]
-            if ref.primer_ez:
-                getattr(ref, which).kernel.assign(np.transpose(w, (1, 0, 2)).reshape(-1, n * h))
-            else:
-                getattr(ref.mha, f"{dict(q='query', k='key', v='value')[which]}_dense").kernel.assign(
-                    np.transpose(w, (1, 0, 2)))
+            dense = getattr(ref, which) if ref.primer_ez else getattr(
+                ref.mha, dict(q="query_dense", k="key_dense", v="value_dense")[which])
+            pairs.append((dense.kernel, np.transpose(w, (1, 0, 2)).reshape(dense.kernel.shape)))
         elif prefix in _QKV and leaf == "S3.1" and node.op == "DCONV_3X1" and ref.primer_ez:  # [N, 3, H]
-            kernel = np.transpose(w[:, ::-1, :], (1, 0, 2)).reshape(3, n * h, 1)
-            getattr(ref, f"dconv_{_QKV[prefix]}").layers[-1].kernel.assign(kernel)
+            conv = getattr(ref, f"dconv_{_QKV[prefix]}").layers[-1]
+            pairs.append((conv.kernel, np.transpose(w[:, ::-1, :], (1, 0, 2)).reshape(3, n * h, 1)))
         else:
             raise ValueError(f"copy_weights: unexpected weight node {node.op} at {node.path}")
-        found += 1
-    expected = 12 + (3 if ref.primer_ez else 0)
-    if found != expected:
-        raise ValueError(f"copy_weights: matched {found} weight nodes, expected {expected}")
+    expected = len(ref.weights)
+    if len(pairs) != expected or len({id(v) for v, _ in pairs}) != expected:
+        raise ValueError(f"copy_weights: matched {len(pairs)} weight nodes, expected {expected}")
+    for variable, value in pairs:
+        if tuple(variable.shape) != value.shape:
+            raise ValueError(f"copy_weights: {variable.path} has shape {tuple(variable.shape)}, "
+                             f"the compiled block gives {value.shape}")
+        variable.assign(value)
