@@ -23,7 +23,7 @@ from primer_search.macro_options import MacroOptions
 
 _HEADER = f"# primer-search DNA listing, format {FORMAT_VERSION}"
 _SUBPROGRAM = re.compile(r"^S(\d+)(?:\s+(\S+))?:$")
-_INSTRUCTION = re.compile(r"^\((\d+)\)\s+(\S+)((?:\s+\w+=\S+)*)\s+->\s+h(\d+)(?:\s+\[([^\]]*)\])?$")
+_INSTRUCTION = re.compile(r"^\((\d+)\)\s+(\S+)((?:\s+\w+=\S+)*)\s+->\s+h(\d+)(?:\s+\[(.*)\])?$")
 _FIELD = re.compile(r"^(in1|in2|c|dim|branch)=(?:(\d+)|c\[(\d+)\]|d\[(\d+)\])$")
 _SHOWN = {"in1": "in1", "in2": "in2", "const": "c", "dim": "dim", "branch": "branch"}
 
