@@ -1,0 +1,85 @@
+import dataclasses
+
+from primer_search.dna import Instruction, Subprogram
+from primer_search.graph import canonical_hash, lower, used_inputs_and_live
+from primer_search.macro_options import MacroOptions
+from primer_search.search_space import random_dna
+from primer_search.seeds import load_seed
+
+
+def _edit(dna, s, instructions):
+    subprograms = list(dna.subprograms)
+    subprograms[s] = dataclasses.replace(subprograms[s], instructions=tuple(instructions))
+    return dna.replace(subprograms=tuple(subprograms))
+
+
+def test_dead_instructions_do_not_change_the_hash():
+    dna = load_seed("transformer")
+    relu = list(dna.subprograms[9].instructions)
+    with_dead = _edit(dna, 9, [Instruction("SIN", in1=0, const=1, dim=4)] + [
+        dataclasses.replace(relu[0], in1=0)])
+    assert canonical_hash(with_dead) == canonical_hash(dna)
+    unused_field = _edit(dna, 9, [dataclasses.replace(relu[0], in2=1, dim=5)])  # MAX reads neither
+    assert unused_field != dna and canonical_hash(unused_field) == canonical_hash(dna)
+
+
+def test_reordering_independent_instructions_keeps_the_hash():
+    dna = load_seed("transformer")
+    attention = list(dna.subprograms[1].instructions)   # key, query, scale(query), value, ...
+    # move the value projection first: every later reference shifts by one state
+    reordered = [dataclasses.replace(attention[3])] + [
+        dataclasses.replace(attention[0]), dataclasses.replace(attention[1]),
+        dataclasses.replace(attention[2], in1=4),
+        Instruction("T_MAT_MUL", in1=5, in2=3), Instruction("S4", in1=6), Instruction("MAT_MUL", in1=7, in2=2)]
+    assert canonical_hash(_edit(dna, 1, reordered)) == canonical_hash(dna)
+
+
+def test_changes_that_reach_the_output_change_the_hash():
+    dna = load_seed("transformer")
+    base = canonical_hash(dna)
+    squared = _edit(dna, 9, list(dna.subprograms[9].instructions) + [Instruction("SQUARE", in1=2)])
+    changes = [
+        squared,
+        dna.replace(constants=(0.0, 0.25)),                                  # attention scale
+        dna.replace(dimensions=(2, 8, 32, 2, 4, 16)),                        # head size
+        _edit(dna, 0, [dataclasses.replace(i, branch=4) if i.op == "S1" else i for i in dna.subprograms[0].instructions]),
+        dna.replace(macro_options=MacroOptions.from_dict({"mixture_of_depths": {"enabled": True}})),
+    ]
+    hashes = [canonical_hash(c) for c in changes]
+    assert base not in hashes and len(set(hashes)) == len(hashes)
+
+
+def test_unused_bank_values_do_not_change_the_hash():
+    dna = load_seed("transformer")
+    assert canonical_hash(dna.replace(dimensions=(1, 8, 32, 64, 64, 64))) == canonical_hash(dna)
+
+
+def test_hash_does_not_depend_on_block_width():
+    dna = load_seed("primer")
+    assert lower(dna, 4).canonical_hash() == lower(dna, 16).canonical_hash()
+
+
+def test_liveness_follows_calls():
+    dna = load_seed("transformer")
+    uses, live = used_inputs_and_live(dna)
+    assert uses[8] == {0, 1} and uses[3] == {0}   # residual reads both inputs; a projection only the first
+    assert live[1] == set(range(7))
+
+
+def test_transformer_parameter_count_matches_the_paper_shapes():
+    # d_model 512, 8 heads of 64, d_ff 2048: 4 d^2 attention + 2 d d_ff + biases + two layer norms
+    d, ff = 512, 2048
+    assert lower(load_seed("transformer")).parameter_count(64) == 4 * d * d + 2 * d * ff + ff + d + 4 * d
+
+
+def test_branching_appears_as_split_and_merge():
+    ops = [n.op for n in lower(load_seed("transformer")).nodes]
+    assert ops.count("SPLIT") == 1 and ops.count("MERGE") == 1 and ops.count("SOFTMAX") == 1
+    assert ops[0] == "INPUT" and ops[-1] == "OUTPUT"
+
+
+def test_random_programs_lower_deterministically(rng):
+    for _ in range(30):
+        dna = random_dna(rng, num_subprograms=4)
+        assert lower(dna).listing() == lower(dna).listing()
+        assert canonical_hash(dna) == canonical_hash(dna.replace(name="other"))
