@@ -7,6 +7,7 @@ import sys
 
 from primer_search import dna as dna_io
 from primer_search.inspection import describe
+from primer_search.model import load_model_config
 from primer_search.seeds import SEED_NAMES, load_seed
 
 
@@ -17,7 +18,9 @@ def _load(path_or_seed: str) -> dna_io.DNA:
 
 
 def _show(args) -> None:
-    print(describe(_load(args.dna), unit=args.unit, width_units=args.width_units, show_graph=args.graph))
+    config = load_model_config(args.config) if args.config else None
+    print(describe(_load(args.dna), unit=args.unit, width_units=args.width_units, show_graph=args.graph,
+                   model_config=config))
 
 
 def _export(args) -> None:
@@ -46,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("dna", help=dna_help)
     show.add_argument("--unit", type=_positive, default=64, help="size unit for the parameter count (default 64)")
     show.add_argument("--width-units", type=_positive, default=8, help="block width in units (default 8)")
+    show.add_argument("--config", help="a search config; size the model into its model.param_band")
     show.add_argument("--graph", action="store_true", help="also print the lowered live graph")
     show.set_defaults(run=_show)
 

@@ -26,3 +26,16 @@ def test_bad_file_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert err.startswith("primer-search validate: error: ") and "field in1: found 4, allowed 0..1" in err
+
+
+def test_show_with_a_config_sizes_the_model(capsys):
+    assert main(["show", "transformer", "--config", "search_configs/lm1b_paper.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "model parameters (6 layers, vocab 32000)" in out and "(band 32,000,000..38,000,000)" in out
+
+
+def test_bad_config_key_is_named(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  num_layer: 2\n")
+    assert main(["show", "transformer", "--config", str(config)]) == 2
+    assert "model.num_layer: unknown key, allowed keys: vocab_size" in capsys.readouterr().err
