@@ -107,9 +107,9 @@ class CompiledBlock(keras.layers.Layer):
         if node.op == "SOFTMAX":
             return primitives.masked_softmax(args[0])            # [B, m, S, S]
         if node.op == "OUTPUT":
-            out = axes.as_features(args[0][:, 0], node.input_sigs[0])   # [B, S, W]
-            sig = node.input_sigs[0] if node.input_sigs[0].kind == FEATURES else primitives.features(
-                primitives.SINGLE)
+            out, sig = args[0][:, 0], node.input_sigs[0]         # [B, S, W] or [B, S, S]
+            if sig.kind != FEATURES:
+                out, sig = axes.causal_mean(out), primitives.features(primitives.SINGLE)  # [B, S, 1]
             return axes.fit(out, sig, self.d_model)              # [B, S, d]
         call = OpCall(x=args[0], sig_x=node.input_sigs[0],
                       y=args[1] if len(args) > 1 else None,

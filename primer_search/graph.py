@@ -34,14 +34,13 @@ class Node:
     const: float | None = None
     dim: Width | None = None
     k: int = 1
-    path: str = ""
+    path: str = ""                       # the instruction it comes from, e.g. "S0.1-S1.3-S3.0"
+    input_sigs: tuple[Sig, ...] = ()
 
     def weight_specs(self):
         if not primitives.is_primitive(self.op):
             return {}
         return primitives.get(self.op).weight_specs(self.input_sigs[0], self.dim)
-
-    input_sigs: tuple[Sig, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
