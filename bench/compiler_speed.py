@@ -10,8 +10,9 @@ Also reported: how long `compile_block` takes per seed (DNA -> Keras layer, weig
 
     python bench/compiler_speed.py [--steps 20] [--rounds 3] [--xla off|on|both]
 
-The last line printed is the headline: compiled/reference training tokens/s without XLA (or with XLA for
---xla on).
+The last line printed is the headline: the compiled/reference training tokens/s ratio without XLA (with XLA for
+--xla on), as the median over rounds of the ratio within each round, which is robust to load changing between
+rounds on a shared machine.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ WARMUP_STEPS = 3
 def language_model(make_block) -> keras.Model:
     model = keras.Sequential([keras.Input((SEQ,), dtype="int32"),           # [B, S]
                               keras.layers.Embedding(VOCAB, D_MODEL)]       # [B, S, D]
-                             + [make_block() for _ in range(LAYERS)]        # [B, S, D]
+                             + [make_block(i) for i in range(LAYERS)]       # [B, S, D]
                              + [keras.layers.LayerNormalization(),
                                 keras.layers.Dense(VOCAB)])                 # [B, S, V]
     model.build((None, SEQ))
@@ -57,6 +58,9 @@ def train_step_fn(model: keras.Model, jit_compile: bool):
             logits = model(tokens[:, :-1], training=True)                   # [B, S, V]
             loss = loss_fn(tokens[:, 1:], logits)
         grads = tape.gradient(loss, model.trainable_variables)
+        missing = [v.path for v, g in zip(model.trainable_variables, grads) if g is None]
+        if missing:                                                         # checked once, at tracing
+            raise RuntimeError(f"no gradient for {missing}")
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
@@ -83,8 +87,12 @@ def time_compile_block(repeats: int = 5) -> None:
           "for comparison)")
 
 
-def benchmark(models: dict, jit_compile: bool, steps: int, rounds: int, batches) -> dict[str, float]:
-    """Tokens/s per model: `rounds` rounds of `steps` timed steps each, models alternating."""
+def benchmark(models: dict, jit_compile: bool, steps: int, rounds: int, batches) -> float:
+    """Time `rounds` rounds of `steps` steps per model, models alternating; return the compiled/reference ratio.
+
+    The ratio is the median over rounds of the ratio within a round (the two models ran back to back, so they
+    saw about the same machine load); the ratio of the total tokens/s is printed beside it.
+    """
     step_fns = {name: train_step_fn(model, jit_compile) for name, model in models.items()}
     for name, step in step_fns.items():
         start = time.perf_counter()
@@ -111,7 +119,11 @@ def benchmark(models: dict, jit_compile: bool, steps: int, rounds: int, batches)
         per_round = " ".join(f"{tokens_per_round / t:8.0f}" for t in times)
         print(f"  {name:9s} {rates[name]:9.0f} tokens/s  ({sum(times) / (rounds * steps) * 1e3:6.1f} ms/step; "
               f"per round: {per_round})")
-    return rates
+    paired = [r / c for c, r in zip(elapsed["compiled"], elapsed["reference"])]   # time ratio = rate ratio
+    ratio = statistics.median(paired)
+    print(f"  compiled/reference: median of per-round ratios {ratio:.3f} (rounds: "
+          f"{' '.join(f'{p:.3f}' for p in paired)}), ratio of totals {rates['compiled'] / rates['reference']:.3f}")
+    return ratio
 
 
 def main() -> None:
@@ -120,6 +132,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--xla", choices=("off", "on", "both"), default="both")
     args = parser.parse_args()
+    if args.steps < 1 or args.rounds < 1:
+        parser.error("--steps and --rounds must be at least 1")
 
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs; vocab {VOCAB}, "
           f"{LAYERS} blocks, d {D_MODEL}, {HEADS} heads of {UNIT}, d_ff {D_FF}, seq {SEQ}, batch {BATCH}")
@@ -127,8 +141,8 @@ def main() -> None:
 
     keras.utils.set_random_seed(0)
     dna = load_seed("transformer")
-    models = {"compiled": language_model(lambda: compile_block(dna, unit=UNIT)),
-              "reference": language_model(lambda: ReferenceTransformerBlock(D_MODEL, HEADS, UNIT, D_FF))}
+    models = {"compiled": language_model(lambda i: compile_block(dna, unit=UNIT, seed=i + 1)),
+              "reference": language_model(lambda i: ReferenceTransformerBlock(D_MODEL, HEADS, UNIT, D_FF))}
     counts = {name: model.count_params() for name, model in models.items()}
     print(f"parameters: {counts}")
     if len(set(counts.values())) != 1:
@@ -141,8 +155,7 @@ def main() -> None:
     for jit_compile in modes:
         label = "XLA" if jit_compile else "no XLA"
         print(f"training, {label}: {args.rounds} rounds x {args.steps} steps per model")
-        rates = benchmark(models, jit_compile, args.steps, args.rounds, batches)
-        ratios[label] = rates["compiled"] / rates["reference"]
+        ratios[label] = benchmark(models, jit_compile, args.steps, args.rounds, batches)
     for label in sorted(ratios, key=lambda k: k == "no XLA"):   # the no-XLA headline goes last
         print(f"compiled/reference tokens/s ratio ({label}): {ratios[label]:.2f}")
 
