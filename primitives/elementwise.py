@@ -72,8 +72,8 @@ _unary("SIGN", "tf.sign", tf.sign, "sign(x)")
 _unary("COS", "tf.cos", tf.cos, "cos(x)")
 _unary("SIN", "tf.sin", tf.sin, "sin(x)")
 _unary("TANH", "tf.tanh", tf.tanh, "tanh(x)")
-_unary("MAX", "tf.math.maximum", lambda x, c: tf.maximum(x, tf.cast(c, x.dtype)), "max(x, C); C = 0 is ReLU",
-       uses_const=True)
+_unary("MAX", "tf.math.maximum", lambda x, c: tf.nn.relu(x) if c == 0 else tf.maximum(x, tf.cast(c, x.dtype)),
+       "max(x, C); C = 0 is ReLU", uses_const=True)
 _unary("MIN", "tf.math.minimum", lambda x, c: tf.minimum(x, tf.cast(c, x.dtype)), "min(x, C)",
        uses_const=True)
 _unary("SIGMOID", "tf.sigmoid", tf.sigmoid, "1 / (1 + e^-x)")

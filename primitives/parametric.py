@@ -21,9 +21,11 @@ def _in_width(sig: Sig):
 
 def dense(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     """Per-branch projection: x [B, m|1, S, W], kernel [m, W, U] -> [B, m, S, U]."""
+    if x.shape[1] == kernel.shape[0] == 1:
+        return tf.tensordot(x, kernel[0], 1)             # plain matmul (its gradients are the fast ones)
     if x.shape[1] == kernel.shape[0]:
         return tf.einsum("bmsw,mwu->bmsu", x, kernel)
-    return tf.einsum("bsw,mwu->bmsu", x[:, 0], kernel)  # shared input: one fused projection for all branches
+    return tf.einsum("bsw,mwu->bmsu", tf.squeeze(x, 1), kernel)  # shared input: one projection for all branches
 
 
 def _conv_1x1(call: OpCall):
