@@ -11,7 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from primitives import axes
-from primitives.registry import CONST, FEATURES, IN1, IN2, POSITIONS, OpCall, OpSpec, Sig, features, register
+from primitives.registry import CONST, FEATURES, IN1, IN2, POSITIONS, OpCall, OpSpec, Sig, register
 
 BINARY_SHAPE_DOC = "in1's width (a single column broadcasts; positions stay positions)"
 

@@ -1,6 +1,6 @@
 import dataclasses
 
-from primer_search.dna import Instruction, Subprogram
+from primer_search.dna import Instruction
 from primer_search.graph import canonical_hash, lower, used_inputs_and_live
 from primer_search.macro_options import MacroOptions
 from primer_search.search_space import random_dna
