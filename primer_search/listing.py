@@ -25,16 +25,14 @@ _HEADER = f"# primer-search DNA listing, format {FORMAT_VERSION}"
 _SUBPROGRAM = re.compile(r"^S(\d+)(?:\s+(\S+))?:$")
 _INSTRUCTION = re.compile(r"^\((\d+)\)\s+(\S+)((?:\s+\w+=\S+)*)\s+->\s+h(\d+)(?:\s+\[(.*)\])?$")
 _FIELD = re.compile(r"^(in1|in2|c|dim|branch)=(?:(\d+)|c\[(\d+)\]|d\[(\d+)\])$")
-_SHOWN = {"in1": "in1", "in2": "in2", "const": "c", "dim": "dim", "branch": "branch"}
 
 
 def _field_text(field: str, value: int) -> str:
-    shown = _SHOWN[field]
     if field == "const":
         return f"c=c[{value}]"
     if field == "dim":
         return f"dim=d[{value}]"
-    return f"{shown}={value}"
+    return f"{field}={value}"
 
 
 def instruction_line(ins: Instruction, index: int) -> str:
