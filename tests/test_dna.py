@@ -67,10 +67,10 @@ def test_macro_options_are_off_by_default():
     (_data(constants=[0.0]), r"constants bank: found \[0\.0\], allowed exactly 2 finite numbers"),
     (_data(format_version=2), r"format_version: found 2, this version of primer-search reads 1"),
     (_data(extra=1), r"DNA: unknown key 'extra', allowed keys: format_version, name"),
-    (_data(macro_options={"calm": {"threshold": 2.0}}), r"macro_options\.calm\.threshold: found 2\.0, allowed a "
-                                                        r"float in \(0\.0, 1\.0\]"),
+    (_data(macro_options={"calm": {"threshold": 2.0}}), r"macro_options\.calm\.threshold: found 2\.0, expected a "
+                                                        r"value in \(0\.0, 1\.0\]"),
     (_data(macro_options={"megabyte": {"patch_size": 3}}), r"macro_options\.megabyte\.patch_size: found 3, "
-                                                           r"allowed one of \[2, 4, 8, 16\]"),
+                                                           r"expected one of \[2, 4, 8, 16\]"),
     (_data(macro_options={"mod": {}}), r"macro_options: unknown key 'mod', allowed keys: mixture_of_depths"),
 ])
 def test_validation_messages(data, message):

@@ -1,0 +1,146 @@
+"""The search config: one YAML file with typed sections `model`, `data` and `training`.
+
+Every key has a default, so a config names only what it changes; `--set section.key=value` overrides any key
+from the command line (the value is read as YAML: `--set training.budget=30`, `--set data.train_files=[a.txt]`).
+Loading is strict (see `primer_search.schema`): a misspelt key or a wrong value is a one-line error naming it.
+This module imports no TensorFlow, so configs can be checked anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import yaml
+
+from primer_search.schema import between, choice, from_mapping
+from primer_search.tokenizer import BYTE_VOCAB_SIZE
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The language model around the searched block, and the parameter band every candidate is sized into."""
+
+    vocab_size: int = between(8192, 2)   # subword vocabulary size; with `data.tokenizer: bytes` it must be 258
+    num_layers: int = between(2, 1)
+    width_units: int = between(8, 1)     # block width in size units (the seeds use 8: d_model = 8 x head size)
+    param_band: tuple[int, int] = (1_000_000, 3_000_000)
+    max_unit: int = between(1024, 1)
+    tie_embeddings: bool = True
+
+    def __post_init__(self):
+        low, high = self.param_band
+        if not 0 < low <= high:
+            raise ValueError(f"param_band: found {list(self.param_band)}, expected [low, high] with 0 < low <= high")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the text comes from, how it is tokenized, and how it is packed into batches."""
+
+    source: str = choice("pydoc", "pydoc", "text_files", "lm1b")
+    # text_files: glob patterns; without validation_files, `validation_fraction` of the documents are held out
+    train_files: tuple[str, ...] = ()
+    validation_files: tuple[str, ...] = ()
+    document: str = choice("line", "line", "file")             # text_files: one document per line or per file
+    validation_fraction: float = between(0.05, 0.0, 0.5, low_open=True)
+    # lm1b: TFDS data directory (None: TFDS's default, ~/tensorflow_datasets) and split expressions
+    tfds_data_dir: str | None = None
+    train_split: str = "train[:98%]"
+    validation_split: str = "train[98%:]"
+    tokenizer: str = choice("sentencepiece", "sentencepiece", "bytes")
+    tokenizer_sample_bytes: int = between(20_000_000, 1)       # training text read to learn the subword vocabulary
+    cache_dir: str | None = None                              # None: $PRIMER_SEARCH_CACHE or ~/.cache/primer_search
+    sequence_length: int = between(64, 2)
+    batch_tokens: int = between(4096, 2)                      # tokens per batch (a multiple of sequence_length)
+    validation_tokens: int = between(65_536, 1)               # at least this many, in whole validation documents
+    shuffle_buffer: int = between(10_000, 1)                  # documents (streamed sources such as lm1b)
+
+    def __post_init__(self):
+        if self.batch_tokens % self.sequence_length:
+            raise ValueError(f"batch_tokens: found {self.batch_tokens}, expected a multiple of sequence_length "
+                             f"({self.sequence_length})")
+        if self.source == "text_files" and not self.train_files:
+            raise ValueError("train_files: found none, expected at least one glob pattern with source: text_files")
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_tokens // self.sequence_length
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """The fixed training budget of one fitness evaluation, its schedule and its checkpoints."""
+
+    budget_kind: str = choice("seconds", "seconds", "steps", "flops")
+    budget: float = between(60.0, 0.0, low_open=True)         # seconds of training steps, steps, or training FLOPs
+    peak_learning_rate: float = between(0.01, 0.0, low_open=True)
+    warmup_steps: int = between(10_000, 0)                   # linear warmup, then reciprocal square-root decay
+    jit_compile: bool = True                                  # XLA
+    checkpoints: tuple[float, ...] = ()                       # budget fractions in (0, 1) where a callback is asked
+    seed: int = 0
+    timeout_seconds: float | None = None                      # hard wall-clock limit of the whole evaluation
+    memory_limit_gb: float | None = None                      # refuse (status oom) models estimated above this
+
+    def __post_init__(self):
+        fractions = list(self.checkpoints)
+        if any(not 0 < f < 1 for f in fractions) or fractions != sorted(set(fractions)):
+            raise ValueError(f"checkpoints: found {fractions}, expected increasing budget fractions in (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    def __post_init__(self):
+        if self.data.tokenizer == "bytes" and self.model.vocab_size != BYTE_VOCAB_SIZE:
+            raise ValueError(f"model.vocab_size: found {self.model.vocab_size}, expected {BYTE_VOCAB_SIZE} with "
+                             f"data.tokenizer: bytes (256 byte values, padding and end of document)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections) -> "Config":
+        """A copy with some keys changed: `config.replace(training={"budget": 5})`."""
+        data = self.to_dict()
+        for section, values in sections.items():
+            data[section].update(values)
+        return config_from_dict(data)
+
+
+def apply_overrides(data: dict, overrides) -> dict:
+    """A copy of a config mapping with `section.key=value` assignments applied (values read as YAML)."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in (data or {}).items()}
+    for item in overrides:
+        path, sep, text = item.partition("=")
+        keys = path.strip().split(".")
+        if not sep or len(keys) != 2 or not all(keys):
+            raise ValueError(f"--set {item!r}: expected section.key=value, e.g. training.budget=30")
+        section = data.setdefault(keys[0], {})
+        if not isinstance(section, dict):
+            raise ValueError(f"--set {item!r}: config section {keys[0]!r} is not a mapping")
+        section[keys[1]] = yaml.safe_load(text) if text.strip() else None
+    return data
+
+
+def config_from_dict(data, overrides=()) -> Config:
+    return from_mapping(Config, apply_overrides(data, overrides))
+
+
+def load_config(path=None, overrides=()) -> Config:
+    """The config in a YAML file (None: all defaults), with `section.key=value` overrides applied."""
+    data = {}
+    if path is not None:
+        with open(path) as f:
+            try:
+                data = yaml.safe_load(f) or {}
+            except yaml.YAMLError as err:
+                raise ValueError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: found {type(data).__name__}, expected a mapping of sections "
+                             f"(model, data, training)")
+    try:
+        return config_from_dict(data, overrides)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}" if path else str(err)) from None

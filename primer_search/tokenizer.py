@@ -1,0 +1,120 @@
+"""Tokenizers: a SentencePiece subword vocabulary trained once per corpus and cached, and a byte-level mode.
+
+Both map text to int32 ids with two shared specials: 0 pads, 1 ends a document. The byte tokenizer is
+`id = byte + 2` (258 ids, no unknown token, so a genuine 0x00 byte is id 2 and is never mistaken for padding).
+The subword tokenizer is a SentencePiece unigram model with byte fallback, so every string is encodable and
+decoding gives the text back; its vocabulary is trained from a sample of the training split only.
+
+The trained model is cached as `<cache_dir>/<corpus key>-unigram<vocab>.model`, the key naming the corpus content.
+Training happens under an exclusive file lock and the file appears by atomic rename, so parallel workers (Ray
+workers on one node, or on nodes sharing `cache_dir`) train it once and all load the same vocabulary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import pathlib
+import re
+import tempfile
+from typing import Iterable
+
+import numpy as np
+import sentencepiece as spm
+
+PAD_ID, EOS_ID = 0, 1
+BYTE_OFFSET = 2
+BYTE_VOCAB_SIZE = 256 + BYTE_OFFSET
+
+
+def default_cache_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("PRIMER_SEARCH_CACHE", "~/.cache/primer_search")).expanduser()
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as ids 2..257."""
+
+    vocab_size = BYTE_VOCAB_SIZE
+    name = "bytes"
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        return [np.frombuffer(t.encode("utf-8"), np.uint8).astype(np.int32) + BYTE_OFFSET for t in texts]
+
+    def decode(self, ids) -> str:
+        data = bytes(int(i) - BYTE_OFFSET for i in ids if int(i) >= BYTE_OFFSET)
+        return data.decode("utf-8", errors="replace")
+
+
+class SentencePieceTokenizer:
+    """A trained SentencePiece model (see `subword_tokenizer` for training and caching)."""
+
+    def __init__(self, model_path):
+        self.path = pathlib.Path(model_path)
+        self._processor = spm.SentencePieceProcessor(model_file=str(self.path))
+        self.vocab_size = self._processor.get_piece_size()
+        self.name = self.path.stem
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        return [np.asarray(ids, np.int32) for ids in self._processor.encode(list(texts))]
+
+    def decode(self, ids) -> str:
+        return self._processor.decode([int(i) for i in ids if int(i) != PAD_ID])
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: pathlib.Path):
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _sample_lines(documents: Iterable[str], sample_bytes: int):
+    """Lines of the first documents, up to `sample_bytes` of text (SentencePiece trains on lines)."""
+    seen = 0
+    for document in documents:
+        for line in document.splitlines():
+            if line.strip():
+                yield line
+                seen += len(line.encode("utf-8")) + 1
+        if seen >= sample_bytes:
+            return
+
+
+def train_sentencepiece(documents: Iterable[str], vocab_size: int, sample_bytes: int, path) -> None:
+    """Train a unigram model on the first `sample_bytes` of `documents` and write it to `path`."""
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_sample_lines(documents, sample_bytes), model_writer=model, vocab_size=vocab_size,
+            model_type="unigram", pad_id=PAD_ID, eos_id=EOS_ID, unk_id=2, bos_id=-1, byte_fallback=True,
+            character_coverage=0.9995, max_sentence_length=1 << 16, input_sentence_size=0,
+            num_threads=os.cpu_count() or 1, minloglevel=2)
+    except RuntimeError as err:
+        limit = re.search(r"<= (\d+)", str(err))
+        expected = f"at most {limit.group(1)}" if limit else "a smaller size"
+        raise ValueError(f"model.vocab_size: found {vocab_size}, expected {expected} for this corpus (SentencePiece "
+                         f"cannot learn more pieces from its training text: {str(err).strip()[:200]})") from None
+    path = pathlib.Path(path)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, delete=False) as tmp:
+        tmp.write(model.getvalue())
+    os.replace(tmp.name, path)
+
+
+def subword_tokenizer(documents: Iterable[str], corpus_key: str, vocab_size: int, sample_bytes: int,
+                      cache_dir=None) -> SentencePieceTokenizer:
+    """The cached SentencePiece model for this corpus and size, training it first if no process has yet.
+
+    `documents` is iterated only when the model must be trained."""
+    cache = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{corpus_key}-unigram{vocab_size}-sample{sample_bytes}.model"
+    if not path.exists():
+        with _exclusive(path.with_suffix(".lock")):
+            if not path.exists():  # another process may have trained it while we waited
+                train_sentencepiece(documents, vocab_size, sample_bytes, path)
+    return SentencePieceTokenizer(path)
