@@ -13,58 +13,20 @@ unit, so the choice is a deterministic binary search over exact counts (`Graph.p
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import keras
 import numpy as np
 import tensorflow as tf
-import yaml
 
 from primer_search.compiler import CompiledBlock
+from primer_search.config import ModelConfig
 from primer_search.dna import DNA
 from primer_search.graph import Graph, lower
 
 
 class SizingError(ValueError):
     """No size unit puts the model inside the configured parameter band."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = 8192
-    num_layers: int = 2
-    width_units: int = 8                 # block width in size units (the seeds use 8: d_model = 8 x head size)
-    param_band: tuple[int, int] = (1_000_000, 3_000_000)
-    max_unit: int = 1024
-    tie_embeddings: bool = True
-
-
-def load_model_config(path) -> ModelConfig:
-    """The `model:` section of a search config YAML (strict: unknown keys and wrong types are errors)."""
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    section = data.get("model", {}) if isinstance(data, dict) else None
-    if not isinstance(section, dict):
-        raise ValueError(f"{path}: expected a mapping with a 'model:' section")
-    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
-    values = {}
-    for key, value in section.items():
-        if key not in fields:
-            raise ValueError(f"{path}: model.{key}: unknown key, allowed keys: {', '.join(fields)}")
-        default = fields[key].default
-        if key == "param_band":
-            ok = (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value)
-                  and 0 < value[0] <= value[1])
-            expected, value = "[low, high] with 0 < low <= high", tuple(value) if ok else value
-        else:
-            ok = isinstance(value, type(default)) and (isinstance(value, bool) == isinstance(default, bool))
-            ok = ok and (isinstance(value, bool) or value > 0)
-            expected = f"a positive {type(default).__name__}" if not isinstance(default, bool) else "true or false"
-        if not ok:
-            raise ValueError(f"{path}: model.{key}: found {value!r}, expected {expected}")
-        values[key] = value
-    return ModelConfig(**values)
 
 
 def parameter_count(graph: Graph, config: ModelConfig, unit: int) -> int:

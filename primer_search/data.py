@@ -1,0 +1,125 @@
+"""Language-model data: a text source and a tokenizer packed into fixed-shape batches.
+
+Packing. Documents are tokenized, each followed by the end-of-document id, and concatenated into one stream.
+Row r of the stream is tokens [r*L, r*L + L] (L + 1 tokens): inputs are its first L, targets its last L. Rows
+overlap by one token, so every token of the stream after the first is a target exactly once and no document
+boundary is padded. A training batch is `batch_tokens / L` rows, so every step sees exactly `batch_tokens`
+targets.
+
+Validation. The first validation documents, whole, until at least `validation_tokens` tokens; the stream starts
+with an end-of-document id, so the first real token is predicted too; the last row is padded (id 0, ignored by the
+loss). `num_bytes` is the UTF-8 size of that text counting one byte per document end (a newline), so
+
+    bits per byte = (sum of target NLL in nats) / (ln 2 * num_bytes)
+
+compares models across tokenizers: every tokenizer predicts the same text, documents ends included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from primer_search.config import DataConfig
+from primer_search.corpora import open_source
+from primer_search.tokenizer import EOS_ID, PAD_ID, ByteTokenizer, subword_tokenizer
+
+ENCODE_CHUNK = 512  # documents tokenized per call
+
+
+def _token_stream(documents: Iterator[str], tokenizer) -> Iterator[np.ndarray]:
+    """Chunks of the packed stream: token ids of whole documents, each followed by EOS."""
+    eos = np.array([EOS_ID], np.int32)
+    while chunk := list(itertools.islice(documents, ENCODE_CHUNK)):
+        pieces = []
+        for ids in tokenizer.encode(chunk):
+            pieces += [ids, eos]
+        yield np.concatenate(pieces)
+
+
+def packed_batches(chunks: Iterator[np.ndarray], batch_size: int, length: int) -> Iterator[np.ndarray]:
+    """[batch_size, length + 1] windows of the stream with stride `length` (see the module docstring)."""
+    need = batch_size * length + 1
+    buffer = np.zeros([0], np.int32)
+    for chunk in chunks:
+        buffer = np.concatenate([buffer, chunk])
+        while len(buffer) >= need:
+            block = buffer[:need]
+            yield np.lib.stride_tricks.sliding_window_view(block, length + 1)[::length].copy()  # [B, L+1]
+            buffer = buffer[need - 1:]
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationSet:
+    inputs: np.ndarray     # [N, L] int32
+    targets: np.ndarray    # [N, L] int32, PAD_ID where there is nothing to predict
+    num_bytes: int         # UTF-8 bytes of the documents, plus one per document end
+    num_documents: int
+
+    @property
+    def num_targets(self) -> int:
+        return int((self.targets != PAD_ID).sum())
+
+
+def validation_set(documents: Iterator[str], tokenizer, length: int, min_tokens: int) -> ValidationSet:
+    eos = np.array([EOS_ID], np.int32)
+    ids, num_targets, num_bytes = [eos], 0, 0
+    for document in documents:
+        ids += [tokenizer.encode([document])[0], eos]
+        num_targets += len(ids[-2]) + 1
+        num_bytes += len(document.encode("utf-8")) + 1
+        if num_targets >= min_tokens:
+            break
+    rows = -(-num_targets // length)
+    stream = np.full([rows * length + 1], PAD_ID, np.int32)       # tokenizers never emit PAD_ID
+    stream[:num_targets + 1] = np.concatenate(ids)
+    windows = np.lib.stride_tricks.sliding_window_view(stream, length + 1)[::length]   # [N, L+1]
+    return ValidationSet(windows[:, :-1].copy(), windows[:, 1:].copy(), num_bytes, len(ids) // 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageData:
+    """A tokenized corpus: training batches on demand and a fixed validation set."""
+
+    config: DataConfig
+    source: object
+    tokenizer: object
+    validation: ValidationSet
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def train_batches(self, seed: int) -> Iterator[np.ndarray]:
+        """Endless [B, L+1] int32 batches in an order fixed by the seed (plain numpy, for tests and tools)."""
+        chunks = _token_stream(self.source.train_documents(seed), self.tokenizer)
+        return packed_batches(chunks, self.config.batch_size, self.config.sequence_length)
+
+    def train_dataset(self, seed: int) -> tf.data.Dataset:
+        """The same batches as a prefetched tf.data pipeline of (inputs [B, L], targets [B, L])."""
+        shape = [self.config.batch_size, self.config.sequence_length + 1]
+        dataset = tf.data.Dataset.from_generator(lambda: self.train_batches(seed),
+                                                 output_signature=tf.TensorSpec(shape, tf.int32))
+        return dataset.map(lambda rows: (rows[:, :-1], rows[:, 1:])).prefetch(tf.data.AUTOTUNE)
+
+
+def make_tokenizer(config: DataConfig, source, vocab_size: int):
+    if config.tokenizer == "bytes":
+        return ByteTokenizer()
+    return subword_tokenizer(source.sample_documents(), source.key, vocab_size, config.tokenizer_sample_bytes,
+                             config.cache_dir)
+
+
+@functools.lru_cache(maxsize=4)
+def load_data(config: DataConfig, vocab_size: int) -> LanguageData:
+    """Open the source, load (or train once) its tokenizer and build the validation set; cached per process."""
+    source = open_source(config)
+    tokenizer = make_tokenizer(config, source, vocab_size)
+    validation = validation_set(source.validation_documents(), tokenizer, config.sequence_length,
+                                config.validation_tokens)
+    return LanguageData(config, source, tokenizer, validation)
