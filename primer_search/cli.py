@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from primer_search import dna as dna_io
-from primer_search.inspection import describe
-from primer_search.model import load_model_config
+from primer_search.config import load_config
 from primer_search.seeds import SEED_NAMES, load_seed
 
 
@@ -18,7 +18,9 @@ def _load(path_or_seed: str) -> dna_io.DNA:
 
 
 def _show(args) -> None:
-    config = load_model_config(args.config) if args.config else None
+    from primer_search.inspection import describe
+
+    config = load_config(args.config).model if args.config else None
     print(describe(_load(args.dna), unit=args.unit, width_units=args.width_units, show_graph=args.graph,
                    model_config=config))
 
@@ -31,6 +33,21 @@ def _export(args) -> None:
 def _validate(args) -> None:
     dna = _load(args.dna)
     print(f"{args.dna}: valid DNA, {len(dna.subprograms)} subprograms")
+
+
+def _train(args) -> int:
+    from primer_search.fitness import evaluate
+    from primer_search.display import ProgressLine, format_result
+
+    dna, config = _load(args.dna), load_config(args.config, args.set)
+    with ProgressLine(sys.stderr, config.training) as progress:
+        result = evaluate(dna, config, on_step=progress.update, on_checkpoint=progress.checkpoint)
+    print(format_result(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result.to_dict(), f, indent=2)
+        print(f"wrote {args.json}")
+    return 0 if result.status in ("ok", "stopped") else 1
 
 
 def _positive(text: str) -> int:
@@ -61,17 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a DNA file against the schema")
     validate.add_argument("dna", help=dna_help)
     validate.set_defaults(run=_validate)
+
+    train = commands.add_parser("train", help="evaluate one program: train it for the config's budget, measure it")
+    train.add_argument("dna", help=dna_help)
+    train.add_argument("--config", required=True, help="a search config YAML (e.g. search_configs/tiny_cpu.yaml)")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a config key, e.g. --set training.budget=10 (repeatable)")
+    train.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    train.set_defaults(run=_train)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        return args.run(args) or 0
     except (ValueError, OSError) as err:
         print(f"primer-search {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

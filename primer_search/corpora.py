@@ -77,7 +77,7 @@ def pydoc_source(validation_fraction: float = 0.05) -> InMemorySource:
 
     paragraphs = [p.strip() for name in sorted(topics) for p in topics[name].split("\n\n") if p.strip()]
     train, validation = hash_split(paragraphs, validation_fraction)
-    return InMemorySource(_content_key("pydoc", paragraphs), train, validation)
+    return InMemorySource(_content_key("pydoc", train), train, validation)
 
 
 def _expand(patterns) -> list[str]:
@@ -113,7 +113,7 @@ def text_file_source(config: DataConfig) -> InMemorySource:
                                                                     config.document))
     else:
         train, validation = hash_split(documents, config.validation_fraction)
-    return InMemorySource(_content_key("files", train + ("\0validation",) + validation), train, validation)
+    return InMemorySource(_content_key("files", train), train, validation)
 
 
 def _lm1b(config: DataConfig):

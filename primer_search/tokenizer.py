@@ -73,14 +73,12 @@ def _exclusive(lock_path: pathlib.Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _sample_lines(documents: Iterable[str], sample_bytes: int):
-    """Lines of the first documents, up to `sample_bytes` of text (SentencePiece trains on lines)."""
+def _sample(documents: Iterable[str], sample_bytes: int):
+    """The first documents, up to `sample_bytes` of text."""
     seen = 0
     for document in documents:
-        for line in document.splitlines():
-            if line.strip():
-                yield line
-                seen += len(line.encode("utf-8")) + 1
+        yield document
+        seen += len(document.encode("utf-8"))
         if seen >= sample_bytes:
             return
 
@@ -90,9 +88,10 @@ def train_sentencepiece(documents: Iterable[str], vocab_size: int, sample_bytes:
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=_sample_lines(documents, sample_bytes), model_writer=model, vocab_size=vocab_size,
+            sentence_iterator=_sample(documents, sample_bytes), model_writer=model, vocab_size=vocab_size,
             model_type="unigram", pad_id=PAD_ID, eos_id=EOS_ID, unk_id=2, bos_id=-1, byte_fallback=True,
-            character_coverage=0.9995, max_sentence_length=1 << 16, input_sentence_size=0,
+            character_coverage=0.9995, max_sentence_length=1 << 20, input_sentence_size=0,
+            normalization_rule_name="identity", remove_extra_whitespaces=False,  # decode(encode(t)) == t
             num_threads=os.cpu_count() or 1, minloglevel=2)
     except RuntimeError as err:
         limit = re.search(r"<= (\d+)", str(err))

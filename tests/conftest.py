@@ -23,3 +23,19 @@ def np_rng():
 @pytest.fixture(autouse=True)
 def _keras_seed():
     keras.utils.set_random_seed(0)
+
+
+FAST = {
+    "model": {"vocab_size": 258, "num_layers": 1, "param_band": [20_000, 60_000]},
+    "data": {"source": "pydoc", "tokenizer": "bytes", "sequence_length": 16, "batch_tokens": 128,
+             "validation_tokens": 512},
+    "training": {"budget_kind": "steps", "budget": 4, "warmup_steps": 2, "jit_compile": False},
+}
+
+
+@pytest.fixture
+def fast_config():
+    """A config that trains a ~50K-parameter byte-level model on pydoc text in well under a second per step."""
+    from primer_search.config import config_from_dict
+
+    return config_from_dict(FAST)

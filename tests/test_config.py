@@ -1,0 +1,79 @@
+import pytest
+
+from primer_search.config import Config, apply_overrides, config_from_dict, load_config
+
+
+def test_every_shipped_config_loads():
+    tiny, paper = load_config("search_configs/tiny_cpu.yaml"), load_config("search_configs/lm1b_paper.yaml")
+    assert tiny.data.source == "pydoc" and tiny.training.budget_kind == "seconds"
+    assert paper.data.source == "lm1b" and paper.data.train_split == "train[:98%]"
+    assert paper.data.batch_tokens == 4096 and paper.data.sequence_length == 64
+    assert paper.training.warmup_steps == 10_000 and paper.training.peak_learning_rate == 0.01
+
+
+def test_defaults_and_overrides():
+    config = load_config(None, ["training.budget=12", "data.train_files=[a.txt, b.txt]", "data.source=text_files",
+                                "training.checkpoints=[0.25, 0.5]", "training.timeout_seconds="])
+    assert config.training.budget == 12.0 and config.data.train_files == ("a.txt", "b.txt")
+    assert config.training.checkpoints == (0.25, 0.5) and config.training.timeout_seconds is None
+    assert config.model == Config().model
+    assert config.data.batch_size == 4096 // 64
+
+
+def test_overrides_do_not_touch_the_input():
+    data = {"training": {"budget": 5}}
+    assert apply_overrides(data, ["training.budget=6"])["training"]["budget"] == 6
+    assert data == {"training": {"budget": 5}}
+
+
+def test_yaml_exponent_without_dot_is_a_number():
+    assert config_from_dict({"training": {"budget_kind": "flops", "budget": "1e12"}}).training.budget == 1e12
+
+
+def test_replace_returns_a_checked_copy():
+    config = Config().replace(training={"budget": 3})
+    assert config.training.budget == 3.0
+    with pytest.raises(ValueError, match="training.budget: found -1"):
+        config.replace(training={"budget": -1})
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"model": {"num_layer": 2}}, "model: unknown key 'num_layer', allowed keys: vocab_size, num_layers"),
+    ({"search": {}}, "config: unknown key 'search', allowed keys: model, data, training"),
+    ({"training": {"budget_kind": "minutes"}},
+     r"training.budget_kind: found 'minutes', expected one of \['seconds', 'steps', 'flops'\]"),
+    ({"training": {"budget": 0}}, r"training.budget: found 0.0, expected a value in \(0.0, inf\)"),
+    ({"training": {"jit_compile": "yes"}}, "training.jit_compile: found 'yes', expected true or false"),
+    ({"training": {"checkpoints": [0.5, 0.25]}}, r"training.checkpoints: found \[0.5, 0.25\], expected increasing"),
+    ({"training": {"checkpoints": [1.0]}}, r"expected increasing budget fractions in \(0, 1\)"),
+    ({"model": {"num_layers": 2.5}}, "model.num_layers: found 2.5, expected an integer"),
+    ({"model": {"param_band": [5, 1]}}, r"model.param_band: found \[5, 1\], expected \[low, high\]"),
+    ({"model": {"param_band": [5]}}, r"model.param_band: found \[5\], expected a list of 2 values"),
+    ({"data": {"train_files": "a.txt"}}, "data.train_files: found 'a.txt', expected a list of strings"),
+    ({"data": {"batch_tokens": 100}}, "data.batch_tokens: found 100, expected a multiple of sequence_length"),
+    ({"data": {"source": "text_files"}}, "data.train_files: found none, expected at least one glob pattern"),
+    ({"data": {"tokenizer": "bytes"}}, "model.vocab_size: found 8192, expected 258 with data.tokenizer: bytes"),
+    ({"data": []}, r"data: found \[\], expected a mapping"),
+])
+def test_bad_configs_name_the_key(data, message):
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(data)
+
+
+@pytest.mark.parametrize("item", ["training.budget", "budget=3", "a.b.c=1", ".x=1"])
+def test_bad_override_syntax(item):
+    with pytest.raises(ValueError, match="expected section.key=value"):
+        apply_overrides({}, [item])
+
+
+def test_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ValueError, match="c.yaml: found list, expected a mapping of sections"):
+        load_config(path)
+    path.write_text("model: {vocab_size: 8192\n")
+    with pytest.raises(ValueError, match="c.yaml: not valid YAML"):
+        load_config(path)
+    path.write_text("training:\n  seed: !!python/object/apply:os.system [echo]\n")
+    with pytest.raises(ValueError, match="c.yaml: not valid YAML"):
+        load_config(path)

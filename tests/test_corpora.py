@@ -1,0 +1,59 @@
+import itertools
+
+import pytest
+
+from primer_search.config import DataConfig
+from primer_search.corpora import hash_split, open_source, pydoc_source, text_file_source
+
+
+def _take(iterator, n):
+    return list(itertools.islice(iterator, n))
+
+
+def test_pydoc_corpus_ships_with_python():
+    source = open_source(DataConfig(source="pydoc"))
+    assert len(source.train) > 1000 and len(source.validation) > 50
+    assert not set(source.train) & set(source.validation)
+    assert sum(map(len, source.train)) > 200_000 and all(d.strip() == d and d for d in source.train)
+    assert source.key.startswith("pydoc-") and source.key == pydoc_source().key   # stable across calls
+    assert pydoc_source(0.2).key != source.key           # another split trains another tokenizer
+
+
+def test_training_stream_is_endless_and_seeded():
+    source = pydoc_source()
+    first = _take(source.train_documents(seed=1), 2 * len(source.train) + 5)    # past two epochs
+    assert first == _take(source.train_documents(seed=1), len(first))
+    assert first[:50] != _take(source.train_documents(seed=2), 50)
+    assert sorted(first[:len(source.train)]) == sorted(source.train)          # an epoch is a permutation
+    assert list(source.validation_documents()) == list(source.validation)
+
+
+def test_hash_split_is_stable_and_independent_of_order():
+    documents = [f"document {i}" for i in range(2000)]
+    train, validation = hash_split(documents, 0.1)
+    assert 120 < len(validation) < 280 and len(train) + len(validation) == 2000
+    assert set(hash_split(documents[::-1], 0.1)[1]) == set(validation)
+
+
+def test_text_files_by_line_and_by_file(tmp_path):
+    (tmp_path / "a.txt").write_text("first line\n\nsecond line\n")
+    (tmp_path / "b.txt").write_text("third line\n")
+    (tmp_path / "held.txt").write_text("held out\n")
+    pattern, held = str(tmp_path / "[ab].txt"), str(tmp_path / "held.txt")
+    lines = text_file_source(DataConfig(source="text_files", train_files=(pattern,), validation_files=(held,)))
+    assert lines.train == ("first line", "second line", "third line") and lines.validation == ("held out",)
+    files = text_file_source(DataConfig(source="text_files", train_files=(pattern,), validation_files=(held,),
+                                        document="file"))
+    assert files.train == ("first line\n\nsecond line", "third line")
+    assert files.key != lines.key
+
+
+def test_text_files_errors_name_the_file(tmp_path):
+    with pytest.raises(ValueError, match="'nothing-here/\\*.txt' matches no file"):
+        text_file_source(DataConfig(source="text_files", train_files=("nothing-here/*.txt",)))
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin1.txt: not UTF-8 text"):
+        text_file_source(DataConfig(source="text_files", train_files=(str(tmp_path / "latin1.txt"),)))
+    (tmp_path / "one.txt").write_text("only one line\n")
+    with pytest.raises(ValueError, match="found 1 training and 0 validation documents"):
+        text_file_source(DataConfig(source="text_files", train_files=(str(tmp_path / "one.txt"),)))

@@ -1,0 +1,67 @@
+import itertools
+
+import numpy as np
+
+from primer_search.config import DataConfig
+from primer_search.data import load_data, packed_batches, validation_set
+from primer_search.tokenizer import EOS_ID, PAD_ID, ByteTokenizer
+
+
+class WordTokenizer:
+    """One id per word: ids are easy to check by hand."""
+
+    vocab_size = 100
+
+    def encode(self, texts):
+        return [np.array([10 + len(w) for w in t.split()], np.int32) for t in texts]
+
+
+def test_rows_overlap_by_one_token_so_every_token_is_a_target_once():
+    stream = np.arange(2, 60, dtype=np.int32)
+    chunks = [stream[:7], stream[7:30], stream[30:]]
+    batches = list(packed_batches(iter(chunks), batch_size=2, length=5))
+    assert [b.shape for b in batches] == [(2, 6)] * 5              # (58 - 1) // 10 full batches
+    rows = np.concatenate(batches)
+    assert (rows[1:, 0] == rows[:-1, -1]).all()                      # consecutive rows share one token
+    targets = rows[:, 1:].ravel()
+    assert targets.tolist() == stream[1:1 + len(targets)].tolist()
+
+
+def test_validation_set_by_hand():
+    documents = iter(["one three", "four", "never read"])
+    v = validation_set(documents, WordTokenizer(), length=2, min_tokens=5)
+    # stream: EOS 13 15 EOS 14 EOS -> 5 targets in 3 rows of 2, the last padded
+    assert v.inputs.tolist() == [[EOS_ID, 13], [15, EOS_ID], [14, EOS_ID]]
+    assert v.targets.tolist() == [[13, 15], [EOS_ID, 14], [EOS_ID, PAD_ID]]
+    assert v.num_targets == 5 and v.num_documents == 2
+    assert v.num_bytes == len("one three") + 1 + len("four") + 1
+
+
+def test_bytes_validation_counts_every_byte_once():
+    v = validation_set(iter(["hé", "x\x00"]), ByteTokenizer(), length=4, min_tokens=1000)
+    assert v.num_bytes == 3 + 1 + 2 + 1 == v.num_targets
+
+
+def test_train_batches_shapes_and_determinism():
+    config = DataConfig(source="pydoc", tokenizer="bytes", sequence_length=16, batch_tokens=128,
+                        validation_tokens=300)
+    data = load_data(config, 258)
+    first = list(itertools.islice(data.train_batches(seed=3), 4))
+    assert all(b.shape == (8, 17) and b.dtype == np.int32 for b in first)
+    again = list(itertools.islice(data.train_batches(seed=3), 4))
+    other = next(data.train_batches(seed=4))
+    assert all((a == b).all() for a, b in zip(first, again)) and not (other == first[0]).all()
+    inputs, targets = next(iter(data.train_dataset(seed=3)))
+    assert inputs.shape == targets.shape == (8, 16)
+    assert (inputs.numpy() == first[0][:, :-1]).all() and (targets.numpy() == first[0][:, 1:]).all()
+    assert data.validation.num_targets >= 300 and data.validation.inputs.shape[1] == 16
+    assert load_data(config, 258) is data                              # cached per process
+
+
+def test_subword_data_uses_the_cache_dir(tmp_path):
+    config = DataConfig(source="pydoc", cache_dir=str(tmp_path), sequence_length=32, batch_tokens=64,
+                        validation_tokens=100)
+    data = load_data(config, 512)
+    assert data.vocab_size == 512 and list(tmp_path.glob("pydoc-*-unigram512-*.model"))
+    batch = next(data.train_batches(seed=0))
+    assert batch.shape == (2, 33) and batch.max() < 512 and PAD_ID not in batch
