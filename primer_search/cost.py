@@ -7,7 +7,7 @@ Counted per token, forward pass, from the lowered graph at a size unit and seque
     MAT_MUL  [S, S] x [S, W] -> [S, W]       2 x S x W
     T_MAT_MUL [S, W] x [S, W]^T -> [S, S]    2 x S x W  (W: the contracted width; S when inputs are positions)
     fused SOFTMAX over [S, S]               5 x S
-    any other primitive                     1 x its output elements (W for features, S for positions)
+    any other primitive                     1 x its largest operand (W for features, S for positions)
 each times the node's branch multiplicity; SPLIT, MERGE, INPUT and OUTPUT are free. The model adds the output
 projection (2 x d x V); embedding lookups, positions and the final norm are not counted. A training step costs
 3 x forward (the backward pass is about twice the forward), the usual convention (Kaplan et al. 2020).
@@ -47,7 +47,7 @@ def node_flops(node: Node, unit: int, length: int) -> int:
         for d in spec.absolute_shape(unit):
             per_token *= d
     else:
-        per_token = _elements(node.sig, unit, length)
+        per_token = max(_elements(sig, unit, length) for sig in (node.sig, *node.input_sigs))
     return node.mult * per_token
 
 

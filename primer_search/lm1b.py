@@ -6,6 +6,8 @@ $TFDS_DATA_DIR or ~/tensorflow_datasets):
     <data_dir>/downloads/manual/1-billion-word-language-modeling-benchmark-r13output.tar.gz
                                                  the raw archive (1.8 GB), if you fetched it yourself
     <data_dir>/downloads/                        TFDS's own downloads and extracted archives (deletable afterwards)
+`python -m primer_search.lm1b [DATA_DIR]` prepares it ahead of a run (the `tfds build` command of TFDS 4.9.10 needs
+apache-beam just to start).
 Every document is one line of the benchmark (a tokenized English news sentence). The config's split expressions
 (`train[:98%]`, `train[98%:]`, `test`, ...) pick the training and validation documents.
 
@@ -27,6 +29,7 @@ import dataclasses
 import logging
 import os
 import re
+import sys
 from typing import Iterator
 
 import requests
@@ -87,16 +90,17 @@ def _strings(texts: tf.data.Dataset) -> Iterator[str]:
 def lm1b_source(config: DataConfig) -> Lm1bSource:
     """LM1B under `config.tfds_data_dir`, prepared first if needed (see the module docstring)."""
     builder = tfds.builder(NAME, data_dir=config.tfds_data_dir)
-    if not builder.is_prepared():
+    if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):   # is_prepared(), quietly
         _prepare(builder)
     for field in ("train_split", "validation_split"):
         split = getattr(config, field)
         try:
             count = builder.info.splits[split].num_examples
         except (KeyError, ValueError, AssertionError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ValueError(f"data.{field}: found {split!r}, expected a TFDS split expression over LM1B's "
-                             f"splits {sorted(builder.info.splits)}, such as 'train[:98%]' ({err})") from None
-        if count == 0:
+                             f"splits {sorted(builder.info.splits)}, such as 'train[:98%]' ({reason})") from None
+        if count <= 0:
             raise ValueError(f"data.{field}: {split!r} selects no LM1B documents")
     return Lm1bSource(source_key(str(builder.version), config.train_split, config.validation_split), builder,
                       config.train_split, config.validation_split, config.shuffle_buffer)
@@ -108,21 +112,21 @@ def _prepare(builder: tfds.core.DatasetBuilder) -> None:
     (url, expected), = builder.url_infos.items()                      # the one archive and its size and SHA-256
     archive = os.path.join(root, "downloads", "manual", expected.filename)   # where TFDS looks for it first
     todo = (f"put the archive ({expected.size / 1e9:.1f} GB, {url}) at {archive}, or run "
-            f"`tfds build {NAME} --data_dir {root}` on a machine with network and copy {root}/{NAME} here")
-    if os.path.exists(archive):
-        log.warning("LM1B: preparing %s from %s (several minutes, about 10 GB of disk)", builder.data_dir, archive)
+            f"`python -m primer_search.lm1b DIR` on a machine with network and copy DIR/{NAME} to {root}/{NAME}")
+    if tf.io.gfile.exists(archive):
+        log.warning("LM1B: preparing %s from %s (several minutes, about 11 GB of disk)", builder.data_dir, archive)
     elif _reachable(url):
-        log.warning("LM1B: downloading %s (%.1f GB) and preparing %s (about 10 GB of disk)", url,
+        log.warning("LM1B: downloading %s (%.1f GB) and preparing %s (about 11 GB of disk)", url,
                     expected.size / 1e9, builder.data_dir)
     else:
-        raise ValueError(f"LM1B is not prepared in {root} and {url} cannot be reached: {todo}")
+        raise ValueError(f"LM1B is not prepared in {root} and {url.split('/')[2]} cannot be reached: {todo}")
     try:
         builder.download_and_prepare()
     except requests.RequestException as err:
         raise ValueError(f"LM1B: download of {url} failed ({type(err).__name__}): {todo}") from None
     except NonMatchingChecksumError:
         raise ValueError(f"LM1B: the archive (at {archive} or in {root}/downloads) is not the expected file of "
-                         f"{expected.size} bytes with SHA-256 {expected.checksum}: delete it and {todo}") from None
+                         f"{int(expected.size)} bytes with SHA-256 {expected.checksum}: delete it and {todo}") from None
 
 
 def _reachable(url: str) -> bool:
@@ -131,3 +135,23 @@ def _reachable(url: str) -> bool:
     except requests.RequestException:
         return False
     return True
+
+
+def main(argv=None) -> int:
+    """`python -m primer_search.lm1b [DATA_DIR]`: prepare LM1B in DATA_DIR (default: TFDS's) and say what is there."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1:
+        print("usage: python -m primer_search.lm1b [DATA_DIR]", file=sys.stderr)
+        return 2
+    try:
+        source = lm1b_source(DataConfig(source="lm1b", tfds_data_dir=args[0] if args else None))
+    except ValueError as err:
+        print(f"primer_search.lm1b: error: {err}", file=sys.stderr)
+        return 2
+    splits = ", ".join(f"{name} {split.num_examples:,}" for name, split in sorted(source.builder.info.splits.items()))
+    print(f"LM1B {source.builder.version} is prepared in {source.builder.data_dir} (documents: {splits})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

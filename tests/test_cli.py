@@ -1,3 +1,8 @@
+import json
+import re
+
+import yaml
+
 from primer_search.cli import main
 from primer_search.dna import load_dna
 from primer_search.seeds import load_seed
@@ -38,4 +43,35 @@ def test_bad_config_key_is_named(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("model:\n  num_layer: 2\n")
     assert main(["show", "transformer", "--config", str(config)]) == 2
-    assert "model.num_layer: unknown key, allowed keys: vocab_size" in capsys.readouterr().err
+    assert "model: unknown key 'num_layer', allowed keys: vocab_size" in capsys.readouterr().err
+
+
+def _write_fast_config(tmp_path):
+    from conftest import FAST
+
+    path = tmp_path / "fast.yaml"
+    path.write_text(yaml.safe_dump(FAST))
+    return str(path)
+
+
+def test_train_prints_metrics_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "result.json"
+    code = main(["train", "primer_ez", "--config", _write_fast_config(tmp_path), "--set", "training.budget=3",
+                 "--set", "training.checkpoints=[0.5]", "--json", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0 and "status             ok" in captured.out and "bits_per_byte" in captured.out
+    assert "checkpoint 50%: step 2" in captured.err and "train 100.0% of 3 steps" in captured.err
+    result = json.loads(out.read_text())
+    assert result["status"] == "ok" and result["steps"] == 3 and len(result["checkpoints"]) == 1
+
+
+def test_train_of_a_failing_program_exits_1(tmp_path, capsys):
+    code = main(["train", "transformer", "--config", _write_fast_config(tmp_path),
+                 "--set", "model.param_band=[10, 20]"])
+    assert code == 1 and re.search(r"^status +invalid$", capsys.readouterr().out, re.M)
+
+
+def test_train_bad_override_is_one_line(tmp_path, capsys):
+    assert main(["train", "transformer", "--config", _write_fast_config(tmp_path), "--set", "training.budgt=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training: unknown key 'budgt', allowed keys: budget_kind, budget" in err

@@ -1,0 +1,39 @@
+from primer_search import cost
+from primer_search.graph import lower
+from primer_search.seeds import load_seed
+
+D, S = 512, 64   # the paper's seed: unit 64, 8 heads of 64
+
+
+def test_transformer_flops_by_hand():
+    graph = lower(load_seed("transformer"))
+    by_op = {}
+    for node in graph.nodes:
+        by_op[node.op] = by_op.get(node.op, 0) + cost.node_flops(node, 64, S)
+    assert by_op["CONV_1X1"] == 2 * (4 * D * D + 2 * D * 4 * D)        # Q, K, V, O and the feed-forward
+    assert by_op["T_MAT_MUL"] == by_op["MAT_MUL"] == 2 * S * D          # scores and weighted values, 8 heads
+    assert by_op["SOFTMAX"] == 5 * S * 8
+    assert by_op["SPLIT"] == by_op["MERGE"] == 0
+    total = cost.block_flops(graph, 64, S)
+    assert 0 < total - sum(by_op[k] for k in ("CONV_1X1", "T_MAT_MUL", "MAT_MUL", "SOFTMAX")) < 40 * D
+
+
+def test_model_and_training_flops():
+    graph = lower(load_seed("primer_ez"))
+    block = cost.block_flops(graph, 16, S)
+    assert cost.model_flops(graph, 16, S, 6, 1000) == 6 * block + 2 * 128 * 1000
+    assert cost.training_flops_per_token(graph, 16, S, 6, 1000) == 3 * cost.model_flops(graph, 16, S, 6, 1000)
+    assert cost.block_flops(graph, 16, 2 * S) > block                   # attention grows with the sequence
+
+
+def test_depthwise_convolution_costs_its_taps():
+    node = next(n for n in lower(load_seed("primer_ez")).nodes if n.op == "DCONV_3X1")
+    assert cost.node_flops(node, 64, S) == node.mult * 2 * 3 * 64
+
+
+def test_memory_estimate_grows_with_batch_and_vocabulary():
+    graph = lower(load_seed("transformer"))
+    small = cost.training_memory_bytes(graph, 16, S, 2, 1000, 1_000_000, 4096)
+    assert small > 4 * 4 * 1_000_000
+    assert cost.training_memory_bytes(graph, 16, S, 2, 1000, 1_000_000, 8192) > small
+    assert cost.training_memory_bytes(graph, 16, S, 2, 32000, 1_000_000, 4096) > small
