@@ -62,7 +62,7 @@ def pipeline_throughput(data, seed: int, seconds: float) -> tuple[float, float, 
     first = time.perf_counter()
     count = 0
     while True:
-        inputs, targets = next(batches)
+        next(batches)
         count += 1
         now = time.perf_counter()
         if now - first >= seconds:

@@ -89,11 +89,6 @@ def load_with_vocab(args, base: list[str]):
         config = load_config(args.config, base + [f"model.vocab_size={vocab}"] + args.set)
         try:
             return config, load_data(config.data, config.model.vocab_size)
-        except ModuleNotFoundError as err:
-            if config.data.source == "lm1b" and "lm1b" in str(err):
-                raise SystemExit(f"data.source lm1b cannot be opened: {err} (the library's LM1B reader is "
-                                 f"missing)") from None
-            raise
         except ValueError as err:
             limit = re.search(r"expected at most (\d+) for this corpus", str(err))
             if not limit or int(limit.group(1)) >= vocab:
