@@ -16,7 +16,7 @@ The tokenizer is cached in --cache-dir (default /tmp/primer_search_bench_cache, 
 first run ever trains it and later runs load it; the output says which happened. --cold uses a fresh empty
 directory, so the tokenizer is always trained (the worst case, a first evaluation on a new corpus).
 
-Then, with training over, the input pipeline alone: `LanguageData.train_dataset(seed)` (the same tf.data pipeline
+Then, with training over, the input pipeline alone: `LanguageData.prefetched_batches(seed)` (the same pipeline
 the trainer iterates) is drained for --pipeline-seconds after its first batch (whose startup time is printed
 apart), and its tokens/s (batch_tokens per batch) is compared with the evaluation's training tokens/s,
 (steps - 1) x batch_tokens / train_seconds (the compiling first step excluded, as from train_seconds).
@@ -57,7 +57,7 @@ def cached_models(cache_dir: pathlib.Path) -> set[pathlib.Path]:
 def pipeline_throughput(data, seed: int, seconds: float) -> tuple[float, float, int, float]:
     """(startup seconds to the first batch, tokens/s after it, batches timed, seconds timed)."""
     start = time.perf_counter()
-    batches = iter(data.train_dataset(seed))
+    batches = data.prefetched_batches(seed)
     next(batches)
     first = time.perf_counter()
     count = 0
@@ -67,6 +67,7 @@ def pipeline_throughput(data, seed: int, seconds: float) -> tuple[float, float, 
         now = time.perf_counter()
         if now - first >= seconds:
             break
+    batches.close()
     elapsed = now - first
     return first - start, count * data.config.batch_tokens / elapsed, count, elapsed
 
@@ -133,7 +134,7 @@ def main() -> None:
     ratio = pipeline_rate / training_rate
     print(f"training tokens/s: ({result.steps} - 1) x {batch_tokens} / {result.train_seconds:.2f} s = "
           f"{training_rate:,.0f} ({result.mean_step_seconds * 1e3:.1f} ms/step)")
-    print(f"input pipeline alone (train_dataset): first batch after {startup:.2f} s, then {count} batches in "
+    print(f"input pipeline alone (prefetched_batches): first batch after {startup:.2f} s, then {count} batches in "
           f"{elapsed:.2f} s = {pipeline_rate:,.0f} tokens/s")
     print(f"pipeline/training tokens/s: {ratio:.1f}x (target >= 10x: {'met' if ratio >= 10 else 'NOT met'})")
     print(f"non-training share of a {args.budget:g} s evaluation: {share:.1%}; pipeline/training tokens/s: "

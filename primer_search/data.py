@@ -1,5 +1,8 @@
 """Language-model data: a text source and a tokenizer packed into fixed-shape batches.
 
+Training batches are built in Python (tokenizing and packing are fast: millions of tokens per second) and
+prepared ahead of the training step by a background thread (`Prefetcher`).
+
 Packing. Documents are tokenized, each followed by the end-of-document id, and concatenated into one stream.
 Row r of the stream is tokens [r*L, r*L + L] (L + 1 tokens): inputs are its first L, targets its last L. Rows
 overlap by one token, so every token of the stream after the first is a target exactly once and no document
@@ -20,16 +23,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import queue
+import threading
 from typing import Iterator
 
 import numpy as np
-import tensorflow as tf
 
 from primer_search.config import DataConfig
 from primer_search.corpora import open_source
 from primer_search.tokenizer import EOS_ID, PAD_ID, ByteTokenizer, subword_tokenizer
 
 ENCODE_CHUNK = 512  # documents tokenized per call
+PREFETCH = 8        # training batches prepared ahead
 
 
 def _token_stream(documents: Iterator[str], tokenizer) -> Iterator[np.ndarray]:
@@ -96,16 +101,64 @@ class LanguageData:
         return self.tokenizer.vocab_size
 
     def train_batches(self, seed: int) -> Iterator[np.ndarray]:
-        """Endless [B, L+1] int32 batches in an order fixed by the seed (plain numpy, for tests and tools)."""
+        """Endless [B, L+1] int32 batches in an order fixed by the seed."""
         chunks = _token_stream(self.source.train_documents(seed), self.tokenizer)
         return packed_batches(chunks, self.config.batch_size, self.config.sequence_length)
 
-    def train_dataset(self, seed: int) -> tf.data.Dataset:
-        """The same batches as a prefetched tf.data pipeline of (inputs [B, L], targets [B, L])."""
-        shape = [self.config.batch_size, self.config.sequence_length + 1]
-        dataset = tf.data.Dataset.from_generator(lambda: self.train_batches(seed),
-                                                 output_signature=tf.TensorSpec(shape, tf.int32))
-        return dataset.map(lambda rows: (rows[:, :-1], rows[:, 1:])).prefetch(tf.data.AUTOTUNE)
+    def prefetched_batches(self, seed: int, depth: int = PREFETCH) -> "Prefetcher":
+        """The same batches, prepared `depth` ahead in a background thread, as (inputs, targets) [B, L] each."""
+        return Prefetcher(((rows[:, :-1], rows[:, 1:]) for rows in self.train_batches(seed)), depth)
+
+
+class Prefetcher:
+    """Iterates `items` in a daemon thread, up to `depth` items ahead of the consumer; `close()` stops it.
+
+    Tokenizing and packing run in Python, so they overlap the training step (which releases the GIL) here
+    rather than inside tf.data: a `from_generator` iterator can take about a second to tear down, which would be
+    charged to every evaluation."""
+
+    _END = object()
+
+    def __init__(self, items: Iterator, depth: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(items,), daemon=True, name="prefetch")
+        self._thread.start()
+
+    def _fill(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except Exception as err:  # noqa: BLE001 -- handed to the consumer, raised there
+            self._queue.put(err)
+        self._queue.put(self._END)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self._queue.get()
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def make_tokenizer(config: DataConfig, source, vocab_size: int):

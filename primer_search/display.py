@@ -33,9 +33,9 @@ class ProgressLine:
         if not self.interactive and tenth == self._last_tenth:
             return
         self._last_draw, self._last_tenth = now, tenth
-        line = (f"train {min(fraction, 1.0):6.1%} of {self.config.budget:g}{UNITS[self.config.budget_kind]}  "
-                f"step {progress.steps}  loss {progress.last_loss:.3f}  "
-                f"{progress.mean_step_seconds * 1000:.0f} ms/step")
+        line = f"train {min(fraction, 1.0):6.1%} of {self.config.budget:g}{UNITS[self.config.budget_kind]}  " + (
+            f"first step (tracing and compiling) took {progress.compile_seconds:.1f} s" if progress.steps == 1 else
+            f"step {progress.steps}  loss {progress.last_loss:.3f}  {progress.mean_step_seconds * 1000:.0f} ms/step")
         self.stream.write(f"\r{line}\033[K" if self.interactive else line + "\n")
         self.stream.flush()
 

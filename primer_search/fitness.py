@@ -111,9 +111,7 @@ def evaluate(dna: DNA, config: Config,
         keras.utils.set_random_seed(training.seed)
         model = build_model(dna, model_config, seed=training.seed, unit=unit)
         trainer = Trainer(model, data, training, per_token * batch_tokens)
-    except MemoryError as err:
-        fields.update(_failure("oom", err))
-    except tf.errors.ResourceExhaustedError as err:
+    except (MemoryError, tf.errors.ResourceExhaustedError) as err:
         fields.update(_failure("oom", err))
     except Exception as err:  # noqa: BLE001 -- any failure to build is the program's: record it
         fields.update(_failure("invalid", err))

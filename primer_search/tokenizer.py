@@ -5,7 +5,8 @@ Both map text to int32 ids with two shared specials: 0 pads, 1 ends a document. 
 The subword tokenizer is a SentencePiece unigram model with byte fallback, so every string is encodable and
 decoding gives the text back; its vocabulary is trained from a sample of the training split only.
 
-The trained model is cached as `<cache_dir>/<corpus key>-unigram<vocab>.model`, the key naming the corpus content.
+The trained model is cached as `<cache_dir>/<corpus key>-unigram<vocab>-<settings>.model`: the corpus key names
+the training text, the settings hash covers the trainer options and the sample size.
 Training happens under an exclusive file lock and the file appears by atomic rename, so parallel workers (Ray
 workers on one node, or on nodes sharing `cache_dir`) train it once and all load the same vocabulary.
 """
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
+import json
 import os
 import pathlib
 import re
@@ -27,6 +30,13 @@ import sentencepiece as spm
 PAD_ID, EOS_ID = 0, 1
 BYTE_OFFSET = 2
 BYTE_VOCAB_SIZE = 256 + BYTE_OFFSET
+
+
+# SentencePiece training settings; they are part of the cache key, so changing them trains a new model.
+TRAINER_OPTIONS = dict(
+    model_type="unigram", pad_id=PAD_ID, eos_id=EOS_ID, unk_id=2, bos_id=-1, byte_fallback=True,
+    character_coverage=0.9995, max_sentence_length=1 << 20, input_sentence_size=0, minloglevel=2,
+    normalization_rule_name="identity", remove_extra_whitespaces=False)  # so that decode(encode(t)) == t
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -87,12 +97,8 @@ def train_sentencepiece(documents: Iterable[str], vocab_size: int, sample_bytes:
     """Train a unigram model on the first `sample_bytes` of `documents` and write it to `path`."""
     model = io.BytesIO()
     try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=_sample(documents, sample_bytes), model_writer=model, vocab_size=vocab_size,
-            model_type="unigram", pad_id=PAD_ID, eos_id=EOS_ID, unk_id=2, bos_id=-1, byte_fallback=True,
-            character_coverage=0.9995, max_sentence_length=1 << 20, input_sentence_size=0,
-            normalization_rule_name="identity", remove_extra_whitespaces=False,  # decode(encode(t)) == t
-            num_threads=os.cpu_count() or 1, minloglevel=2)
+        spm.SentencePieceTrainer.train(sentence_iterator=_sample(documents, sample_bytes), model_writer=model,
+                                       vocab_size=vocab_size, num_threads=os.cpu_count() or 1, **TRAINER_OPTIONS)
     except RuntimeError as err:
         limit = re.search(r"<= (\d+)", str(err))
         expected = f"at most {limit.group(1)}" if limit else "a smaller size"
@@ -111,7 +117,8 @@ def subword_tokenizer(documents: Iterable[str], corpus_key: str, vocab_size: int
     `documents` is iterated only when the model must be trained."""
     cache = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"{corpus_key}-unigram{vocab_size}-sample{sample_bytes}.model"
+    settings = hashlib.sha256(json.dumps([TRAINER_OPTIONS, sample_bytes], sort_keys=True).encode()).hexdigest()
+    path = cache / f"{corpus_key}-unigram{vocab_size}-{settings[:8]}.model"
     if not path.exists():
         with _exclusive(path.with_suffix(".lock")):
             if not path.exists():  # another process may have trained it while we waited

@@ -145,7 +145,11 @@ class Trainer:
         `self.progress` holds the counters either way."""
         progress = self.progress
         pending = list(self.config.checkpoints)
-        batches = iter(self.data.train_dataset(seed))
+        with self.data.prefetched_batches(seed) as batches:
+            self._loop(progress, batches, pending, on_checkpoint, on_step, deadline)
+        return progress
+
+    def _loop(self, progress: Progress, batches, pending: list, on_checkpoint, on_step, deadline) -> None:
         fraction = 0.0
         while fraction < 1.0:
             start = time.perf_counter()
@@ -169,8 +173,7 @@ class Trainer:
                 progress.checkpoints.append(checkpoint)
                 if on_checkpoint is not None and not on_checkpoint(checkpoint):
                     progress.stopped = True
-                    return progress
+                    return
             if deadline is not None and time.perf_counter() > deadline:
                 raise EvaluationTimeout(f"evaluation passed its hard limit of training.timeout_seconds after "
                                         f"{progress.steps} steps ({fraction:.0%} of the budget)")
-        return progress

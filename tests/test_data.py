@@ -1,9 +1,10 @@
 import itertools
 
 import numpy as np
+import pytest
 
 from primer_search.config import DataConfig
-from primer_search.data import load_data, packed_batches, validation_set
+from primer_search.data import Prefetcher, load_data, packed_batches, validation_set
 from primer_search.tokenizer import EOS_ID, PAD_ID, ByteTokenizer
 
 
@@ -51,9 +52,10 @@ def test_train_batches_shapes_and_determinism():
     again = list(itertools.islice(data.train_batches(seed=3), 4))
     other = next(data.train_batches(seed=4))
     assert all((a == b).all() for a, b in zip(first, again)) and not (other == first[0]).all()
-    inputs, targets = next(iter(data.train_dataset(seed=3)))
-    assert inputs.shape == targets.shape == (8, 16)
-    assert (inputs.numpy() == first[0][:, :-1]).all() and (targets.numpy() == first[0][:, 1:]).all()
+    with data.prefetched_batches(seed=3) as prefetched:
+        pairs = list(itertools.islice(prefetched, 4))
+    assert all(inputs.shape == targets.shape == (8, 16) for inputs, targets in pairs)
+    assert all((i == b[:, :-1]).all() and (t == b[:, 1:]).all() for (i, t), b in zip(pairs, first))
     assert data.validation.num_targets >= 300 and data.validation.inputs.shape[1] == 16
     assert load_data(config, 258) is data                              # cached per process
 
@@ -65,3 +67,19 @@ def test_subword_data_uses_the_cache_dir(tmp_path):
     assert data.vocab_size == 512 and list(tmp_path.glob("pydoc-*-unigram512-*.model"))
     batch = next(data.train_batches(seed=0))
     assert batch.shape == (2, 33) and batch.max() < 512 and PAD_ID not in batch
+
+
+def test_prefetcher_hands_over_errors_and_stops():
+    def failing():
+        yield 1
+        raise ValueError("corpus went away")
+
+    prefetcher = Prefetcher(failing(), depth=2)
+    assert next(prefetcher) == 1
+    with pytest.raises(ValueError, match="corpus went away"):
+        next(prefetcher)
+    endless = Prefetcher(itertools.count(), depth=2)
+    assert [next(endless) for _ in range(3)] == [0, 1, 2]
+    endless.close()
+    endless._thread.join(timeout=5)
+    assert not endless._thread.is_alive()
