@@ -1,4 +1,4 @@
-"""The search config: one YAML file with typed sections `model`, `data` and `training`.
+"""The search config: one YAML file with typed sections `model`, `data`, `training` and `search`.
 
 Every key has a default, so a config names only what it changes; `--set section.key=value` overrides any key
 from the command line (the value is read as YAML: `--set training.budget=30`, `--set data.train_files=[a.txt]`).
@@ -88,10 +88,63 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MutationWeights:
+    """Relative probabilities of the six mutation types (So et al. 2021, appendix A.4; uniform by default)."""
+
+    delete: float = between(1.0, 0.0)
+    insert: float = between(1.0, 0.0)
+    delete_insert: float = between(1.0, 0.0)
+    mutate_field: float = between(1.0, 0.0)
+    swap: float = between(1.0, 0.0)
+    mutate_bank: float = between(1.0, 0.0)
+
+    def __post_init__(self):
+        if not any(dataclasses.astuple(self)):
+            raise ValueError("mutation_weights: found all zero, expected at least one positive weight")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Regularized evolution (Real et al. 2019) with halving hurdles, as in the Primer paper's search."""
+
+    mode: str = choice("evolution", "evolution", "random")     # random: children of seeds, no selection
+    num_individuals: int = between(1000, 1)                   # evaluations in the whole run (seeds included)
+    population_size: int = between(100, 2)
+    tournament_size: int = between(10, 1)
+    max_in_flight: int = between(8, 1)                        # W: evaluations running at once
+    seeds: tuple[str, ...] = ("transformer",)                 # seed names or DNA files; the initial population
+    random_mutations: int = between(10, 1)                    # random mode: mutations applied to a seed per child
+    mutation_weights: MutationWeights = MutationWeights()
+    max_instructions: int = between(40, 1)                    # per subprogram, a limit on insert mutations
+    hurdles: int = between(4, 0)                              # H halving hurdles at (2^i - 1)/(2^(H+1) - 1)
+    hurdle_window: int = between(100, 1)                      # a hurdle compares with this many recent records
+    fec: bool = True                                          # functional-equivalence cache
+    metric: str = choice("validation_loss", "validation_loss", "bits_per_byte")   # lower is better
+    seed: int = 0
+    # execution
+    address: str | None = None                                # None: local Ray; "auto" or "ray://host:port"
+    executor: str = choice("ray", "ray", "in_process")
+    num_cpus: int | None = None                               # local Ray: CPUs to use (None: all)
+    cpus_per_trial: float = between(1.0, 0.0)
+    gpus_per_trial: float = between(0.0, 0.0)
+    evaluations_per_worker: int = between(10, 1)              # recycle worker processes (TF leaks per model)
+    trial_timeout_seconds: float | None = None                # hard limit per trial (None: none)
+    max_retries: int = between(2, 0)                          # of a trial whose worker or node died
+
+    def __post_init__(self):
+        if self.tournament_size > self.population_size:
+            raise ValueError(f"tournament_size: found {self.tournament_size}, expected at most population_size "
+                             f"({self.population_size})")
+        if not self.seeds:
+            raise ValueError("seeds: found none, expected at least one seed name or DNA file")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
+    search: SearchConfig = SearchConfig()
 
     def __post_init__(self):
         if self.data.tokenizer == "bytes" and self.model.vocab_size != BYTE_VOCAB_SIZE:
@@ -139,7 +192,7 @@ def load_config(path=None, overrides=()) -> Config:
                 raise ValueError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: found {type(data).__name__}, expected a mapping of sections "
-                             f"(model, data, training)")
+                             f"(model, data, training, search)")
     try:
         return config_from_dict(data, overrides)
     except ValueError as err:

@@ -39,7 +39,7 @@ def test_replace_returns_a_checked_copy():
 
 @pytest.mark.parametrize("data, message", [
     ({"model": {"num_layer": 2}}, "model: unknown key 'num_layer', allowed keys: vocab_size, num_layers"),
-    ({"search": {}}, "config: unknown key 'search', allowed keys: model, data, training"),
+    ({"searches": {}}, "config: unknown key .searches., allowed keys: model, data, training, search"),
     ({"training": {"budget_kind": "minutes"}},
      r"training.budget_kind: found 'minutes', expected one of \['seconds', 'steps', 'flops'\]"),
     ({"training": {"budget": 0}}, r"training.budget: found 0.0, expected a value in \(0.0, inf\)"),
