@@ -1,7 +1,7 @@
 """Overhead of one fitness evaluation: how much of its wall time is not training, and can the input keep up.
 
 One `primer_search.fitness.evaluate` of a seed (default: the Transformer) under a config (default
-search_configs/tiny_cpu.yaml) with a seconds budget (default 60 s; `training.timeout_seconds` is lifted so a
+search_configs/tiny.yaml) with a seconds budget (default 60 s; `training.timeout_seconds` is lifted so a
 long budget is never cut off), in a fresh process, timed from just before the first `load_data` call (source,
 tokenizer load or training, validation set) to the return of `evaluate`. TensorFlow's import happens before that
 point; its time is printed but not counted. `train_seconds` is the time of the training steps after the first;
@@ -22,7 +22,7 @@ apart), and its tokens/s (batch_tokens per batch) is compared with the evaluatio
 (steps - 1) x batch_tokens / train_seconds (the compiling first step excluded, as from train_seconds).
 Target: the pipeline at least 10x faster than training.
 
-    python bench/fitness_overhead.py [--budget 60] [--seed transformer] [--config search_configs/tiny_cpu.yaml]
+    python bench/fitness_overhead.py [--budget 60] [--seed transformer] [--config search_configs/tiny.yaml]
                                      [--cache-dir DIR | --cold] [--pipeline-seconds 5]
 
 The last line printed is the headline: the non-training share and the pipeline/training tokens/s ratio.
@@ -76,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=float, default=60.0, help="seconds of training (training.budget)")
     parser.add_argument("--seed", default="transformer", choices=SEED_NAMES, help="the seed DNA to evaluate")
-    parser.add_argument("--config", default=str(REPO / "search_configs" / "tiny_cpu.yaml"))
+    parser.add_argument("--config", default=str(REPO / "search_configs" / "tiny.yaml"))
     cache = parser.add_mutually_exclusive_group()
     cache.add_argument("--cache-dir", default=DEFAULT_CACHE, help=f"tokenizer cache (default {DEFAULT_CACHE})")
     cache.add_argument("--cold", action="store_true", help="use a fresh empty tokenizer cache")
@@ -88,7 +88,7 @@ def main() -> None:
 
     cache_dir = pathlib.Path(tempfile.mkdtemp(prefix="primer_search_cold_") if args.cold else args.cache_dir)
     config = load_config(args.config, ["training.budget_kind=seconds", f"training.budget={args.budget}",
-                                       "training.timeout_seconds=null"])
+                                       "training.jit_compile=true", "training.timeout_seconds=null"])
     config = config.replace(data={"cache_dir": str(cache_dir)})
     before = cached_models(cache_dir)
     dna = load_seed(args.seed)

@@ -1,7 +1,7 @@
 """Primer-EZ against the Transformer under one training budget on a real corpus: the Primer paper's speedup factor.
 
 Both seeds are evaluated one after the other with `primer_search.fitness.evaluate` under the same config: the
-tiny CPU config's model sizing and training hyperparameters (search_configs/tiny_cpu.yaml: 2 layers, width 8
+tiny CPU config's model sizing and training hyperparameters (search_configs/tiny.yaml: 2 layers, width 8
 units, each model sized into the 0.4M-1.2M parameter band by its own unit; Adafactor, peak learning rate 0.01,
 100 warmup steps; XLA), a seconds budget of training steps (--budget, default 300 s per model; the first,
 compiling step and evaluations are not spent from it; `training.timeout_seconds` is lifted), and a validation
@@ -35,7 +35,7 @@ The two runs happen one after the other on a possibly shared machine: a seconds 
 while the machine was busier fewer steps, which the printed tokens/s shows; the FLOPs figure does not depend on it.
 
     python bench/primer_vs_transformer.py [--data wikitext2|lm1b] [--budget 300] [--every 0.05] [--vocab 8192]
-                                          [--validation-tokens 65536] [--config search_configs/tiny_cpu.yaml]
+                                          [--validation-tokens 65536] [--config search_configs/tiny.yaml]
                                           [--cache-dir DIR] [--set section.key=value ...]
 
 The last line printed is the headline: the speedup factor measured in training seconds.
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--data", choices=("wikitext2", "lm1b"), default="wikitext2")
     parser.add_argument("--wikitext-dir", default=str(DEFAULT_WIKITEXT))
     parser.add_argument("--tfds-data-dir", help="lm1b: the TFDS data directory (default: TFDS's own)")
-    parser.add_argument("--config", default=str(REPO / "search_configs" / "tiny_cpu.yaml"))
+    parser.add_argument("--config", default=str(REPO / "search_configs" / "tiny.yaml"))
     parser.add_argument("--budget", type=float, default=300.0, help="seconds of training per model")
     parser.add_argument("--every", type=float, default=0.05, help="checkpoint spacing, as a budget fraction")
     parser.add_argument("--vocab", type=int, default=8192)
@@ -157,6 +157,7 @@ def main() -> None:
     fractions = [f for f in fractions if 0 < f < 1]
     base = data_overrides(args) + [
         "training.budget_kind=seconds", f"training.budget={args.budget}", "training.timeout_seconds=null",
+        "training.jit_compile=true",
         f"training.checkpoints={json.dumps(fractions)}", f"data.validation_tokens={args.validation_tokens}"]
     if args.cache_dir:
         base.append(f"data.cache_dir={json.dumps(args.cache_dir)}")

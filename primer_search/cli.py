@@ -18,6 +18,12 @@ def _load(path_or_seed: str) -> dna_io.DNA:
 
 
 def _show(args) -> None:
+    if args.id is not None:
+        from primer_search.reports import describe_individual
+
+        with _open_run(args.dna) as store:
+            print(describe_individual(store, args.id))
+        return
     from primer_search.inspection import describe
 
     config = load_config(args.config).model if args.config else None
@@ -26,8 +32,80 @@ def _show(args) -> None:
 
 
 def _export(args) -> None:
-    dna_io.save_dna(_load(args.dna), args.out)
+    if args.id is not None:                      # export RUN_DIR ID -o FILE
+        if not args.out:
+            raise ValueError("export RUN_DIR ID: expected -o FILE (.yaml, .json or .txt)")
+        with _open_run(args.dna) as store:
+            dna = dna_io.DNA.from_dict(store.individual(args.id).dna)
+        dna_io.save_dna(dna.replace(name=f"individual {args.id}"), args.out)
+    else:                                        # export DNA FILE
+        dna_io.save_dna(_load(args.dna), args.out)
     print(f"wrote {args.out}")
+
+
+def _open_run(run_dir):
+    from primer_search.store import RunStore
+
+    return RunStore.open(run_dir)
+
+
+def _search_overrides(args) -> list[str]:
+    extra = [f"search.address={args.address}"] if args.address else []
+    return list(args.set) + extra
+
+
+def _progress(status) -> None:
+    print(status.line(), file=sys.stderr, flush=True)
+
+
+def _finish(search, progress_every: float) -> int:
+    from primer_search.reports import status_text, top_table
+
+    try:
+        status = search.run(on_progress=_progress, progress_every=progress_every)
+    finally:
+        search.close()
+    print(status_text(status))
+    print()
+    with _open_run(search.store.run_dir) as store:
+        print(top_table(store, 5))
+    print(f"\nrun directory: {search.store.run_dir}")
+    return 0
+
+
+def _run(args) -> int:
+    import datetime
+    import pathlib
+
+    from primer_search.search import Search
+
+    config = load_config(args.config, _search_overrides(args))
+    run_dir = args.run_dir or pathlib.Path("runs") / (
+        f"{pathlib.Path(args.config).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    search = Search.start(config, run_dir)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    return _finish(search, args.progress_every)
+
+
+def _resume(args) -> int:
+    from primer_search.search import Search
+
+    return _finish(Search.resume(args.run_dir, _search_overrides(args)), args.progress_every)
+
+
+def _status(args) -> None:
+    from primer_search.reports import status_text
+    from primer_search.search import read_status
+
+    with _open_run(args.run_dir) as store:
+        print(status_text(read_status(store)))
+
+
+def _top(args) -> None:
+    from primer_search.reports import top_table
+
+    with _open_run(args.run_dir) as store:
+        print(top_table(store, args.n))
 
 
 def _validate(args) -> None:
@@ -63,16 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     dna_help = f"a DNA file (.yaml, .json, .txt listing) or a seed name ({', '.join(SEED_NAMES)})"
 
     show = commands.add_parser("show", help="print a program's listing, hash and size")
-    show.add_argument("dna", help=dna_help)
+    show.add_argument("dna", help=dna_help + ", or a run directory followed by an individual's id")
+    show.add_argument("id", nargs="?", type=int, help="with a run directory: the individual to show")
     show.add_argument("--unit", type=_positive, default=64, help="size unit for the parameter count (default 64)")
     show.add_argument("--width-units", type=_positive, default=8, help="block width in units (default 8)")
     show.add_argument("--config", help="a search config; size the model into its model.param_band")
     show.add_argument("--graph", action="store_true", help="also print the lowered live graph")
     show.set_defaults(run=_show)
 
-    export = commands.add_parser("export", help="write a DNA (e.g. a seed) to a .yaml, .json or .txt file")
-    export.add_argument("dna", help=dna_help)
-    export.add_argument("out", help="output path; the extension picks the format")
+    export = commands.add_parser("export", help="write a DNA (a seed, a file, or a run's individual) to a .yaml, "
+                                                ".json or .txt file: `export DNA OUT` or `export RUN_DIR ID -o OUT`")
+    export.add_argument("dna", help=dna_help + ", or a run directory")
+    export.add_argument("id_or_out", nargs="?", help="output path, or with a run directory the individual's id")
+    export.add_argument("-o", "--out", dest="out_option", help="output path; the extension picks the format")
     export.set_defaults(run=_export)
 
     validate = commands.add_parser("validate", help="check a DNA file against the schema")
@@ -81,19 +162,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="evaluate one program: train it for the config's budget, measure it")
     train.add_argument("dna", help=dna_help)
-    train.add_argument("--config", required=True, help="a search config YAML (e.g. search_configs/tiny_cpu.yaml)")
+    train.add_argument("--config", required=True, help="a search config YAML (e.g. search_configs/tiny.yaml)")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config key, e.g. --set training.budget=10 (repeatable)")
     train.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     train.set_defaults(run=_train)
+
+    run = commands.add_parser("run", help="start a search")
+    run.add_argument("config", help="a search config YAML (e.g. search_configs/tiny.yaml)")
+    run.add_argument("--run-dir", help="where the run store goes (default runs/CONFIG-DATE-TIME)")
+    for command in (run, resume := commands.add_parser("resume", help="go on with a stopped or killed search")):
+        command.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                             help="override a config key, e.g. --set search.max_in_flight=4 (repeatable)")
+        command.add_argument("--address", help="a Ray cluster: auto, or ray://host:10001 (default: a local Ray)")
+        command.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS",
+                             help="seconds between progress lines (default 10)")
+    run.set_defaults(run=_run)
+    resume.add_argument("run_dir", help="the run directory of the search")
+    resume.set_defaults(run=_resume)
+
+    status = commands.add_parser("status", help="a search's progress, failures, best fitness and savings")
+    status.add_argument("run_dir")
+    status.set_defaults(run=_status)
+
+    top = commands.add_parser("top", help="the best programs of a search")
+    top.add_argument("run_dir")
+    top.add_argument("-n", type=_positive, default=10, help="how many (default 10)")
+    top.set_defaults(run=_top)
     return parser
+
+
+def _normalize_export(args) -> None:
+    """`export DNA OUT` or `export RUN_DIR ID -o OUT`."""
+    args.id, args.out = None, args.out_option
+    if args.id_or_out is not None and args.out_option is not None:
+        try:
+            args.id = int(args.id_or_out)
+        except ValueError:
+            raise ValueError(f"export: found {args.id_or_out!r} before -o, expected an individual's id") from None
+    elif args.id_or_out is not None:
+        args.out = args.id_or_out
+    if args.out is None:
+        raise ValueError("export: expected an output path (`export DNA OUT` or `export RUN_DIR ID -o OUT`)")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "export":
+            _normalize_export(args)
         return args.run(args) or 0
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, RuntimeError) as err:
         print(f"primer-search {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -39,3 +39,16 @@ def fast_config():
     from primer_search.config import config_from_dict
 
     return config_from_dict(FAST)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session (starting one takes seconds): 2 CPUs, no dashboard.
+
+    `address="local"` starts a new instance even where RAY_ADDRESS names a cluster; executors reuse it.
+    """
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

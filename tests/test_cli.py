@@ -34,7 +34,7 @@ def test_bad_file_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_show_with_a_config_sizes_the_model(capsys):
-    assert main(["show", "transformer", "--config", "search_configs/lm1b_paper.yaml"]) == 0
+    assert main(["show", "transformer", "--config", "search_configs/lm1b_primer.yaml"]) == 0
     out = capsys.readouterr().out
     assert "model parameters (6 layers, vocab 32000)" in out and "(band 32,000,000..38,000,000)" in out
 

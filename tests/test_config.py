@@ -4,7 +4,7 @@ from primer_search.config import Config, apply_overrides, config_from_dict, load
 
 
 def test_every_shipped_config_loads():
-    tiny, paper = load_config("search_configs/tiny_cpu.yaml"), load_config("search_configs/lm1b_paper.yaml")
+    tiny, paper = load_config("search_configs/tiny.yaml"), load_config("search_configs/lm1b_primer.yaml")
     assert tiny.data.source == "pydoc" and tiny.training.budget_kind == "seconds"
     assert paper.data.source == "lm1b" and paper.data.train_split == "train[:98%]"
     assert paper.data.batch_tokens == 4096 and paper.data.sequence_length == 64

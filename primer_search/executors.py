@@ -1,0 +1,257 @@
+"""Executors: run trials `fn(payload) -> value` somewhere and hand back their results in completion order.
+
+The search controller gives each trial an integer id and keeps W of them in flight:
+
+    with make_executor(config.search) as executor:
+        executor.submit(7, run_trial, {"dna": ..., "config": ...})
+        for completion in executor.wait(timeout=10):     # [] when nothing finished within 10 s
+            completion.trial_id, completion.value, completion.failure, completion.worker, completion.attempts
+
+`fn` must be a module-level function (Ray pickles it) and `payload` JSON-like data. A trial that could not
+produce a value completes with `value=None` and a one-line `failure`:
+    "exception: ValueError: ..."                  fn raised (the program's fault: never retried)
+    "timeout after 30 s"                          it ran longer than the per-trial limit and was killed
+    "worker died 3 times: WorkerCrashedError: ..."   its process or node died on every attempt
+
+`InProcessExecutor` runs trials in the calling process, one per `wait()`, in submission order (deterministic;
+for debugging and tests; no timeout, no retries). `RayExecutor` runs each trial as a Ray task.
+This module imports no TensorFlow (Ray workers import it to run trials).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import socket
+import time
+from typing import Any, Callable, Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    trial_id: int
+    value: Any = None                  # fn's return value; None on failure
+    failure: str | None = None         # None, or why there is no value
+    worker: str | None = None          # "host:pid" of the process that ran the last attempt (None: never started)
+    attempts: int = 1
+    started_at: float | None = None    # time.time() when the last attempt started (on the worker)
+    finished_at: float = 0.0
+
+
+class Executor(Protocol):
+    in_flight: int                     # submitted and not yet returned by wait()
+
+    def submit(self, trial_id: int, fn: Callable[[dict], Any], payload: dict) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> list[Completion]: ...
+
+    def shutdown(self) -> None: ...
+
+
+def _where() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _call(fn, payload) -> tuple[Any, str | None]:
+    """(value, None), or (None, "exception: ...") when fn raised."""
+    try:
+        return fn(payload), None
+    except (Exception, SystemExit) as err:      # sys.exit() in a trial is its own failure, not a dead worker
+        return None, f"exception: {type(err).__name__}: {err}"
+
+
+class _Base:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+
+class InProcessExecutor(_Base):
+    """Runs trials in this process, one per `wait()` call, in submission order.
+
+    No timeout is enforced (a hung trial hangs the caller) and nothing is retried: this is the debugging path.
+    """
+
+    def __init__(self):
+        self._queue: collections.deque = collections.deque()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue)
+
+    def submit(self, trial_id: int, fn: Callable[[dict], Any], payload: dict) -> None:
+        self._queue.append((trial_id, fn, payload))
+
+    def wait(self, timeout: float | None = None) -> list[Completion]:
+        if not self._queue:
+            return []
+        trial_id, fn, payload = self._queue.popleft()
+        started = time.time()
+        value, failure = _call(fn, payload)
+        return [Completion(trial_id, value, failure, _where(), 1, started, time.time())]
+
+    def shutdown(self) -> None:
+        self._queue.clear()
+
+
+def _trial_stream(fn, payload):
+    """The Ray task: first says where and when it started, then yields the result."""
+    start = {"worker": _where(), "started_at": time.time()}
+    yield start
+    value, failure = _call(fn, payload)
+    yield {**start, "value": value, "failure": failure, "finished_at": time.time()}
+
+
+def _trial(fn, payload):
+    """The same as one plain task (for Ray Client, which cannot stream): only the result."""
+    return list(_trial_stream(fn, payload))[-1]
+
+
+@dataclasses.dataclass
+class _Trial:
+    trial_id: int
+    fn: Callable
+    payload: dict
+    attempts: int = 0
+    clock: float | None = None         # monotonic time on this machine when the attempt was seen to start
+    start: dict | None = None          # the worker's start notice
+
+
+class RayExecutor(_Base):
+    """Each trial is a Ray task needing `cpus_per_trial` CPUs and `gpus_per_trial` GPUs.
+
+    Connecting: `address=None` starts a local Ray instance with `num_cpus` CPUs (None: all), except that, as in
+    `ray.init()`, a set RAY_ADDRESS wins (so a driver started by `ray job submit` uses its cluster);
+    "auto" joins the cluster this machine belongs to, "ray://host:port" connects through Ray Client. If Ray is
+    already initialized it is used as it is and left running at `shutdown()`. Other `ray.init` keywords
+    (e.g. `runtime_env={"py_modules": [...]}` for a cluster without this package) go in `init_kwargs`.
+
+    Worker processes exit after `evaluations_per_worker` trials (TensorFlow keeps memory from every model a
+    process built). A trial running longer than `timeout_seconds` is killed (`ray.cancel(force=True)`) and
+    completes with a timeout failure; its clock starts when the task starts on a worker, so trials queued for
+    resources do not time out. Through Ray Client tasks cannot report their start, so there the clock starts
+    at submission: keep the trials in flight within the cluster's free slots. A trial whose worker or node
+    died is resubmitted, up to `max_retries` times; an exception raised by fn is never retried.
+    """
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_trial: float = 1.0,
+                 gpus_per_trial: float = 0.0, evaluations_per_worker: int = 10,
+                 timeout_seconds: float | None = None, max_retries: int = 2, init_kwargs: dict | None = None):
+        import ray
+
+        self._ray = ray
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            local = address is None and not os.environ.get("RAY_ADDRESS")
+            ray.init(address=address, **({"num_cpus": num_cpus} if local else {}), **(init_kwargs or {}))
+        self._streaming = not ray.util.client.ray.is_connected()     # Ray Client cannot stream generators
+        options = dict(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_calls=evaluations_per_worker,
+                       max_retries=0)                                # retries are ours: counted, with a reason
+        self._remote = ray.remote(**options)(_trial_stream if self._streaming else _trial)
+        self.timeout_seconds = timeout_seconds
+        self.max_retries = max_retries
+        self._running: dict = {}                                     # ObjectRefGenerator or ObjectRef -> _Trial
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def submit(self, trial_id: int, fn: Callable[[dict], Any], payload: dict) -> None:
+        self._launch(_Trial(trial_id, fn, payload))
+
+    def _launch(self, trial: _Trial) -> None:
+        trial.attempts += 1
+        trial.start = None
+        trial.clock = None if self._streaming else time.monotonic()
+        self._running[self._remote.remote(trial.fn, trial.payload)] = trial
+
+    def wait(self, timeout: float | None = None) -> list[Completion]:
+        end = None if timeout is None else time.monotonic() + timeout
+        done: list[Completion] = []
+        while self._running and not done:
+            done = self._expire()
+            if done:
+                break
+            limits = [t - time.monotonic() for t in [end, *self._deadlines()] if t is not None]
+            refs = list(self._running)
+            ready, _ = self._ray.wait(refs, num_returns=1, timeout=max(0.0, min(limits)) if limits else None)
+            if ready:                                                # and whatever else is ready by now
+                ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
+            done = [c for c in map(self._take, ready) if c is not None]
+            if end is not None and time.monotonic() >= end:
+                break
+        return sorted(done, key=lambda c: c.finished_at)
+
+    def _deadlines(self):
+        if self.timeout_seconds is not None:
+            yield from (t.clock + self.timeout_seconds for t in self._running.values() if t.clock is not None)
+
+    def _expire(self) -> list[Completion]:
+        """Kill the trials past their time limit."""
+        if self.timeout_seconds is None:
+            return []
+        now, done = time.monotonic(), []
+        for ref, trial in list(self._running.items()):
+            if trial.clock is not None and now - trial.clock >= self.timeout_seconds:
+                self._ray.cancel(ref, force=True)
+                del self._running[ref]
+                done.append(self._failed(trial, f"timeout after {self.timeout_seconds:g} s"))
+        return done
+
+    def _failed(self, trial: _Trial, failure: str) -> Completion:
+        start = trial.start or {}
+        return Completion(trial.trial_id, None, failure, start.get("worker"), trial.attempts,
+                          start.get("started_at"), time.time())
+
+    def _take(self, ref) -> Completion | None:
+        """The ready item of a trial: its start notice (None), its result, or the error that ended it."""
+        ray = self._ray
+        trial = self._running[ref]
+        try:
+            item = ray.get(next(ref) if self._streaming else ref)
+        except ray.exceptions.RayTaskError as err:                   # raised in the task, outside fn
+            del self._running[ref]                                    # (e.g. a value that cannot be pickled)
+            return self._failed(trial, f"exception: {_one_line(err.cause)}")
+        except ray.exceptions.RayError as err:                       # the worker, its node or the object died
+            del self._running[ref]
+            if trial.attempts <= self.max_retries:
+                log.warning("trial %d: attempt %d on %s failed (%s); retrying", trial.trial_id, trial.attempts,
+                            (trial.start or {}).get("worker", "a worker"), _one_line(err))
+                self._launch(trial)
+                return None
+            return self._failed(trial, f"worker died {trial.attempts} times: {_one_line(err)}")
+        if "finished_at" not in item:                                # the start notice
+            trial.start, trial.clock = item, time.monotonic()
+            return None
+        del self._running[ref]
+        return Completion(trial.trial_id, item["value"], item["failure"], item["worker"], trial.attempts,
+                          item["started_at"], item["finished_at"])
+
+    def shutdown(self) -> None:
+        """Kill the trials still in flight; stop Ray if this executor started it."""
+        for ref in self._running:
+            self._ray.cancel(ref, force=True)
+        self._running.clear()
+        if self._owns_ray:
+            self._ray.shutdown()
+            self._owns_ray = False
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def make_executor(search) -> InProcessExecutor | RayExecutor:
+    """The executor a `SearchConfig` (`config.search`) asks for."""
+    if search.executor == "in_process":
+        return InProcessExecutor()
+    return RayExecutor(address=search.address, num_cpus=search.num_cpus, cpus_per_trial=search.cpus_per_trial,
+                       gpus_per_trial=search.gpus_per_trial, evaluations_per_worker=search.evaluations_per_worker,
+                       timeout_seconds=search.trial_timeout_seconds, max_retries=search.max_retries)

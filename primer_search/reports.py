@@ -1,0 +1,76 @@
+"""Reading a run: the status summary, the table of the best programs, one program and how it changed."""
+
+from __future__ import annotations
+
+import difflib
+
+from primer_search.dna import DNA
+from primer_search.listing import to_listing
+from primer_search.store import Individual, RunStore
+
+
+def status_text(status) -> str:
+    by_status = ", ".join(f"{name} {count}" for name, count in sorted(status.by_status.items())) or "none yet"
+    best = f"{status.best[1]:.4f} (individual {status.best[0]})" if status.best else "none yet"
+    return "\n".join([
+        f"individuals done    {status.done} of {status.target} ({status.in_flight} in flight)",
+        f"results by status   {by_status}",
+        f"best fitness        {best}",
+        f"evaluations/hour    {status.evaluations_per_hour:.1f}",
+        f"cache hits          {status.cache_hits} (evaluations reused without training)",
+        f"hurdle stops        {status.hurdle_stops} (training compute saved: {status.hurdle_compute_saved:.1%})",
+    ])
+
+
+def _hurdle_reached(individual: Individual) -> str:
+    if not individual.hurdles:
+        return "-"
+    passed = sum(h.passed for h in individual.hurdles)
+    return f"{passed}/{len(individual.hurdles)}" + ("" if passed == len(individual.hurdles) else " stop")
+
+
+def top_table(store: RunStore, n: int = 10, statuses=("ok",)) -> str:
+    """The best `n` completed programs as an aligned table."""
+    rows = [("id", "fitness", "params", "step ms", "hurdles", "mutation", "parent")]
+    for ind in store.top(n, statuses=statuses):
+        metrics = ind.metrics or {}
+        step = metrics.get("mean_step_seconds")
+        rows.append((str(ind.id), f"{ind.fitness:.4f}", f"{metrics.get('parameter_count') or 0:,}",
+                     f"{step * 1000:.0f}" if step else "-", _hurdle_reached(ind),
+                     ind.mutation or "seed", str(ind.parent_id) if ind.parent_id is not None else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _diff(before: str, after: str, names: tuple[str, str]) -> str:
+    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), *names, lineterm="", n=1)
+    return "\n".join(lines) or "(no change in the listing)"
+
+
+def _root(store: RunStore, individual: Individual) -> Individual:
+    while individual.parent_id is not None:
+        individual = store.individual(individual.parent_id)
+    return individual
+
+
+def describe_individual(store: RunStore, individual_id: int) -> str:
+    """An individual's result, its listing, and its diff against its parent and against its seed."""
+    ind = store.individual(individual_id)
+    listing = to_listing(DNA.from_dict(ind.dna))
+    result = (f"status {ind.status}, fitness {ind.fitness if ind.fitness is not None else '-'}"
+              + (f", reused from individual {ind.cached_from}" if ind.cached_from else "")
+              if ind.done else "in flight")
+    error = (ind.metrics or {}).get("error")
+    parts = [f"individual {ind.id}: {result}" + (f"\nerror: {error}" if error else ""),
+             f"mutation: {ind.mutation or 'seed'}" + (f" ({ind.mutation_detail})" if ind.mutation_detail else "")
+             + (f", parent {ind.parent_id}" if ind.parent_id is not None else ""),
+             f"hash {ind.canonical_hash}, hurdles {_hurdle_reached(ind)}", "", listing.rstrip()]
+    if ind.parent_id is not None:
+        parent = store.individual(ind.parent_id)
+        parts += ["", f"versus parent {parent.id}:",
+                  _diff(to_listing(DNA.from_dict(parent.dna)), listing, (f"#{parent.id}", f"#{ind.id}"))]
+        seed = _root(store, ind)
+        if seed.id != parent.id:
+            parts += ["", f"versus seed {seed.id}:",
+                      _diff(to_listing(DNA.from_dict(seed.dna)), listing, (f"#{seed.id}", f"#{ind.id}"))]
+    return "\n".join(parts)

@@ -1,0 +1,508 @@
+"""The run store: one SQLite database in the run directory, the single source of truth of a search.
+
+Every event is committed when it happens: a proposal (with the controller's random state after drawing it), a
+hurdle result, a final result. `resume` rebuilds everything from here: the population from `completed()` in
+completion order, the counters from `counts()`, the random state from `rng_state()`, and re-submits `pending()`
+(proposals in flight at the crash). Nothing evaluated is lost and nothing counts twice: a result is recorded once
+per individual (`AlreadyRecorded` otherwise) and numbered by `seq` in completion order.
+
+Files in RUN_DIR:
+    run.sqlite          the store (with run.sqlite-wal and run.sqlite-shm next to it while in use)
+    controller.lock     flock'ed by the one controller writing the run; holds its pid@host
+
+Schema (JSON columns hold `json.dumps` text; NaN and infinities round-trip through Python's json):
+    meta(key TEXT PRIMARY KEY, value TEXT)       JSON values: format_version, config (the resolved config dict),
+                                                 created_at (Unix seconds), rng_state (random.Random.getstate())
+    individuals(id INTEGER PRIMARY KEY,          1, 2, 3... in proposal order
+                parent_id INTEGER NULL,          None for seeds
+                mutation TEXT NULL, mutation_detail TEXT NULL (JSON),
+                dna TEXT (JSON of DNA.to_dict()), canonical_hash TEXT, fingerprint TEXT NULL, proposed_at REAL)
+    hurdles(individual_id, hurdle INTEGER, fraction REAL, fitness REAL NULL, passed INTEGER, recorded_at REAL,
+            PRIMARY KEY (individual_id, hurdle))     rowid order = recording order
+    results(individual_id INTEGER PRIMARY KEY,
+            seq INTEGER UNIQUE,                  completion order 1, 2, 3... (dense: never deleted)
+            status TEXT, fitness REAL NULL,      a NaN fitness is stored as NULL
+            metrics TEXT (JSON of FitnessResult.to_dict()), worker TEXT NULL, attempts INTEGER,
+            cached_from INTEGER NULL,            the individual whose result a cache hit reused
+            started_at REAL NULL, finished_at REAL)
+    indexes: individuals(canonical_hash), individuals(fingerprint), hurdles(hurdle); results(seq) by UNIQUE
+
+Durability: WAL journal with synchronous=FULL, so the WAL is fsynced at every commit and a committed event
+survives a SIGKILL of the controller and also an OS crash or power loss (NORMAL would survive a killed process but
+could lose the last commits on power loss). It costs one fsync per event, a few milliseconds against evaluations
+that take seconds to hours; `transaction()` groups events into one commit where that matters (bulk imports).
+
+Concurrency: one controller writes a run. `lock()` (taken by `create`, and by `open(run_dir, lock=True)`) takes an
+exclusive non-blocking flock on controller.lock; a second controller gets `RunInUse` naming the holder. The kernel
+releases the lock when the holder dies, however it dies. Writes without the lock are refused. Readers (status, top,
+show) open without the lock and read while the controller runs (WAL: readers and the writer do not block each
+other). Keep RUN_DIR on a local filesystem: WAL's shared memory needs every reader on the controller's host, and
+flock over a network filesystem is only as good as its lock support. A RunStore is for one thread.
+
+This module imports no TensorFlow: sqlite3, json and the standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import functools
+import heapq
+import json
+import math
+import os
+import pathlib
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+FORMAT_VERSION = 1
+STORE_FILE = "run.sqlite"
+LOCK_FILE = "controller.lock"
+STATUSES = ("ok", "stopped", "invalid", "diverged", "oom", "timeout", "error")   # as primer_search.fitness
+# Measurements of the program itself, reusable by the cache. timeout, oom and error depend on the machine, the
+# load and the infrastructure: a later equivalent program is evaluated again.
+REUSABLE_STATUSES = ("ok", "stopped", "invalid", "diverged")
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE individuals (
+    id INTEGER PRIMARY KEY,
+    parent_id INTEGER REFERENCES individuals(id),
+    mutation TEXT,
+    mutation_detail TEXT,
+    dna TEXT NOT NULL,
+    canonical_hash TEXT,
+    fingerprint TEXT,
+    proposed_at REAL NOT NULL);
+CREATE TABLE hurdles (
+    individual_id INTEGER NOT NULL REFERENCES individuals(id),
+    hurdle INTEGER NOT NULL,
+    fraction REAL NOT NULL,
+    fitness REAL,
+    passed INTEGER NOT NULL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (individual_id, hurdle));
+CREATE TABLE results (
+    individual_id INTEGER PRIMARY KEY REFERENCES individuals(id),
+    seq INTEGER NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    fitness REAL,
+    metrics TEXT NOT NULL,
+    worker TEXT,
+    attempts INTEGER NOT NULL,
+    cached_from INTEGER REFERENCES individuals(id),
+    started_at REAL,
+    finished_at REAL NOT NULL);
+CREATE INDEX individuals_by_canonical_hash ON individuals(canonical_hash);
+CREATE INDEX individuals_by_fingerprint ON individuals(fingerprint);
+CREATE INDEX hurdles_by_hurdle ON hurdles(hurdle)
+"""
+
+_COLUMNS = ("i.id, i.parent_id, i.mutation, i.mutation_detail, i.dna, i.canonical_hash, i.fingerprint, "
+            "i.proposed_at, r.seq, r.status, r.fitness, r.metrics, r.worker, r.attempts, r.cached_from, "
+            "r.started_at, r.finished_at")
+_SELECT = f"SELECT {_COLUMNS} FROM individuals i LEFT JOIN results r ON r.individual_id = i.id"
+_SELECT_DONE = f"SELECT {_COLUMNS} FROM results r JOIN individuals i ON i.id = r.individual_id"
+
+
+class RunInUse(ValueError):
+    """Another controller holds the run directory's lock."""
+
+
+class AlreadyRecorded(ValueError):
+    """A second result for an individual that has one: results are recorded once."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HurdleRecord:
+    hurdle: int                  # 0-based index of the hurdle
+    fraction: float              # of the training budget
+    fitness: float | None
+    passed: bool
+    recorded_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Individual:
+    """A proposal and, once it has one, its result (the result fields are None while it is in flight)."""
+
+    id: int
+    parent_id: int | None
+    mutation: str | None
+    mutation_detail: Any
+    dna_json: str = dataclasses.field(repr=False)   # decoded by `dna` on first use
+    canonical_hash: str | None
+    fingerprint: str | None
+    proposed_at: float
+    seq: int | None = None               # completion order, 1, 2, 3...
+    status: str | None = None
+    fitness: float | None = None         # lower is better
+    metrics: dict | None = None          # FitnessResult.to_dict()
+    worker: str | None = None
+    attempts: int | None = None
+    cached_from: int | None = None       # a cache hit: the individual whose result this is
+    started_at: float | None = None
+    finished_at: float | None = None
+    hurdles: tuple[HurdleRecord, ...] = ()   # in hurdle order
+
+    @property
+    def done(self) -> bool:
+        return self.seq is not None
+
+    @functools.cached_property
+    def dna(self) -> dict:
+        """DNA.to_dict() (primer_search.dna.from_dict rebuilds the DNA). Decoded lazily: it is most of the cost of
+        reading a run, and a resume reads every result but needs the DNA of a population's worth."""
+        return json.loads(self.dna_json)
+
+    @property
+    def measured_id(self) -> int:
+        """The individual whose evaluation measured this one's result (itself unless a cache hit)."""
+        return self.id if self.cached_from is None else self.cached_from
+
+
+class RunStore:
+    """The SQLite store of one run directory: `create` a run, `open` one to resume or read it."""
+
+    def __init__(self, run_dir: pathlib.Path, db: sqlite3.Connection | None = None):
+        """Use `RunStore.create` or `RunStore.open`."""
+        self.run_dir = run_dir
+        self.path = run_dir / STORE_FILE
+        self._db = db
+        self._lock_file = None
+
+    # -- opening, locking, closing --------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, run_dir: str | os.PathLike, config: dict) -> RunStore:
+        """Create the store of a new run in `run_dir` (made if missing), holding the controller lock."""
+        _dumps(config)                      # a config JSON cannot hold fails here, before any file is made
+        store = cls(pathlib.Path(run_dir))
+        store.run_dir.mkdir(parents=True, exist_ok=True)
+        store.lock()                        # before looking: two controllers may race to create the same run
+        if store.path.exists():
+            store.close()
+            raise ValueError(f"{store.run_dir} already holds a run ({store.path}); "
+                             f"use `primer-search resume {store.run_dir}` to go on with it")
+        try:
+            store._db = _connect(store.path)
+            with store.transaction():
+                for statement in SCHEMA.split(";"):
+                    store._db.execute(statement)
+                for key, value in (("format_version", FORMAT_VERSION), ("config", config),
+                                   ("created_at", time.time())):
+                    store._meta_put(key, value)
+        except BaseException:
+            store.close()
+            for suffix in ("", "-wal", "-shm"):     # ours: it did not exist, and we held the lock
+                pathlib.Path(f"{store.path}{suffix}").unlink(missing_ok=True)
+            raise
+        return store
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike, *, lock: bool = False) -> RunStore:
+        """Open an existing run: with `lock=True` to write it (resume), else to read it (status, top, show)."""
+        store = cls(pathlib.Path(run_dir))
+        if not store.path.is_file():
+            raise ValueError(f"no run in {store.run_dir}: expected {STORE_FILE} there, written by a search")
+        try:
+            if lock:
+                store.lock()
+            store._connect_existing()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _connect_existing(self) -> None:
+        try:
+            self._db = _connect(self.path)
+            version = self.meta_get("format_version")
+        except sqlite3.DatabaseError as err:
+            raise ValueError(f"{self.path} is not a primer-search run store ({err})") from None
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{self.path} has store format_version {version!r}; this primer-search reads "
+                             f"format_version {FORMAT_VERSION}")
+
+    def lock(self) -> None:
+        """Become the run's one controller: flock controller.lock, or raise `RunInUse` naming the holder."""
+        if self._lock_file is not None:
+            return
+        lock_file = open(self.run_dir / LOCK_FILE, "a+")   # no truncation before holding the lock
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.seek(0)
+            holder = lock_file.read().strip() or "unknown pid"
+            lock_file.close()
+            raise RunInUse(f"{self.run_dir} is in use by another controller ({holder}); stop it before resuming "
+                           f"(reading the run needs no lock)") from None
+        lock_file.seek(0)
+        lock_file.truncate()
+        lock_file.write(f"{os.getpid()}@{socket.gethostname()}\n")
+        lock_file.flush()
+        self._lock_file = lock_file
+
+    @property
+    def locked(self) -> bool:
+        return self._lock_file is not None
+
+    def close(self) -> None:
+        """Close the database and release the lock (idempotent)."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._lock_file is not None:
+            self._lock_file.close()         # closing the file releases the flock
+            self._lock_file = None
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.run_dir)!r}, {'locked' if self.locked else 'read-only'})"
+
+    # -- writing ------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Commit the events inside as one (all or none); nested uses join the outer transaction."""
+        if not self.locked:
+            raise ValueError(f"{self.run_dir} was opened for reading: writing needs the controller lock "
+                             f"(RunStore.open(run_dir, lock=True))")
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:     # also when COMMIT itself failed (disk full)
+                self._db.rollback()
+            raise
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Several reads that see one state while a controller writes (a WAL read transaction)."""
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
+    def add_proposal(self, parent_id: int | None, mutation: str | None, mutation_detail: Any, dna: dict,
+                     canonical_hash: str | None, fingerprint: str | None = None, rng_state=None) -> int:
+        """Store a proposal and return its id; `rng_state` (the controller's `random.Random.getstate()` after
+        drawing it) is stored in the same commit, so after a crash it matches the last stored proposal."""
+        if not isinstance(dna, dict):
+            raise TypeError(f"dna must be a dict (DNA.to_dict()), got {type(dna).__name__}")
+        with self.transaction():
+            if parent_id is not None:
+                self._require_individual(parent_id, "parent_id")
+            cursor = self._db.execute(
+                "INSERT INTO individuals (parent_id, mutation, mutation_detail, dna, canonical_hash, fingerprint, "
+                "proposed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (parent_id, mutation, _dumps_or_none(mutation_detail), _dumps(dna), canonical_hash, fingerprint,
+                 time.time()))
+            if rng_state is not None:
+                self._meta_put("rng_state", rng_state)
+        return cursor.lastrowid
+
+    def set_fingerprint(self, individual_id: int, fingerprint: str) -> None:
+        with self.transaction():
+            self._require_individual(individual_id)
+            self._db.execute("UPDATE individuals SET fingerprint = ? WHERE id = ?", (fingerprint, individual_id))
+
+    def record_hurdle(self, individual_id: int, hurdle: int, fraction: float, fitness: float | None,
+                      passed: bool) -> None:
+        """Record a hurdle's verdict; a re-evaluation (resume) replaces the individual's record at that hurdle,
+        which then counts as the newest."""
+        with self.transaction():
+            self._require_individual(individual_id)
+            self._db.execute("INSERT OR REPLACE INTO hurdles VALUES (?, ?, ?, ?, ?, ?)",
+                             (individual_id, hurdle, fraction, _real(fitness), int(bool(passed)), time.time()))
+
+    def record_result(self, individual_id: int, status: str, fitness: float | None, metrics: dict,
+                      worker: str | None = None, attempts: int = 1, cached_from: int | None = None,
+                      started_at: float | None = None) -> int:
+        """Record an individual's final result and return its `seq` (completion order); a second result for the
+        same individual raises `AlreadyRecorded` and changes nothing."""
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        with self.transaction():
+            self._require_individual(individual_id)
+            if cached_from is not None:
+                self._require_individual(cached_from, "cached_from")
+            row = self._db.execute("SELECT seq FROM results WHERE individual_id = ?", (individual_id,)).fetchone()
+            if row is not None:
+                raise AlreadyRecorded(f"individual {individual_id} already has a result (seq {row[0]}) in "
+                                      f"{self.run_dir}; a result is recorded once")
+            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM results").fetchone()[0]
+            self._db.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (individual_id, seq, status, _real(fitness), _dumps(metrics), worker, attempts,
+                              cached_from, started_at, time.time()))
+        return seq
+
+    def meta_set(self, key: str, value) -> None:
+        """Store a JSON-able value under `key` (controller state, notes)."""
+        with self.transaction():
+            self._meta_put(key, value)
+
+    def _meta_put(self, key: str, value) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, _dumps(value)))
+
+    def _require_individual(self, individual_id: int, what: str = "individual_id") -> None:
+        if self._db.execute("SELECT 1 FROM individuals WHERE id = ?", (individual_id,)).fetchone() is None:
+            raise ValueError(f"{what} {individual_id!r}: no such individual in {self.run_dir} "
+                             f"(ids 1..{self._max_id()})")
+
+    def _max_id(self) -> int:
+        return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM individuals").fetchone()[0]
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def meta_get(self, key: str, default=None):
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    @property
+    def config(self) -> dict:
+        """The resolved config dict the run was created with."""
+        return self.meta_get("config")
+
+    def rng_state(self) -> tuple | None:
+        """The stored `random.Random.getstate()`, ready for `setstate` (JSON lists made tuples again)."""
+        state = self.meta_get("rng_state")
+        return None if state is None else _tuples(state)
+
+    def individual(self, individual_id: int) -> Individual:
+        """One individual with its result (if it has one) and hurdle records."""
+        rows = self._db.execute(f"{_SELECT} WHERE i.id = ?", (individual_id,)).fetchall()
+        if not rows:
+            raise ValueError(f"no individual {individual_id!r} in {self.run_dir} (ids 1..{self._max_id()})")
+        return self._individuals(rows)[0]
+
+    def pending(self) -> list[Individual]:
+        """Proposals without a result, in id order: those in flight at a crash, to re-submit on resume."""
+        return self._individuals(self._db.execute(f"{_SELECT} WHERE r.individual_id IS NULL ORDER BY i.id"))
+
+    def completed(self, last: int | None = None) -> list[Individual]:
+        """Individuals with a result in completion (seq) order; `last`: only the most recent `last` of them."""
+        where = "" if last is None else "WHERE r.seq > (SELECT COALESCE(MAX(seq), 0) FROM results) - ?"
+        rows = self._db.execute(f"{_SELECT_DONE} {where} ORDER BY r.seq", () if last is None else (last,))
+        return self._individuals(rows)
+
+    def lookup(self, canonical_hash: str | None = None, fingerprint: str | None = None) -> Individual | None:
+        """A completed individual whose result the cache may reuse, matched by canonical hash, else by
+        fingerprint; only REUSABLE_STATUSES, preferring an original measurement, then the earliest."""
+        if canonical_hash is None and fingerprint is None:
+            raise ValueError("lookup needs a canonical_hash or a fingerprint, got neither")
+        marks = ", ".join("?" * len(REUSABLE_STATUSES))
+        for column, value in (("canonical_hash", canonical_hash), ("fingerprint", fingerprint)):
+            if value is None:
+                continue
+            rows = self._db.execute(f"{_SELECT} WHERE i.{column} = ? AND r.status IN ({marks}) "
+                                    f"ORDER BY r.cached_from IS NOT NULL, r.seq LIMIT 1",
+                                    (value, *REUSABLE_STATUSES)).fetchall()
+            if rows:
+                return self._individuals(rows)[0]
+        return None
+
+    def hurdle_records(self, hurdle: int, limit: int) -> list[float]:
+        """The fitnesses of the most recent `limit` records at `hurdle` (NULL fitness left out), newest first."""
+        rows = self._db.execute("SELECT fitness FROM hurdles WHERE hurdle = ? AND fitness IS NOT NULL "
+                                "ORDER BY rowid DESC LIMIT ?", (hurdle, limit))
+        return [fitness for (fitness,) in rows]
+
+    def counts(self) -> dict:
+        """{proposed, done, in_flight (proposed without a result), by_status {status: n}, cache_hits (results
+        reused from an equivalent individual), hurdle_stops (hurdle records that did not pass: cache hits of
+        stopped results are not among them)}."""
+        with self._snapshot():
+            proposed = self._db.execute("SELECT COUNT(*) FROM individuals").fetchone()[0]
+            by_status = dict(self._db.execute("SELECT status, COUNT(*) FROM results GROUP BY status ORDER BY status"))
+            cache_hits = self._db.execute("SELECT COUNT(*) FROM results WHERE cached_from IS NOT NULL").fetchone()[0]
+            stops = self._db.execute("SELECT COUNT(*) FROM hurdles WHERE passed = 0").fetchone()[0]
+        done = sum(by_status.values())
+        return {"proposed": proposed, "done": done, "in_flight": proposed - done, "by_status": by_status,
+                "cache_hits": cache_hits, "hurdle_stops": stops}
+
+    def stopped_fractions(self) -> list[float]:
+        """The budget fraction of every hurdle stop (records that did not pass), in recording order."""
+        return [fraction for (fraction,) in
+                self._db.execute("SELECT fraction FROM hurdles WHERE passed = 0 ORDER BY rowid")]
+
+    def top(self, n: int = 10, metric: str = "fitness", statuses: tuple[str, ...] = ("ok",)) -> list[Individual]:
+        """The best `n` completed individuals with one of `statuses`, lowest `metric` first: the `fitness`
+        column, or a numeric key of the metrics (e.g. bits_per_byte); ties by seq."""
+        marks = ", ".join("?" * len(statuses))
+        if metric == "fitness":
+            rows = self._db.execute(f"{_SELECT} WHERE r.status IN ({marks}) AND r.fitness IS NOT NULL "
+                                    f"ORDER BY r.fitness, r.seq LIMIT ?", (*statuses, n))
+            return self._individuals(rows)
+        scored = []   # metrics may hold NaN, which SQLite's JSON functions refuse: rank in Python
+        for seq, individual_id, text in self._db.execute(
+                f"SELECT seq, individual_id, metrics FROM results WHERE status IN ({marks})", statuses):
+            value = json.loads(text).get(metric)
+            if isinstance(value, (int, float)) and not math.isnan(value):
+                scored.append((value, seq, individual_id))
+        return [self.individual(individual_id) for _, _, individual_id in heapq.nsmallest(n, scored)]
+
+    def _individuals(self, rows) -> list[Individual]:
+        rows = list(rows)
+        hurdles = self._hurdles([row[0] for row in rows])
+        return [_individual(row, tuple(hurdles.get(row[0], ()))) for row in rows]
+
+    def _hurdles(self, ids: list[int]) -> dict[int, list[HurdleRecord]]:
+        by_id: dict[int, list[HurdleRecord]] = {}
+        if not ids:
+            return by_id
+        rows = self._db.execute("SELECT individual_id, hurdle, fraction, fitness, passed, recorded_at FROM hurdles "
+                                "WHERE individual_id IN (SELECT value FROM json_each(?)) "
+                                "ORDER BY individual_id, hurdle", (json.dumps(ids),))
+        for individual_id, hurdle, fraction, fitness, passed, recorded_at in rows:
+            by_id.setdefault(individual_id, []).append(
+                HurdleRecord(hurdle, fraction, fitness, bool(passed), recorded_at))
+        return by_id
+
+
+def _connect(path: pathlib.Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, timeout=30.0)   # transactions are explicit
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+def _individual(row, hurdles: tuple[HurdleRecord, ...]) -> Individual:
+    detail, metrics = row[3], row[11]
+    return Individual(*row[:3], None if detail is None else json.loads(detail), *row[4:11],
+                      None if metrics is None else json.loads(metrics), *row[12:], hurdles=hurdles)
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _dumps_or_none(value) -> str | None:
+    return None if value is None else _dumps(value)
+
+
+def _real(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _tuples(value):
+    """JSON lists back to tuples, recursively (random.Random.getstate() is tuples all the way)."""
+    return tuple(_tuples(item) for item in value) if isinstance(value, list) else value

@@ -1,0 +1,95 @@
+"""Evolution on a synthetic fitness: the distance to a hidden target program (no TensorFlow, no training)."""
+
+import random
+
+import primitives
+
+from primer_search.config import MutationWeights, SearchConfig
+from primer_search.dna import DNA, Instruction, Subprogram
+from primer_search.evolution import Evolution, Member
+from primer_search.mutations import mutate
+from primer_search.seeds import load_seed
+
+FIELDS = MutationWeights(delete=0, insert=0, delete_insert=0, swap=0, mutate_bank=0)
+# A small program: a feed-forward block with a residual, so a target is a few specific field values away.
+SMALL = DNA(subprograms=(Subprogram((
+    Instruction("CONV_1X1", in1=0, dim=1), Instruction("MAX", in1=2, const=0),
+    Instruction("CONV_1X1", in1=3, dim=0), Instruction("ADD", in1=4, in2=0))),),
+    constants=(0.0, 1.0), dimensions=(8, 32, 1, 2, 4, 16))
+
+
+def _read_fields(instruction):
+    """The op and the fields it reads (unread fields do not change the program)."""
+    reads = primitives.get(instruction.op).reads if primitives.is_primitive(instruction.op) else ("in1", "in2")
+    return (instruction.op, *(getattr(instruction, field) for field in reads), instruction.branch)
+
+
+def distance(dna, target) -> int:
+    """Differing instructions (aligned by position, read fields only) plus differing bank entries."""
+    total = sum(a != b for a, b in zip(dna.dimensions, target.dimensions))
+    total += sum(a != b for a, b in zip(dna.constants, target.constants))
+    for mine, theirs in zip(dna.subprograms, target.subprograms):
+        a, b = mine.instructions, theirs.instructions
+        total += sum(_read_fields(x) != _read_fields(y) for x, y in zip(a, b)) + abs(len(a) - len(b))
+    return total
+
+
+def hidden_target(seed_dna, rng):
+    """One changed field and two changed relative dimensions."""
+    target, _ = mutate(seed_dna, rng, FIELDS, 40)
+    dimensions = list(target.dimensions)
+    dimensions[0], dimensions[1] = 24, 12
+    return target.replace(dimensions=tuple(dimensions))
+
+
+def search(mode: str, target, budget: int, seed: int) -> int | None:
+    """Evaluations until the target is found (None: not within the budget)."""
+    config = SearchConfig(mode=mode, population_size=20, tournament_size=10, random_mutations=3,
+                          mutation_weights=MutationWeights(delete=0, insert=0, delete_insert=0, swap=0))
+    seed_dna = SMALL
+    evolution = Evolution(config, [seed_dna], random.Random(seed))
+    evolution.add(Member(0, seed_dna, distance(seed_dna, target)), is_seed=True)
+    for evaluation in range(1, budget + 1):
+        proposal = evolution.propose()
+        fitness = distance(proposal.dna, target)
+        if fitness == 0:
+            return evaluation
+        evolution.add(Member(evaluation, proposal.dna, fitness))
+    return None
+
+
+def test_evolution_finds_a_hidden_program_that_random_search_does_not():
+    target = hidden_target(SMALL, random.Random(7))
+    assert distance(SMALL, target) == 3
+    found = [search("evolution", target, 3000, seed) for seed in range(3)]
+    assert all(f is not None for f in found), found
+    random_found = [search("random", target, max(found) * 2, seed) for seed in range(3)]
+    assert random_found.count(None) >= 2, (found, random_found)
+
+
+def test_seed_copies_fill_the_population_and_the_oldest_leaves():
+    config = SearchConfig(population_size=5, tournament_size=2, seeds=("transformer", "primer_ez"))
+    seeds = [load_seed("transformer"), load_seed("primer_ez")]
+    evolution = Evolution(config, seeds, random.Random(0))
+    assert [p.dna for p in evolution.initial_proposals()] == seeds and not evolution.ready
+    evolution.add(Member(0, seeds[0], 2.0), is_seed=True)
+    evolution.add(Member(1, seeds[1], 1.0), is_seed=True)
+    assert [m.id for m in evolution.population] == [0, 0, 0, 1, 1] and evolution.ready
+    evolution.add(Member(2, seeds[0], 3.0))
+    assert [m.id for m in evolution.population] == [0, 0, 1, 1, 2]
+
+
+def test_tournament_takes_the_best_of_the_sample_and_children_are_seeded():
+    config = SearchConfig(population_size=4, tournament_size=4)
+    seed_dna = load_seed("transformer")
+    evolution = Evolution(config, [seed_dna], random.Random(0))
+    for i, fitness in enumerate([3.0, 1.0, 2.0, 4.0]):
+        evolution.add(Member(i, seed_dna, fitness))
+    evolution.seed_members.append(Member(0, seed_dna, 3.0))
+    assert evolution.select().id == 1                      # the whole population is sampled
+    first = [evolution.propose() for _ in range(5)]
+    again = Evolution(config, [seed_dna], random.Random(0))
+    again.population, again.seed_members = evolution.population, evolution.seed_members
+    again.select()                                         # the same draws as above
+    assert [p.dna for p in first] == [again.propose().dna for _ in range(5)]
+    assert all(p.parent_id == 1 and p.mutation is not None for p in first)

@@ -1,0 +1,175 @@
+import collections
+import os
+import sys
+import time
+
+import pytest
+
+from primer_search.config import config_from_dict
+from primer_search.executors import Completion, InProcessExecutor, RayExecutor, make_executor
+
+
+# Trial functions: module level, so Ray can pickle them (by value: see `ray_executor` below).
+
+def echo(payload):
+    return payload["x"]
+
+
+def bad_program(payload):
+    raise ValueError("bad program")
+
+
+def sleep_then_echo(payload):
+    time.sleep(payload["seconds"])
+    return payload["x"]
+
+
+def pid(payload):
+    time.sleep(0.05)
+    return os.getpid()
+
+
+def crash_once(payload):
+    """Kills its worker on the first attempt (a marker file remembers it), succeeds on the second."""
+    marker = payload["marker"]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return "survived"
+
+
+def crash(payload):
+    os._exit(1)
+
+
+def collect(executor, n, timeout=60):
+    """The next n completions, in the order wait() gave them."""
+    done, end = [], time.monotonic() + timeout
+    while len(done) < n and time.monotonic() < end:
+        done += executor.wait(timeout=end - time.monotonic())
+    assert len(done) == n, done
+    return done
+
+
+# -- in process -------------------------------------------------------------------------------------------
+
+def test_in_process_runs_one_trial_per_wait_in_submission_order():
+    with InProcessExecutor() as executor:
+        for i in (3, 1, 2):
+            executor.submit(i, echo, {"x": i * 10})
+        assert executor.in_flight == 3
+        first = executor.wait()
+        assert [(c.trial_id, c.value, c.failure, c.attempts) for c in first] == [(3, 30, None, 1)]
+        assert executor.in_flight == 2
+        rest = executor.wait() + executor.wait()
+        assert [c.value for c in rest] == [10, 20]
+        assert executor.wait(timeout=0) == [] and executor.in_flight == 0
+        assert first[0].worker.endswith(f":{os.getpid()}")
+        assert first[0].started_at <= first[0].finished_at
+
+
+def test_in_process_exception_is_a_failure():
+    with InProcessExecutor() as executor:
+        executor.submit(0, bad_program, {})
+        executor.submit(1, echo, {"x": 1})
+        failed, ok = executor.wait() + executor.wait()
+    assert failed.value is None and failed.failure == "exception: ValueError: bad program"
+    assert ok.value == 1 and ok.failure is None
+
+
+def test_make_executor_follows_the_search_config(ray_session):
+    search = config_from_dict({"search": {"executor": "in_process"}}).search
+    assert isinstance(make_executor(search), InProcessExecutor)
+    search = config_from_dict({"search": {"evaluations_per_worker": 3, "trial_timeout_seconds": 5,
+                                          "max_retries": 1}}).search
+    with make_executor(search) as executor:
+        assert isinstance(executor, RayExecutor)
+        assert executor.timeout_seconds == 5 and executor.max_retries == 1
+    assert ray_session.is_initialized()            # an executor leaves a Ray it did not start running
+
+
+# -- Ray ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def ray_executor(ray_session):
+    """RayExecutor(**options) on the session's Ray; shut down after the test."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # workers cannot import this test module
+    executors = []
+
+    def make(**options):
+        executors.append(RayExecutor(**options))
+        return executors[-1]
+
+    yield make
+    for executor in executors:
+        executor.shutdown()
+
+
+def test_ray_results_come_in_completion_order(ray_executor):
+    executor = ray_executor()
+    executor.submit(0, sleep_then_echo, {"seconds": 1.5, "x": "slow"})
+    executor.submit(1, sleep_then_echo, {"seconds": 0.1, "x": "fast"})
+    assert executor.in_flight == 2
+    done = collect(executor, 2)
+    assert [(c.trial_id, c.value) for c in done] == [(1, "fast"), (0, "slow")]
+    assert all(c.failure is None and c.attempts == 1 and c.started_at <= c.finished_at for c in done)
+    assert done[0].worker != done[1].worker                     # they ran at the same time
+    assert executor.in_flight == 0 and executor.wait(timeout=0) == []
+
+
+def test_ray_exception_is_a_failure_without_retry(ray_executor):
+    executor = ray_executor(max_retries=2)
+    executor.submit(5, bad_program, {})
+    [done] = collect(executor, 1)
+    assert done == Completion(5, None, "exception: ValueError: bad program", done.worker, 1, done.started_at,
+                              done.finished_at)
+    assert done.worker is not None
+
+
+def test_ray_dead_worker_is_retried(ray_executor, tmp_path):
+    executor = ray_executor(max_retries=2)
+    executor.submit(0, crash_once, {"marker": str(tmp_path / "attempted")})
+    [done] = collect(executor, 1)
+    assert (done.value, done.failure, done.attempts) == ("survived", None, 2)
+
+
+def test_ray_worker_that_always_dies_fails_after_the_retries(ray_executor):
+    executor = ray_executor(max_retries=2)
+    executor.submit(0, crash, {})
+    [done] = collect(executor, 1)
+    assert done.value is None and done.attempts == 3
+    assert done.failure.startswith("worker died 3 times: WorkerCrashedError: ")
+
+
+def test_ray_hung_trial_times_out_and_frees_its_worker(ray_executor):
+    executor = ray_executor(timeout_seconds=2)
+    for i in range(2):                                          # both CPUs of the session
+        executor.submit(i, sleep_then_echo, {"seconds": 1000, "x": i})
+    executor.submit(2, echo, {"x": "ran"})                      # runs only once a hung trial is killed
+    start = time.monotonic()
+    done = collect(executor, 3, timeout=30)
+    assert [c.failure for c in done[:2]] == ["timeout after 2 s"] * 2
+    assert all(c.worker is not None and c.value is None for c in done[:2])
+    assert (done[2].trial_id, done[2].value, done[2].failure) == (2, "ran", None)
+    assert 2 <= time.monotonic() - start < 15
+
+
+def test_ray_queued_trial_does_not_time_out(ray_executor):
+    executor = ray_executor(timeout_seconds=1.5)
+    for i in range(4):                                          # 2 run, 2 wait ~1 s for a CPU
+        executor.submit(i, sleep_then_echo, {"seconds": 1.0, "x": i})
+    done = collect(executor, 4)
+    assert sorted(c.value for c in done) == [0, 1, 2, 3] and all(c.failure is None for c in done)
+
+
+def test_ray_workers_are_recycled(ray_executor):
+    executor = ray_executor(evaluations_per_worker=2)
+    pids = []
+    for i in range(6):
+        executor.submit(i, pid, {})
+        [done] = collect(executor, 1)
+        pids.append(done.value)
+    counts = collections.Counter(pids)
+    assert len(counts) >= 3 and max(counts.values()) <= 2, pids

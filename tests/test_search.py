@@ -1,0 +1,112 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import FAST
+from primer_search.config import config_from_dict
+from primer_search.dna import save_dna
+from primer_search.search import Search, read_status
+from primer_search.store import RunStore
+from test_training import exploding_dna
+
+SEARCH = {"executor": "in_process", "num_individuals": 8, "population_size": 4, "tournament_size": 2,
+          "max_in_flight": 2, "hurdles": 1, "hurdle_window": 10}
+
+
+def _config(**search):
+    return config_from_dict({**FAST, "search": {**SEARCH, **search}})
+
+
+def _history(run_dir):
+    with RunStore.open(run_dir) as store:
+        rows = store.completed()
+        return [(r.id, r.parent_id, r.mutation, r.canonical_hash, r.status, r.fitness) for r in rows]
+
+
+def test_a_seeded_in_process_search_is_reproducible(tmp_path):
+    statuses = []
+    for name in ("a", "b"):
+        search = Search.start(_config(), tmp_path / name)
+        statuses.append(search.run())
+        search.close()
+    assert statuses[0].done == 8 and statuses[0].in_flight == 0
+    assert _history(tmp_path / "a") == _history(tmp_path / "b")
+    history = _history(tmp_path / "a")
+    assert history[0][1] is None and all(parent is not None for _, parent, *_ in history[1:])
+    assert all(status in ("ok", "stopped") or fitness is None for *_, status, fitness in history)
+
+
+def test_identical_programs_reuse_the_result(tmp_path):
+    search = Search.start(_config(seeds=["transformer", "transformer"], num_individuals=2, max_in_flight=1),
+                          tmp_path / "run")
+    status = search.run()
+    search.close()
+    assert status.cache_hits == 1
+    with RunStore.open(tmp_path / "run") as store:
+        assert store.individual(2).cached_from == 1 and store.individual(2).fitness == store.individual(1).fitness
+
+
+def test_a_diverging_program_is_recorded_and_the_search_goes_on(tmp_path):
+    save_dna(exploding_dna(), tmp_path / "exploding.yaml")
+    search = Search.start(_config(seeds=[str(tmp_path / "exploding.yaml"), "transformer"], num_individuals=5),
+                          tmp_path / "run")
+    status = search.run()
+    search.close()
+    assert status.done == 5 and status.by_status.get("diverged", 0) >= 1
+    with RunStore.open(tmp_path / "run") as store:
+        assert store.individual(1).status == "diverged" and "nan" in store.individual(1).metrics["error"]
+
+
+def test_a_second_controller_is_refused(tmp_path):
+    search = Search.start(_config(), tmp_path / "run")
+    with pytest.raises(ValueError, match="in use"):
+        Search.resume(tmp_path / "run")
+    search.close()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_losing_or_repeating_anything(tmp_path):
+    config_path = tmp_path / "search.yaml"
+    config_path.write_text(yaml.safe_dump({**FAST, "search": {**SEARCH, "num_individuals": 10}}))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    controller = subprocess.Popen([sys.executable, "-m", "primer_search.cli", "run", str(config_path),
+                                   "--run-dir", str(run_dir), "--progress-every", "0.5"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:                      # kill it once a few results are committed
+        time.sleep(0.5)
+        if (run_dir / "run.sqlite").exists():
+            with RunStore.open(run_dir) as store:
+                if store.counts()["done"] >= 4:
+                    break
+    controller.send_signal(signal.SIGKILL)
+    controller.wait()
+    before = _history(run_dir)
+    assert 4 <= len(before) < 10
+
+    search = Search.resume(run_dir)
+    status = search.run()
+    population = [(m.id, m.fitness) for m in search.evolution.population]
+    search.close()
+    after = _history(run_dir)
+    assert status.done == 10 and after[:len(before)] == before          # nothing lost or changed
+    with RunStore.open(run_dir) as store:
+        assert store.counts()["proposed"] == 10 and not store.pending()  # every proposal once, all finished
+    replayed = Search.resume(run_dir)
+    assert [(m.id, m.fitness) for m in replayed.evolution.population] == population
+    replayed.close()
+
+
+def test_status_reads_a_run_while_nobody_holds_it(tmp_path):
+    search = Search.start(_config(num_individuals=3), tmp_path / "run")
+    search.run()
+    search.close()
+    with RunStore.open(tmp_path / "run") as store:
+        status = read_status(store)
+    assert status.done == 3 and status.best is not None and "done 3/3" in status.line()

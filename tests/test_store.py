@@ -1,0 +1,256 @@
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from primer_search.store import AlreadyRecorded, RunInUse, RunStore
+
+CONFIG = {"search": {"population_size": 4, "seed": 0}, "training": {"budget": 4}}
+DNA = {"format_version": 1, "name": "tiny", "subprograms": [{"name": "main", "instructions": []}]}
+
+
+def metrics(status="ok", fitness=None, **extra):
+    return {"status": status, "fitness": fitness, "validation_loss": fitness, "checkpoints": [], **extra}
+
+
+@pytest.fixture
+def store(tmp_path):
+    with RunStore.create(tmp_path / "run", CONFIG) as store:
+        yield store
+
+
+def propose(store, n, parent_id=None, canonical_hash=None):
+    return [store.add_proposal(parent_id, None, None, DNA, canonical_hash or f"hash{i}") for i in range(n)]
+
+
+def test_create_stores_the_config_and_refuses_an_existing_run(tmp_path):
+    run_dir = tmp_path / "new" / "run"
+    RunStore.create(run_dir, CONFIG).close()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["controller.lock", "run.sqlite"]
+    with pytest.raises(ValueError, match=r"already holds a run .*use `primer-search resume .*run`"):
+        RunStore.create(run_dir, CONFIG)
+    with RunStore.open(run_dir) as store:
+        assert store.config == CONFIG and store.meta_get("format_version") == 1
+        assert store.meta_get("created_at") > 0 and store.rng_state() is None and not store.locked
+    with contextlib.closing(sqlite3.connect(run_dir / "run.sqlite")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)    # persistent in the file
+
+
+def test_a_config_json_cannot_hold_leaves_no_run_behind(tmp_path):
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        RunStore.create(tmp_path / "run", {"data": {"path": tmp_path}})
+    assert not (tmp_path / "run" / "run.sqlite").exists()
+    RunStore.create(tmp_path / "run", CONFIG).close()
+
+
+def test_open_refuses_a_directory_without_a_run_or_with_another_file(tmp_path):
+    with pytest.raises(ValueError, match=r"no run in .*nothere: expected run.sqlite there"):
+        RunStore.open(tmp_path / "nothere")
+    (tmp_path / "run.sqlite").write_text("not a database, just text" * 100)
+    with pytest.raises(ValueError, match=r"run.sqlite is not a primer-search run store"):
+        RunStore.open(tmp_path)
+
+
+def test_a_second_controller_is_refused_naming_the_holder(store):
+    with pytest.raises(RunInUse, match=rf"in use by another controller \({os.getpid()}@{socket.gethostname()}\)"):
+        RunStore.open(store.run_dir, lock=True)    # another open file description of the lock file: flock conflicts
+    assert issubclass(RunInUse, ValueError)
+    with RunStore.open(store.run_dir) as reader:   # readers need no lock, and cannot write
+        assert reader.counts()["proposed"] == 0
+        propose(store, 2)
+        assert reader.counts()["proposed"] == 2       # sees the controller's commits while it runs
+        with pytest.raises(ValueError, match="opened for reading: writing needs the controller lock"):
+            propose(reader, 1)
+    store.close()
+    with RunStore.open(store.run_dir, lock=True) as second:
+        assert second.locked
+
+
+def test_proposals_and_individuals(store):
+    seed = store.add_proposal(None, None, None, DNA, "h1", fingerprint=None)
+    child = store.add_proposal(seed, "insert", {"subprogram": 0, "index": 3}, DNA, "h2", "fp2")
+    assert (seed, child) == (1, 2)
+    store.set_fingerprint(seed, "fp1")
+    store.record_hurdle(child, 1, 0.2, 3.5, True)
+    store.record_hurdle(child, 0, 0.1, 4.0, True)
+    one, two = store.individual(seed), store.individual(child)
+    assert one.parent_id is None and one.fingerprint == "fp1" and one.hurdles == ()
+    assert not one.done and one.seq is None and one.status is None and one.metrics is None
+    assert two.parent_id == 1 and two.mutation == "insert" and two.mutation_detail == {"subprogram": 0, "index": 3}
+    assert two.dna == DNA and two.canonical_hash == "h2" and two.proposed_at > 0
+    assert [(h.hurdle, h.fraction, h.fitness, h.passed) for h in two.hurdles] == [(0, 0.1, 4.0, True),
+                                                                                    (1, 0.2, 3.5, True)]
+    with pytest.raises(ValueError, match=r"no individual 9 in .*\(ids 1..2\)"):
+        store.individual(9)
+    with pytest.raises(ValueError, match=r"parent_id 7: no such individual in .*\(ids 1..2\)"):
+        store.add_proposal(7, "delete", None, DNA, "h3")
+    with pytest.raises(TypeError, match="dna must be a dict"):
+        store.add_proposal(None, None, None, "S5 in1=0", "h3")
+    assert store.counts()["proposed"] == 2
+
+
+def test_seq_is_completion_order_and_a_result_is_recorded_once(store):
+    a, b, c = propose(store, 3)
+    assert store.record_result(c, "ok", 3.0, metrics(fitness=3.0), worker="w1", started_at=1.0) == 1
+    assert store.record_result(a, "stopped", 4.0, metrics("stopped", 4.0)) == 2
+    with pytest.raises(AlreadyRecorded, match=rf"individual {c} already has a result \(seq 1\)"):
+        store.record_result(c, "ok", 2.0, metrics(fitness=2.0))
+    assert [i.id for i in store.completed()] == [c, a] and [i.id for i in store.pending()] == [b]
+    assert store.record_result(b, "timeout", None, metrics("timeout", error="EvaluationTimeout: 60 s")) == 3
+    done = store.completed()
+    assert [(i.id, i.seq) for i in done] == [(c, 1), (a, 2), (b, 3)]
+    assert done[0].fitness == 3.0 and done[0].worker == "w1" and done[0].started_at == 1.0
+    assert done[0].finished_at >= done[0].proposed_at and done[0].metrics == metrics(fitness=3.0)
+    assert [i.id for i in store.completed(last=2)] == [a, b] and store.pending() == []
+    assert store.counts()["done"] == 3
+    with pytest.raises(ValueError, match="status 'crashed' is not one of ok, stopped"):
+        store.record_result(c, "crashed", None, {})
+    with pytest.raises(ValueError, match=r"individual_id 12: no such individual in .*\(ids 1..3\)"):
+        store.record_result(12, "ok", 1.0, {})
+
+
+def test_nan_fitness_is_stored_as_null_and_metrics_keep_non_finite_values(store):
+    (a,) = propose(store, 1)
+    store.record_result(a, "diverged", float("nan"), metrics("diverged", float("nan"), perplexity=float("inf")))
+    result = store.individual(a)
+    assert result.fitness is None and math.isnan(result.metrics["fitness"]) and result.metrics["perplexity"] == math.inf
+
+
+def test_lookup_reuses_only_real_measurements(store):
+    ids = propose(store, 6, canonical_hash="same")
+    store.record_result(ids[0], "timeout", None, metrics("timeout"))
+    store.record_result(ids[1], "oom", None, metrics("oom"))
+    assert store.lookup(canonical_hash="same") is None
+    store.record_result(ids[2], "error", None, metrics("error"))
+    assert store.lookup(canonical_hash="same") is None        # infrastructure failures are evaluated again
+    store.record_result(ids[3], "ok", 3.0, metrics(fitness=3.0))
+    store.record_result(ids[4], "ok", 3.0, metrics(fitness=3.0), cached_from=ids[3])
+    found = store.lookup(canonical_hash="same")
+    assert found.id == ids[3] and found.measured_id == ids[3] and found.fitness == 3.0
+    assert store.individual(ids[4]).measured_id == ids[3]
+    assert store.lookup(canonical_hash="other") is None and store.lookup(fingerprint="fp") is None
+    store.set_fingerprint(ids[4], "fp")
+    by_fingerprint = store.lookup(canonical_hash="other", fingerprint="fp")   # falls back to the fingerprint
+    assert by_fingerprint.id == ids[4] and by_fingerprint.measured_id == ids[3]
+    with pytest.raises(ValueError, match="lookup needs a canonical_hash or a fingerprint"):
+        store.lookup()
+    for status in ("stopped", "invalid", "diverged"):
+        (i,) = propose(store, 1, canonical_hash=status)
+        store.record_result(i, status, None, metrics(status))
+        assert store.lookup(canonical_hash=status).id == i
+
+
+def test_hurdle_records_newest_first_limited_per_hurdle(store):
+    ids = propose(store, 5)
+    for i, fitness in zip(ids, [5.0, 4.0, 6.0, None, 3.0], strict=True):
+        store.record_hurdle(i, 0, 0.1, fitness, passed=fitness is not None and fitness < 5.5)
+    store.record_hurdle(ids[0], 1, 0.3, 2.0, True)
+    assert store.hurdle_records(0, 10) == [3.0, 6.0, 4.0, 5.0]     # NULL fitness left out
+    assert store.hurdle_records(0, 2) == [3.0, 6.0] and store.hurdle_records(1, 10) == [2.0]
+    store.record_hurdle(ids[1], 0, 0.1, 4.5, True)                 # a re-evaluation replaces, as the newest
+    assert store.hurdle_records(0, 10) == [4.5, 3.0, 6.0, 5.0]
+    assert store.hurdle_records(2, 10) == []
+
+
+def test_counts_and_top(store):
+    ids = propose(store, 7)
+    store.record_hurdle(ids[0], 0, 0.1, 5.0, False)
+    store.record_result(ids[0], "stopped", 5.0, metrics("stopped", 5.0, bits_per_byte=1.5))
+    store.record_result(ids[1], "ok", 3.0, metrics(fitness=3.0, bits_per_byte=1.2))
+    store.record_result(ids[2], "ok", 2.0, metrics(fitness=2.0, bits_per_byte=1.3))
+    store.record_result(ids[3], "ok", 2.0, metrics(fitness=2.0, bits_per_byte=float("nan")), cached_from=ids[2])
+    store.record_result(ids[4], "invalid", None, metrics("invalid"))
+    assert store.counts() == {"proposed": 7, "done": 5, "in_flight": 2, "cache_hits": 1, "hurdle_stops": 1,
+                              "by_status": {"invalid": 1, "ok": 3, "stopped": 1}}
+    assert store.stopped_fractions() == [0.1]
+    assert [i.id for i in store.top(10)] == [ids[2], ids[3], ids[1]]
+    assert [i.id for i in store.top(2, statuses=("ok", "stopped"))] == [ids[2], ids[3]]
+    assert [i.id for i in store.top(10, "bits_per_byte", ("ok", "stopped"))] == [ids[1], ids[2], ids[0]]
+    assert store.top(3, "no_such_metric") == []
+
+
+def test_rng_state_round_trips_exactly(store, tmp_path):
+    rng = random.Random(1234)
+    rng.gauss(0.0, 1.0)                         # gauss_next holds a float: the state's third element
+    store.add_proposal(None, None, None, DNA, "h", rng_state=rng.getstate())
+    store.close()
+    with RunStore.open(store.run_dir) as reopened:
+        state = reopened.rng_state()
+    assert state == rng.getstate() and isinstance(state[1], tuple)
+    restored = random.Random()
+    restored.setstate(state)
+    assert [restored.random() for _ in range(5)] == [rng.random() for _ in range(5)]
+    assert restored.gauss(0.0, 1.0) == rng.gauss(0.0, 1.0)
+
+
+def test_a_transaction_is_all_or_nothing(store):
+    with pytest.raises(RuntimeError, match="boom"), store.transaction():
+        propose(store, 2)
+        store.meta_set("note", "half")
+        raise RuntimeError("boom")
+    assert store.counts()["proposed"] == 0 and store.meta_get("note") is None
+    with store.transaction():
+        propose(store, 2)
+    assert store.counts()["proposed"] == 2
+
+
+CHILD = textwrap.dedent("""
+    import random, sys, time
+    from primer_search.store import RunStore
+    store = RunStore.create(sys.argv[1], {"search": {"seed": 7}})
+    rng = random.Random(7)
+    ids = []
+    for i in range(4):
+        rng.random()
+        ids.append(store.add_proposal(ids[-1] if ids else None, "mutate", None, {"n": i}, f"h{i}",
+                                      rng_state=rng.getstate()))
+    store.record_hurdle(ids[2], 0, 0.1, 3.5, True)
+    store.record_result(ids[2], "ok", 3.0, {"fitness": 3.0})
+    store.record_result(ids[0], "invalid", None, {"error": "bad"})
+    print(repr(rng.getstate()), flush=True)
+    with store.transaction():           # killed inside: none of this is stored
+        rng.random()
+        store.add_proposal(ids[3], "mutate", None, {"n": 9}, "h9", rng_state=rng.getstate())
+        store.record_result(ids[1], "ok", 2.0, {"fitness": 2.0})
+        print("in transaction", flush=True)
+        time.sleep(60)
+""")
+
+
+def test_a_killed_controller_loses_nothing_committed_and_frees_the_lock(tmp_path):
+    run_dir = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(run_dir)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        committed_state = child.stdout.readline()
+        assert child.stdout.readline() == "in transaction\n"
+        with pytest.raises(RunInUse, match=rf"\({child.pid}@"):
+            RunStore.open(run_dir, lock=True)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    with RunStore.open(run_dir, lock=True) as store:           # the kernel released the dead holder's lock
+        assert [(i.id, i.seq, i.status) for i in store.completed()] == [(3, 1, "ok"), (1, 2, "invalid")]
+        assert store.individual(3).hurdles[0].fitness == 3.5
+        assert [i.id for i in store.pending()] == [2, 4]         # re-submitted on resume
+        assert [i.dna for i in store.pending()] == [{"n": 1}, {"n": 3}] and store.individual(4).parent_id == 3
+        assert repr(store.rng_state()) == committed_state.strip()   # the state after the last stored proposal
+        assert store.record_result(2, "ok", 2.0, {"fitness": 2.0}) == 3   # resume goes on: next seq, next id
+        assert store.add_proposal(4, "mutate", None, {"n": 5}, "h5") == 5
+
+
+def test_the_store_imports_no_tensorflow():
+    code = "import sys, primer_search.store; print(sorted(m for m in sys.modules if 'tensorflow' in m or 'keras' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.replace("'", '"')) == []
