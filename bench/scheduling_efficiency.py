@@ -10,8 +10,12 @@ warm-up completion to the last timed one, with W still in flight throughout.
 
     efficiency = achieved trials/s / ideal trials/s,   ideal = W / sleep
 
-Workers are recycled every `--evaluations-per-worker` trials and a `--timeout` per trial is set, as in a
-search, so both mechanisms are in the measurement.
+A `--timeout` per trial is set and workers are recycled every `--evaluations-per-worker` trials (10, as in a
+search). With the default rounds a worker runs about 6 trials, so few are recycled inside the timed window and
+the headline is the cost of scheduling itself. Recycling adds one worker start per `evaluations_per_worker`
+trials, and Ray starts at most as many workers at once as the node has cores: negligible beside minute-long
+trials on a real node, but a bottleneck for 6-s trials at W = 64 on a 2-core machine (try
+`--evaluations-per-worker 4`). Each line says how many timed trials ran on a new worker process.
 
     python bench/scheduling_efficiency.py [--widths 2 8 32 64] [--sleep 6] [--warmup-rounds 2] [--rounds 4]
 
@@ -36,37 +40,42 @@ def simulated_trial(payload):
 
 
 def measure(width: int, seconds: float, warmup_rounds: int, rounds: int, evaluations_per_worker: int,
-            timeout: float) -> float:
+            timeout: float, workers_seen: set) -> float:
     """Run the steady-state loop at W = width; print and return the efficiency."""
     warmup, timed = warmup_rounds * width, rounds * width
     total = warmup + timed + width              # enough submissions to keep W in flight up to the last timed one
-    failures, durations = 0, []
+    submitted_at, latencies, fresh, failures = {}, [], 0, 0
     with RayExecutor(cpus_per_trial=1.0, evaluations_per_worker=evaluations_per_worker, timeout_seconds=timeout,
                      max_retries=0) as executor:
-        submitted = completed = 0
+
+        def submit():
+            submitted_at[len(submitted_at)] = time.time()
+            executor.submit(len(submitted_at) - 1, simulated_trial, {"seconds": seconds})
+
         start = time.monotonic()
-        while submitted < width:
-            executor.submit(submitted, simulated_trial, {"seconds": seconds})
-            submitted += 1
+        for _ in range(width):
+            submit()
+        completed = 0
         while completed < warmup + timed:
             for completion in executor.wait():
                 completed += 1
-                failures += completion.failure is not None
                 if completed == warmup:
                     t0 = time.monotonic()
                 elif completed > warmup:
-                    durations.append(completion.finished_at - completion.started_at)
-                if submitted < total:
-                    executor.submit(submitted, simulated_trial, {"seconds": seconds})
-                    submitted += 1
+                    failures += completion.failure is not None
+                    latencies.append(completion.started_at - submitted_at[completion.trial_id])
+                    fresh += completion.worker not in workers_seen
+                workers_seen.add(completion.worker)
+                if len(submitted_at) < total:
+                    submit()
         elapsed = time.monotonic() - t0
-    rate = timed / elapsed
-    ideal = width / seconds
-    efficiency = rate / ideal
-    print(f"  W {width:3d}: {timed:4d} trials in {elapsed:6.1f} s (after {t0 - start:5.1f} s of warm-up): {rate:6.2f}/s, "
-          f"ideal {ideal:6.2f}/s, efficiency {efficiency:.3f}; overhead {width / rate - seconds:+.3f} s/trial, "
-          f"task time median {statistics.median(durations):.3f} s, failures {failures}")
-    return efficiency
+    rate, ideal = timed / elapsed, width / seconds
+    latencies.sort()
+    print(f"  W {width:3d}: {timed:4d} trials in {elapsed:5.1f} s (after {t0 - start:4.1f} s of warm-up): "
+          f"{rate:6.2f}/s of an ideal {ideal:6.2f}/s, efficiency {rate / ideal:.3f}; submission to start: "
+          f"median {statistics.median(latencies) * 1e3:4.0f} ms, p95 {latencies[int(0.95 * len(latencies))]:.2f} s; "
+          f"{fresh} on a new worker process, {failures} failed")
+    return rate / ideal
 
 
 def main() -> None:
@@ -87,11 +96,11 @@ def main() -> None:
           f"{time.monotonic() - start:.1f} s; trials sleep {args.sleep:g} s, {args.warmup_rounds} + {args.rounds} "
           f"rounds (warm-up + timed) per W, "
           f"workers recycled every {args.evaluations_per_worker} trials")
-    efficiencies = {}
+    efficiencies, workers = {}, set()
     try:
         for width in args.widths:
             efficiencies[width] = measure(width, args.sleep, args.warmup_rounds, args.rounds,
-                                          args.evaluations_per_worker, args.timeout or 10 * args.sleep)
+                                          args.evaluations_per_worker, args.timeout or 10 * args.sleep, workers)
     finally:
         ray.shutdown()
     width = max(efficiencies)

@@ -75,3 +75,36 @@ def test_train_bad_override_is_one_line(tmp_path, capsys):
     assert main(["train", "transformer", "--config", _write_fast_config(tmp_path), "--set", "training.budgt=3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "training: unknown key 'budgt', allowed keys: budget_kind, budget" in err
+
+
+def test_run_then_read_the_run(tmp_path, capsys):
+    from conftest import FAST
+
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump({**FAST, "search": {"executor": "in_process", "num_individuals": 4,
+                                                         "population_size": 3, "tournament_size": 2,
+                                                         "hurdles": 1}}))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(config), "--run-dir", str(run_dir), "--progress-every", "0"]) == 0
+    captured = capsys.readouterr()
+    assert "individuals done    4 of 4 (0 in flight)" in captured.out and "search: done" in captured.err
+    assert main(["status", str(run_dir)]) == 0 and "best fitness" in capsys.readouterr().out
+    assert main(["top", str(run_dir), "-n", "3"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["id", "fitness", "params", "step", "ms", "hurdles", "mutation", "parent"]
+    assert 2 <= len(table) <= 4
+    assert main(["show", str(run_dir), "2"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("individual 2: status") and "versus parent 1:" in shown and "S0 main:" in shown
+    out = tmp_path / "best.yaml"
+    assert main(["export", str(run_dir), "2", "-o", str(out)]) == 0
+    assert load_dna(out).subprograms and main(["validate", str(out)]) == 0
+    assert main(["resume", str(run_dir)]) == 0                       # nothing left to do: it just reports
+    assert "individuals done    4 of 4" in capsys.readouterr().out
+
+
+def test_run_errors_are_one_line(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    assert "no run in" in capsys.readouterr().err
+    assert main(["export", "transformer"]) == 2
+    assert "expected an output path" in capsys.readouterr().err
