@@ -157,9 +157,9 @@ def test_ray_hung_trial_times_out_and_frees_its_worker(ray_executor):
 
 
 def test_ray_queued_trial_does_not_time_out(ray_executor):
-    executor = ray_executor(timeout_seconds=1.5)
-    for i in range(4):                                          # 2 run, 2 wait ~1 s for a CPU
-        executor.submit(i, sleep_then_echo, {"seconds": 1.0, "x": i})
+    executor = ray_executor(timeout_seconds=2.5)
+    for i in range(4):                                          # 2 run, 2 wait 1.5 s for a CPU: 3 s from submission
+        executor.submit(i, sleep_then_echo, {"seconds": 1.5, "x": i})
     done = collect(executor, 4)
     assert sorted(c.value for c in done) == [0, 1, 2, 3] and all(c.failure is None for c in done)
 
