@@ -110,3 +110,20 @@ def test_status_reads_a_run_while_nobody_holds_it(tmp_path):
     with RunStore.open(tmp_path / "run") as store:
         status = read_status(store)
     assert status.done == 3 and status.best is not None and "done 3/3" in status.line()
+
+
+@pytest.mark.slow
+def test_tiny_config_runs_end_to_end_on_local_ray(tmp_path, ray_session, capsys):
+    from primer_search.cli import main
+
+    run_dir = tmp_path / "run"
+    code = main(["run", "search_configs/tiny.yaml", "--run-dir", str(run_dir),
+                 "--set", "search.num_individuals=4", "--set", "training.budget=3",
+                 "--set", f"data.cache_dir={tmp_path / 'cache'}", "--progress-every", "5"])
+    out = capsys.readouterr().out
+    assert code == 0 and "individuals done    4 of 4 (0 in flight)" in out
+    with RunStore.open(run_dir) as store:
+        rows = store.completed()
+        assert len(rows) == 4 and rows[0].status == "ok" and rows[0].parent_id is None
+        assert all(row.worker and ":" in row.worker for row in rows if row.cached_from is None)
+    assert (run_dir / "tensorboard").is_dir()
