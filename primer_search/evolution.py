@@ -80,7 +80,7 @@ class Evolution:
             for _ in range(self.config.random_mutations):
                 dna, mutation = mutate(dna, self.rng, weights, limit)
                 details.append(mutation.detail)
-            return Proposal(dna, parent.id, Mutation("random", "; ".join(details)))
+            return Proposal(dna, parent.id, Mutation("random", "; ".join(details), mutation.child_hash))
         parent = self.select()
         child, mutation = mutate(parent.dna, self.rng, weights, limit)
         return Proposal(child, parent.id, mutation)

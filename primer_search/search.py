@@ -30,10 +30,26 @@ from primer_search.store import RunStore
 MEASURED = ("ok", "stopped")     # statuses whose result carries a fitness
 
 
+def _limit_threads(threads: int | None) -> None:
+    """Keep a worker's TensorFlow to the CPUs its trial reserved (TF uses every core by default, so parallel
+    trials would fight over them). Possible only before TF starts in the process; a recycled worker's later
+    trials keep the setting of its first."""
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            pass
+
+
 def run_trial(payload: dict) -> dict:
-    """Evaluate one candidate: `payload` holds its DNA, the config, and the fitness limit at each hurdle."""
+    """Evaluate one candidate: `payload` holds its DNA, the config, the fitness limit at each hurdle, and the
+    CPU threads it may use (None: leave TensorFlow's default)."""
     from primer_search.fitness import evaluate
 
+    _limit_threads(payload.get("threads"))
     config = config_from_dict(payload["config"])
     limits = payload["hurdle_limits"]
     fractions = config.training.checkpoints
@@ -83,6 +99,8 @@ class Search:
         self.evolution = Evolution(config.search, load_seeds(config.search.seeds), rng)
         fractions = hurdles.hurdle_fractions(config.search.hurdles)
         self.trial_config = config.replace(training={"checkpoints": list(fractions)}).to_dict()
+        in_process = config.search.executor == "in_process"
+        self.threads = None if in_process else max(1, int(config.search.cpus_per_trial))
         self.started = time.time()
         self.done_at_start = 0
         self._writer = None
@@ -138,30 +156,30 @@ class Search:
         return [self.evolution.propose() for _ in range(room)]
 
     def _submit(self, executor, proposal: Proposal) -> None:
-        dna = proposal.dna
-        mutation = proposal.mutation
+        dna, mutation = proposal.dna, proposal.mutation
+        hash_ = mutation.child_hash if mutation and mutation.child_hash else canonical_hash(dna)
         individual = self.store.add_proposal(
             proposal.parent_id, mutation.kind if mutation else None, mutation.detail if mutation else None,
-            dna.to_dict(), canonical_hash(dna), rng_state=self.rng.getstate())
-        self._dispatch(executor, individual, dna)
+            dna.to_dict(), hash_, rng_state=self.rng.getstate())
+        self._dispatch(executor, individual, dna, hash_)
 
-    def _dispatch(self, executor, individual: int, dna: DNA) -> None:
+    def _dispatch(self, executor, individual: int, dna: DNA, hash_: str) -> None:
         """Reuse a known result, or submit the trial."""
-        cached = self.store.lookup(canonical_hash=canonical_hash(dna))
+        cached = self.store.lookup(canonical_hash=hash_)
         if cached is None and self.config.search.fec:
             from primer_search.fec import fingerprint
 
-            print_ = fingerprint(dna, self.config.model.width_units)
-            if print_ is not None:
-                self.store.set_fingerprint(individual, print_)
-                cached = self.store.lookup(fingerprint=print_)
+            key = fingerprint(dna, self.config.model.width_units)
+            if key is not None:
+                self.store.set_fingerprint(individual, key)
+                cached = self.store.lookup(fingerprint=key)
         if cached is not None:
             self._record(individual, dna, cached.metrics, cached_from=cached.measured_id)
             return
         limits = [hurdles.threshold(self.store.hurdle_records(i, self.config.search.hurdle_window))
                   for i in range(self.config.search.hurdles)]
         executor.submit(individual, run_trial, {"dna": dna.to_dict(), "config": self.trial_config,
-                                                "hurdle_limits": limits})
+                                                "hurdle_limits": limits, "threads": self.threads})
 
     # -- recording -----------------------------------------------------------------------------------------
 
@@ -226,7 +244,7 @@ class Search:
         last = 0.0
         try:
             for row in self.store.pending():                      # in flight when the last controller stopped
-                self._dispatch(executor, row.id, DNA.from_dict(row.dna))
+                self._dispatch(executor, row.id, DNA.from_dict(row.dna), row.canonical_hash)
             while True:
                 for proposal in self._next_proposals(self.config.search.max_in_flight - executor.in_flight):
                     self._submit(executor, proposal)
