@@ -13,6 +13,7 @@ paper-style text form. Validation is strict and every error names the subprogram
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import pathlib
@@ -45,9 +46,9 @@ class Instruction:
     dim: int = 0
     branch: int = 1
 
-    @property
+    @functools.cached_property
     def callee(self) -> int | None:
-        """The subprogram index this instruction calls, or None for a primitive."""
+        """The subprogram index this instruction calls, or None for a primitive (cached: lowering asks often)."""
         match = _CALL.match(self.op)
         return int(match.group(1)) if match else None
 
@@ -108,9 +109,17 @@ def _where(s: int, i: int | None = None, sp: Subprogram | None = None) -> str:
     return label if i is None else f"{label} instruction {i} (writes h{i + 2})"
 
 
-def _check_int(value, where: str, field: str, allowed: str, ok) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not ok(value):
-        raise DNAError(f"{where}, field {field}: found {value!r}, allowed {allowed}")
+# The integer fields of an instruction at position i: (field, ok(value, i), allowed(i)). `allowed` formats the
+# message only when a check fails (validation runs for every child the search proposes, so it must be cheap).
+_INT_FIELDS = (
+    ("in1", lambda v, i: 0 <= v <= i + 1, lambda i: f"0..{i + 1} (h0, h1 and states written before it)"),
+    ("in2", lambda v, i: 0 <= v <= i + 1, lambda i: f"0..{i + 1} (h0, h1 and states written before it)"),
+    ("const", lambda v, i: 0 <= v < NUM_CONSTANTS,
+     lambda i: f"0..{NUM_CONSTANTS - 1} (index into the constants bank)"),
+    ("dim", lambda v, i: 0 <= v < NUM_DIMENSIONS,
+     lambda i: f"0..{NUM_DIMENSIONS - 1} (index into the dimensions bank)"),
+    ("branch", lambda v, i: v in BRANCHING, lambda i: f"one of {list(BRANCHING)}"),
+)
 
 
 def validate(dna: DNA) -> None:
@@ -133,27 +142,35 @@ def validate(dna: DNA) -> None:
             raise DNAError(f"{_where(s, sp=sp)}: found no instructions, allowed one or more (the last "
                            "instruction's state is the subprogram's output)")
         for i, ins in enumerate(sp.instructions):
-            where = _where(s, i, sp)
-            if not isinstance(ins.op, str):
-                raise DNAError(f"{where}, field op: found {ins.op!r}, allowed a primitive name or S<n>")
-            callee = ins.callee
-            if callee is None:
-                try:
-                    primitives.get(ins.op)
-                except ValueError as err:
-                    raise DNAError(f"{where}, field op: {err}") from None
-            elif not s < callee < n:
-                allowed = f"S{s + 1}..S{n - 1}" if s + 1 < n else "none (no subprogram has a higher index)"
-                raise DNAError(f"{where}, field op: found call {ins.op}, allowed calls of subprograms with a higher "
-                               f"index than S{s}: {allowed}")
-            for field in ("in1", "in2"):
-                _check_int(getattr(ins, field), where, field, f"0..{i + 1} (h0, h1 and states written before it)",
-                           lambda v: 0 <= v <= i + 1)
-            _check_int(ins.const, where, "const", f"0..{NUM_CONSTANTS - 1} (index into the constants bank)",
-                       lambda v: 0 <= v < NUM_CONSTANTS)
-            _check_int(ins.dim, where, "dim", f"0..{NUM_DIMENSIONS - 1} (index into the dimensions bank)",
-                       lambda v: 0 <= v < NUM_DIMENSIONS)
-            _check_int(ins.branch, where, "branch", f"one of {list(BRANCHING)}", lambda v: v in BRANCHING)
+            problem = _op_problem(ins, s, n) or _field_problem(ins, i)
+            if problem:
+                raise DNAError(f"{_where(s, i, sp)}, {problem}")
+
+
+def _op_problem(ins: Instruction, s: int, n: int) -> str | None:
+    """What is wrong with the op of an instruction in subprogram s of n, or None."""
+    if not isinstance(ins.op, str):
+        return f"field op: found {ins.op!r}, allowed a primitive name or S<n>"
+    callee = ins.callee
+    if callee is None:
+        try:
+            primitives.get(ins.op)
+        except ValueError as err:
+            return f"field op: {err}"
+    elif not s < callee < n:
+        allowed = f"S{s + 1}..S{n - 1}" if s + 1 < n else "none (no subprogram has a higher index)"
+        return (f"field op: found call {ins.op}, allowed calls of subprograms with a higher index than S{s}: "
+                f"{allowed}")
+    return None
+
+
+def _field_problem(ins: Instruction, i: int) -> str | None:
+    """What is wrong with the integer fields of instruction i (each must be an int, not a bool, in range), or None."""
+    for field, ok, allowed in _INT_FIELDS:
+        value = getattr(ins, field)
+        if isinstance(value, bool) or not isinstance(value, int) or not ok(value, i):
+            return f"field {field}: found {value!r}, allowed {allowed(i)}"
+    return None
 
 
 _TOP_KEYS = ("format_version", "name", "constants", "dimensions", "macro_options", "subprograms")

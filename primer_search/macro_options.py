@@ -9,6 +9,7 @@ Yu et al. 2023).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from primer_search.schema import between, choice, from_mapping
 
@@ -54,6 +55,12 @@ class MacroOptions:
     megabyte: Megabyte = Megabyte()
 
     def to_dict(self) -> dict:
+        """A fresh nested dict {section: {knob: value}}, copied from a cache (`dataclasses.asdict` is slow and
+        every canonical hash needs it)."""
+        return {section: dict(knobs) for section, knobs in self._as_dict.items()}
+
+    @functools.cached_property
+    def _as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod

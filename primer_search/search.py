@@ -115,6 +115,8 @@ class Search:
         store = RunStore.open(run_dir)
         store.lock()
         config = config_from_dict(store.meta_get("config"), overrides)
+        if overrides:
+            store.meta_set("config", config.to_dict())             # e.g. a larger num_individuals
         rng = random.Random(config.search.seed)
         state = store.rng_state()
         if state is not None:
@@ -131,7 +133,8 @@ class Search:
             if row.fitness is not None:
                 rows[row.id] = row
                 self.evolution.add(Member(row.id, None, row.fitness), is_seed=row.parent_id is None)
-        dnas = {m.id: DNA.from_dict(rows[m.id].dna) for m in {*self.evolution.population, *self.evolution.seed_members}}
+        survivors = {*self.evolution.population, *self.evolution.seed_members}
+        dnas = {m.id: DNA.from_dict(rows[m.id].dna) for m in survivors}
         self.evolution.population = type(self.evolution.population)(
             (dataclasses.replace(m, dna=dnas[m.id]) for m in self.evolution.population),
             maxlen=self.evolution.population.maxlen)
@@ -143,17 +146,15 @@ class Search:
 
     # -- proposing -----------------------------------------------------------------------------------------
 
-    def _next_proposals(self, room: int) -> list[Proposal]:
+    def _next_proposal(self) -> Proposal | None:
+        """The next program to evaluate, or None (the run is fully proposed, or children wait for a seed)."""
         proposed = self.store.counts()["proposed"]
-        room = min(room, self.config.search.num_individuals - proposed)
-        if room <= 0:
-            return []
         seeds = self.evolution.initial_proposals()
+        if proposed >= self.config.search.num_individuals:
+            return None
         if proposed < len(seeds):                                  # the seeds are the first individuals
-            return seeds[proposed:proposed + room]
-        if not self.evolution.ready:
-            return []
-        return [self.evolution.propose() for _ in range(room)]
+            return seeds[proposed]
+        return self.evolution.propose() if self.evolution.ready else None
 
     def _submit(self, executor, proposal: Proposal) -> None:
         dna, mutation = proposal.dna, proposal.mutation
@@ -246,7 +247,10 @@ class Search:
             for row in self.store.pending():                      # in flight when the last controller stopped
                 self._dispatch(executor, row.id, DNA.from_dict(row.dna), row.canonical_hash)
             while True:
-                for proposal in self._next_proposals(self.config.search.max_in_flight - executor.in_flight):
+                while executor.in_flight < self.config.search.max_in_flight:
+                    proposal = self._next_proposal()                # stored with the random state right after it
+                    if proposal is None:
+                        break
                     self._submit(executor, proposal)
                 if executor.in_flight == 0:
                     if self.store.counts()["proposed"] >= self.config.search.num_individuals:
