@@ -149,7 +149,10 @@ class RayExecutor(_Base):
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             local = address is None and not os.environ.get("RAY_ADDRESS")
-            ray.init(address=address, **({"num_cpus": num_cpus} if local else {}), **(init_kwargs or {}))
+            # Workers' TensorFlow start-up chatter stays in Ray's logs (/tmp/ray/session_latest/logs), not on the
+            # search's terminal; a trial's failure is recorded with its message in the run store anyway.
+            quiet = {"log_to_driver": False} if local else {}
+            ray.init(address=address, **({"num_cpus": num_cpus} if local else {}), **{**quiet, **(init_kwargs or {})})
         self._streaming = not ray.util.client.ray.is_connected()     # Ray Client cannot stream generators
         options = dict(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_calls=evaluations_per_worker,
                        max_retries=0)                                # retries are ours: counted, with a reason

@@ -24,3 +24,10 @@ def test_different_functions_differ_and_fingerprints_are_stable():
 def test_non_finite_outputs_still_fingerprint():
     exploding = _program(Instruction("EXP", in1=0), Instruction("EXP", in1=2), Instruction("EXP", in1=3))
     assert fingerprint(exploding) is not None
+
+
+def test_programs_equal_only_at_initialization_differ():
+    """SHIFT starts at zero, so relu(x + b) and relu(x) + b agree at initialization but not once trained."""
+    shift_then_relu = _program(Instruction("SHIFT", in1=0), Instruction("MAX", in1=2, const=0))
+    relu_then_shift = _program(Instruction("MAX", in1=0, const=0), Instruction("SHIFT", in1=2))
+    assert fingerprint(shift_then_relu) != fingerprint(relu_then_shift)
