@@ -67,6 +67,12 @@ class Subprogram:
     instructions: tuple[Instruction, ...]
     name: str = ""
 
+    @functools.cached_property
+    def _valid_at(self) -> set[tuple[int, int]]:
+        """Memo for `validate`: the (index s, number of subprograms n) at which this subprogram passed. Its checks
+        depend on nothing else, and children share most subprograms with their parent."""
+        return set()
+
 
 @dataclasses.dataclass(frozen=True)
 class DNA:
@@ -138,13 +144,23 @@ def validate(dna: DNA) -> None:
         raise DNAError(f"macro_options: found {type(dna.macro_options).__name__}, expected MacroOptions")
     n = len(dna.subprograms)
     for s, sp in enumerate(dna.subprograms):
-        if not sp.instructions:
-            raise DNAError(f"{_where(s, sp=sp)}: found no instructions, allowed one or more (the last "
-                           "instruction's state is the subprogram's output)")
-        for i, ins in enumerate(sp.instructions):
-            problem = _op_problem(ins, s, n) or _field_problem(ins, i)
-            if problem:
-                raise DNAError(f"{_where(s, i, sp)}, {problem}")
+        if isinstance(sp, Subprogram) and isinstance(sp.instructions, tuple):     # frozen all the way down
+            if (s, n) not in sp._valid_at:
+                _check_subprogram(sp, s, n)
+                sp._valid_at.add((s, n))
+        else:
+            _check_subprogram(sp, s, n)
+
+
+def _check_subprogram(sp: Subprogram, s: int, n: int) -> None:
+    """Raise DNAError for the first problem of subprogram s of n."""
+    if not sp.instructions:
+        raise DNAError(f"{_where(s, sp=sp)}: found no instructions, allowed one or more (the last "
+                       "instruction's state is the subprogram's output)")
+    for i, ins in enumerate(sp.instructions):
+        problem = _op_problem(ins, s, n) or _field_problem(ins, i)
+        if problem:
+            raise DNAError(f"{_where(s, i, sp)}, {problem}")
 
 
 def _op_problem(ins: Instruction, s: int, n: int) -> str | None:

@@ -127,96 +127,112 @@ def _read_states(ins: Instruction, uses) -> list[int]:
     return [ins.in1, ins.in2][:primitives.get(ins.op).arity]
 
 
+@dataclasses.dataclass(slots=True)
+class _Draft:
+    """A node while the graph is built: like `Node`, but cheap to make (not frozen, and without `input_sigs`,
+    which pruning fills in when it makes the final nodes). Its id is its position in the list of drafts."""
+
+    id: int
+    op: str
+    inputs: tuple[int, ...]
+    sig: Sig
+    mult: int
+    path: str
+    const: float | None = None
+    dim: Width | None = None
+    k: int = 1
+
+
 class _Builder:
     def __init__(self, dna: DNA):
         self.dna = dna
         self.uses, self.live = used_inputs_and_live(dna)
-        self.nodes: list[Node] = []
+        self.widths = [Width(d) for d in dna.dimensions]          # the banks as node fields, converted once
+        self.constants = [float(c) for c in dna.constants]
+        self.drafts: list[_Draft] = []
 
-    def add(self, op, inputs, sig, mult, **kw) -> Node:
-        input_sigs = tuple(i.sig for i in inputs)
-        node = Node(len(self.nodes), op, tuple(i.id for i in inputs), sig, mult, input_sigs=input_sigs, **kw)
-        self.nodes.append(node)
-        return node
+    def add(self, op: str, inputs, sig: Sig, mult: int, path: str, const=None, dim=None, k: int = 1) -> _Draft:
+        draft = _Draft(len(self.drafts), op, tuple([i.id for i in inputs]), sig, mult, path, const, dim, k)
+        self.drafts.append(draft)
+        return draft
 
-    def subprogram(self, s: int, inputs, mult: int, path: str) -> Node:
+    def subprogram(self, s: int, inputs, mult: int, path: str) -> _Draft:
         instructions = self.dna.subprograms[s].instructions
         states = {0: inputs[0], 1: inputs[1]}
         for i in sorted(self.live[s]):
             states[i + 2] = self.instruction(instructions[i], states, mult, f"{path}.{i}")
         return states[len(instructions) + 1]
 
-    def instruction(self, ins: Instruction, states, mult: int, path: str) -> Node:
+    def instruction(self, ins: Instruction, states, mult: int, path: str) -> _Draft:
         callee = ins.callee
         if callee is not None:
-            args = [states[ins.in1] if 0 in self.uses[callee] else None,
-                    states[ins.in2] if 1 in self.uses[callee] else None]
+            uses = self.uses[callee]
+            args = [states[ins.in1] if 0 in uses else None, states[ins.in2] if 1 in uses else None]
         else:
-            args = [states[i] for i in (ins.in1, ins.in2)[:primitives.get(ins.op).arity]]
+            spec = primitives.get(ins.op)
+            args = [states[i] for i in (ins.in1, ins.in2)[:spec.arity]]
         k, inner = ins.branch, mult * ins.branch
         if k > 1:
-            args = [self.add("SPLIT", (a,), a.sig, inner, k=k, path=path) if a is not None else None for a in args]
+            args = [self.add("SPLIT", (a,), a.sig, inner, path, k=k) if a is not None else None for a in args]
         if callee is not None:
             out = self.subprogram(callee, args, inner, f"{path}-S{callee}")
         else:
-            out = self.primitive(ins, args, inner, path)
+            out = self.primitive(ins, spec, args, inner, path)
         if k > 1:
             width = out.sig.width if out.sig.kind == FEATURES else SINGLE
-            out = self.add("MERGE", (out,), features(width.times(k)), mult, k=k, path=path)
+            out = self.add("MERGE", (out,), features(width.times(k)), mult, path, k=k)
         return out
 
-    def primitive(self, ins: Instruction, args, mult: int, path: str) -> Node:
-        spec = primitives.get(ins.op)
-        dim = Width(self.dna.dimensions[ins.dim]) if primitives.DIM in spec.reads else None
-        const = float(self.dna.constants[ins.const]) if primitives.CONST in spec.reads else None
+    def primitive(self, ins: Instruction, spec: primitives.OpSpec, args, mult: int, path: str) -> _Draft:
+        dim = self.widths[ins.dim] if primitives.DIM in spec.reads else None
+        const = self.constants[ins.const] if primitives.CONST in spec.reads else None
         sig = spec.shape(*[a.sig for a in args], dim=dim)
-        return self.add(ins.op, args, sig, mult, const=const, dim=dim, path=path)
+        return self.add(ins.op, args, sig, mult, path, const, dim)
 
 
-def _fuse_softmax(nodes: list[Node]) -> list[Node]:
+def _fuse_softmax(drafts: list[_Draft]) -> list[_Draft]:
     """DIVIDE(MASK(EXP(x)), RED_SUM(MASK(EXP(x)))) on positions -> SOFTMAX(x)."""
-    by_id = {n.id: n for n in nodes}
     fused = []
-    for n in nodes:
+    for n in drafts:
         if n.op == "DIVIDE" and n.sig.kind == POSITIONS:
-            masked, total = by_id[n.inputs[0]], by_id[n.inputs[1]]
-            if (masked.op == "MASK" and masked.sig.kind == POSITIONS and by_id[masked.inputs[0]].op == "EXP"
+            masked, total = drafts[n.inputs[0]], drafts[n.inputs[1]]
+            if (masked.op == "MASK" and masked.sig.kind == POSITIONS and drafts[masked.inputs[0]].op == "EXP"
                     and total.op == "RED_SUM" and total.inputs == (masked.id,)):
-                source = by_id[by_id[masked.inputs[0]].inputs[0]]
-                n = dataclasses.replace(n, op="SOFTMAX", inputs=(source.id,), input_sigs=(source.sig,))
+                source = drafts[drafts[masked.inputs[0]].inputs[0]]
+                n = dataclasses.replace(n, op="SOFTMAX", inputs=(source.id,))
         fused.append(n)
     return fused
 
 
-def _prune(nodes: list[Node]) -> list[Node]:
-    """Keep the nodes the output depends on, renumbered in order."""
-    by_id = {n.id: n for n in nodes}
-    needed, stack = set(), [nodes[-1].id]
+def _prune(drafts: list[_Draft]) -> list[Node]:
+    """The nodes the output depends on, renumbered in order."""
+    needed, stack = set(), [len(drafts) - 1]
     while stack:
-        node_id = stack.pop()
-        if node_id not in needed:
-            needed.add(node_id)
-            stack.extend(by_id[node_id].inputs)
-    kept = [n for n in nodes if n.id in needed]
-    renumber = {n.id: i for i, n in enumerate(kept)}
-    return [dataclasses.replace(n, id=renumber[n.id], inputs=tuple(renumber[i] for i in n.inputs)) for n in kept]
+        draft_id = stack.pop()
+        if draft_id not in needed:
+            needed.add(draft_id)
+            stack.extend(drafts[draft_id].inputs)
+    kept = [d for d in drafts if d.id in needed]
+    renumber = {d.id: i for i, d in enumerate(kept)}
+    return [Node(renumber[d.id], d.op, tuple(renumber[i] for i in d.inputs), d.sig, d.mult, d.const, d.dim, d.k,
+                 d.path, tuple(drafts[i].sig for i in d.inputs)) for d in kept]
 
 
-def _build(dna: DNA, width_units: int) -> list[Node]:
-    """The unfused, unpruned nodes of the DNA: live instructions only, calls inlined, ids equal to positions."""
+def _build(dna: DNA, width_units: int) -> list[_Draft]:
+    """The unfused, unpruned graph of the DNA: live instructions only, calls inlined."""
     builder = _Builder(dna)
-    x = builder.add("INPUT", (), features(Width(width_units)), 1, path="input")
+    x = builder.add("INPUT", (), features(Width(width_units)), 1, "input")
     out = builder.subprogram(0, (x, x), 1, "S0")
-    builder.add("OUTPUT", (out,), features(Width(width_units)), 1, path="output")
-    return builder.nodes
+    builder.add("OUTPUT", (out,), features(Width(width_units)), 1, "output")
+    return builder.drafts
 
 
 def lower(dna: DNA, width_units: int = 8, fuse: bool = True) -> Graph:
     """Lower a DNA to its graph for a block of width `width_units` size units."""
-    nodes = _build(dna, width_units)
+    drafts = _build(dna, width_units)
     if fuse:
-        nodes = _fuse_softmax(nodes)
-    return Graph(tuple(_prune(nodes)), width_units, dna.macro_options.to_dict())
+        drafts = _fuse_softmax(drafts)
+    return Graph(tuple(_prune(drafts)), width_units, dna.macro_options.to_dict())
 
 
 def canonical_hash(dna: DNA) -> str:
