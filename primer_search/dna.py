@@ -46,20 +46,33 @@ class Instruction:
     dim: int = 0
     branch: int = 1
 
-    @functools.cached_property
+    @property
     def callee(self) -> int | None:
-        """The subprogram index this instruction calls, or None for a primitive (cached: lowering asks often)."""
-        match = _CALL.match(self.op)
-        return int(match.group(1)) if match else None
+        """The subprogram index this instruction calls, or None for a primitive."""
+        return _callee(self.op)
 
     def reads(self) -> tuple[str, ...]:
         """The argument fields this instruction's op reads (a call reads both inputs)."""
-        if self.callee is not None:
-            return ("in1", "in2", "branch")
-        return primitives.get(self.op).reads + ("branch",)
+        return _reads(self.op)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# `Instruction.callee` and `reads` depend only on the op, and lowering and mutations ask for them at every
+# instruction of every child the search proposes: cached by op name.
+
+@functools.lru_cache(maxsize=1024)
+def _callee(op: str) -> int | None:
+    match = _CALL.match(op)
+    return int(match.group(1)) if match else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _reads(op: str) -> tuple[str, ...]:
+    if _callee(op) is not None:
+        return ("in1", "in2", "branch")
+    return primitives.get(op).reads + ("branch",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +80,18 @@ class Subprogram:
     instructions: tuple[Instruction, ...]
     name: str = ""
 
-    @functools.cached_property
-    def _valid_at(self) -> set[tuple[int, int]]:
-        """Memo for `validate`: the (index s, number of subprograms n) at which this subprogram passed. Its checks
-        depend on nothing else, and children share most subprograms with their parent."""
-        return set()
+    @property
+    def memo(self) -> dict:
+        """Results derived from this subprogram (where it passed validation here, its liveness in `graph`), each
+        under its own key. Children share most subprograms with their parent, so the search computes these once per
+        subprogram instead of once per child. Kept only while `instructions` is a tuple (a list could change); not
+        part of the value (equality, hashing and files ignore it). Values should be tuples of plain values, which
+        the garbage collector stops tracking: a search keeps many subprograms alive."""
+        if not isinstance(self.instructions, tuple):
+            return {}
+        if "_memo" not in self.__dict__:
+            self.__dict__["_memo"] = {}
+        return self.__dict__["_memo"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,12 +164,10 @@ def validate(dna: DNA) -> None:
         raise DNAError(f"macro_options: found {type(dna.macro_options).__name__}, expected MacroOptions")
     n = len(dna.subprograms)
     for s, sp in enumerate(dna.subprograms):
-        if isinstance(sp, Subprogram) and isinstance(sp.instructions, tuple):     # frozen all the way down
-            if (s, n) not in sp._valid_at:
-                _check_subprogram(sp, s, n)
-                sp._valid_at.add((s, n))
-        else:
+        memo = sp.memo
+        if memo.get("valid_at") != (s, n):          # its checks depend on nothing but s and n
             _check_subprogram(sp, s, n)
+            memo["valid_at"] = (s, n)
 
 
 def _check_subprogram(sp: Subprogram, s: int, n: int) -> None:

@@ -45,6 +45,8 @@ class Node:
 
 @dataclasses.dataclass(frozen=True)
 class Graph:
+    """Nodes in topological order, each node's id its position; INPUT first, OUTPUT last."""
+
     nodes: tuple[Node, ...]
     width_units: int
     macro_options: dict
@@ -85,39 +87,58 @@ def _hash_nodes(nodes, macro_options: dict) -> str:
     Records are numbered in depth-first order from the output, so nodes the output does not reach (dead code, the
     leftovers of softmax fusion) and the nodes' own ids do not change the hash: pruned or not, it is the same.
     """
-    index, records = {}, []
-
-    def visit(node_id: int) -> int:
-        if node_id not in index:
-            node = nodes[node_id]
-            inputs = [visit(i) for i in node.inputs]
-            dim = [node.dim.units, node.dim.ones] if node.dim is not None else None
-            records.append([node.op, node.const, dim, node.k, inputs])
-            index[node_id] = len(records) - 1
-        return index[node_id]
-
-    visit(len(nodes) - 1)
-    payload = json.dumps({"format": 1, "nodes": records, "macro_options": macro_options}, sort_keys=True)
+    records = []
+    _record(len(nodes) - 1, nodes, [None] * len(nodes), records)
+    payload = json.dumps({"format": 1, "nodes": records, "macro_options": macro_options}, sort_keys=True,
+                         check_circular=False)      # the same text; records cannot be circular
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _record(node_id: int, nodes, number: list, records: list) -> int:
+    """Append the records of a node's inputs (depth first) and then its own, once; return its record's number.
+
+    (A plain function, not a closure: a closure that calls itself is a reference cycle, which would keep every
+    node alive until the garbage collector runs.)"""
+    if number[node_id] is None:
+        node = nodes[node_id]
+        inputs = [_record(i, nodes, number, records) for i in node.inputs]
+        dim = [node.dim.units, node.dim.ones] if node.dim is not None else None
+        number[node_id] = len(records)
+        records.append([node.op, node.const, dim, node.k, inputs])
+    return number[node_id]
 
 
 def used_inputs_and_live(dna: DNA) -> tuple[list[frozenset[int]], list[frozenset[int]]]:
     """For each subprogram: which of its inputs (0, 1) reach its output, and which instructions are live."""
+    uses, live = _liveness(dna)
+    return [frozenset(u) for u in uses], [frozenset(a) for a in live]
+
+
+def _liveness(dna: DNA) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """`used_inputs_and_live` as sorted tuples. Subprogram s's part depends only on its instructions and on what
+    the subprograms after it use (calls go to higher indices), so it is memoized on the subprogram under that key."""
     n = len(dna.subprograms)
-    uses: list[frozenset[int]] = [frozenset()] * n
-    live: list[frozenset[int]] = [frozenset()] * n
+    uses: list[tuple[int, ...]] = [()] * n
+    live: list[tuple[int, ...]] = [()] * n
     for s in reversed(range(n)):
-        instructions = dna.subprograms[s].instructions
-        needed = {len(instructions) + 1}
-        alive = set()
-        for i in reversed(range(len(instructions))):
-            if i + 2 not in needed:
-                continue
-            alive.add(i)
-            needed.update(_read_states(instructions[i], uses))
-        uses[s] = frozenset(needed & {0, 1})
-        live[s] = frozenset(alive)
+        memo = dna.subprograms[s].memo
+        key = ("liveness", s, tuple(uses[s + 1:]))
+        if key not in memo:
+            memo[key] = _subprogram_liveness(dna.subprograms[s].instructions, uses)
+        uses[s], live[s] = memo[key]
     return uses, live
+
+
+def _subprogram_liveness(instructions, uses) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The inputs (0, 1) a subprogram's output depends on, and its live instructions, given its callees' uses."""
+    needed = {len(instructions) + 1}
+    alive = []
+    for i in reversed(range(len(instructions))):
+        if i + 2 not in needed:
+            continue
+        alive.append(i)
+        needed.update(_read_states(instructions[i], uses))
+    return tuple(sorted(needed & {0, 1})), tuple(reversed(alive))
 
 
 def _read_states(ins: Instruction, uses) -> list[int]:
@@ -144,9 +165,10 @@ class _Draft:
 
 
 class _Builder:
-    def __init__(self, dna: DNA):
+    def __init__(self, dna: DNA, paths: bool = True):
         self.dna = dna
-        self.uses, self.live = used_inputs_and_live(dna)
+        self.paths = paths              # name nodes by their instruction (listings, weights); hashing needs no names
+        self.uses, self.live = _liveness(dna)
         self.widths = [Width(d) for d in dna.dimensions]          # the banks as node fields, converted once
         self.constants = [float(c) for c in dna.constants]
         self.drafts: list[_Draft] = []
@@ -159,8 +181,8 @@ class _Builder:
     def subprogram(self, s: int, inputs, mult: int, path: str) -> _Draft:
         instructions = self.dna.subprograms[s].instructions
         states = {0: inputs[0], 1: inputs[1]}
-        for i in sorted(self.live[s]):
-            states[i + 2] = self.instruction(instructions[i], states, mult, f"{path}.{i}")
+        for i in self.live[s]:
+            states[i + 2] = self.instruction(instructions[i], states, mult, f"{path}.{i}" if self.paths else "")
         return states[len(instructions) + 1]
 
     def instruction(self, ins: Instruction, states, mult: int, path: str) -> _Draft:
@@ -170,24 +192,21 @@ class _Builder:
             args = [states[ins.in1] if 0 in uses else None, states[ins.in2] if 1 in uses else None]
         else:
             spec = primitives.get(ins.op)
-            args = [states[i] for i in (ins.in1, ins.in2)[:spec.arity]]
+            args = [states[ins.in1], states[ins.in2]] if spec.arity == 2 else [states[ins.in1]]
         k, inner = ins.branch, mult * ins.branch
         if k > 1:
             args = [self.add("SPLIT", (a,), a.sig, inner, path, k=k) if a is not None else None for a in args]
         if callee is not None:
-            out = self.subprogram(callee, args, inner, f"{path}-S{callee}")
+            out = self.subprogram(callee, args, inner, f"{path}-S{callee}" if self.paths else "")
         else:
-            out = self.primitive(ins, spec, args, inner, path)
+            dim = self.widths[ins.dim] if primitives.DIM in spec.reads else None
+            const = self.constants[ins.const] if primitives.CONST in spec.reads else None
+            sig = spec.shape(*[a.sig for a in args], dim=dim)
+            out = self.add(ins.op, args, sig, inner, path, const, dim)
         if k > 1:
             width = out.sig.width if out.sig.kind == FEATURES else SINGLE
             out = self.add("MERGE", (out,), features(width.times(k)), mult, path, k=k)
         return out
-
-    def primitive(self, ins: Instruction, spec: primitives.OpSpec, args, mult: int, path: str) -> _Draft:
-        dim = self.widths[ins.dim] if primitives.DIM in spec.reads else None
-        const = self.constants[ins.const] if primitives.CONST in spec.reads else None
-        sig = spec.shape(*[a.sig for a in args], dim=dim)
-        return self.add(ins.op, args, sig, mult, path, const, dim)
 
 
 def _fuse_softmax(drafts: list[_Draft]) -> list[_Draft]:
@@ -214,13 +233,14 @@ def _prune(drafts: list[_Draft]) -> list[Node]:
             stack.extend(drafts[draft_id].inputs)
     kept = [d for d in drafts if d.id in needed]
     renumber = {d.id: i for i, d in enumerate(kept)}
-    return [Node(renumber[d.id], d.op, tuple(renumber[i] for i in d.inputs), d.sig, d.mult, d.const, d.dim, d.k,
-                 d.path, tuple(drafts[i].sig for i in d.inputs)) for d in kept]
+    return [Node(id=renumber[d.id], op=d.op, inputs=tuple(renumber[i] for i in d.inputs), sig=d.sig, mult=d.mult,
+                 const=d.const, dim=d.dim, k=d.k, path=d.path, input_sigs=tuple(drafts[i].sig for i in d.inputs))
+            for d in kept]
 
 
-def _build(dna: DNA, width_units: int) -> list[_Draft]:
+def _build(dna: DNA, width_units: int, paths: bool = True) -> list[_Draft]:
     """The unfused, unpruned graph of the DNA: live instructions only, calls inlined."""
-    builder = _Builder(dna)
+    builder = _Builder(dna, paths)
     x = builder.add("INPUT", (), features(Width(width_units)), 1, "input")
     out = builder.subprogram(0, (x, x), 1, "S0")
     builder.add("OUTPUT", (out,), features(Width(width_units)), 1, "output")
@@ -238,8 +258,8 @@ def lower(dna: DNA, width_units: int = 8, fuse: bool = True) -> Graph:
 def canonical_hash(dna: DNA) -> str:
     """The DNA's computation hash: dead instructions and state numbering do not change it.
 
-    Equal to `lower(dna).canonical_hash()` (checked by tests) but skips pruning, which renumbers every node and
-    costs more than the rest: the hash never sees unreachable nodes or node ids (see `_hash_nodes`). The search
-    hashes every child it proposes, so this is its hot path.
+    Equal to `lower(dna).canonical_hash()` (the width does not matter) but skips naming the nodes and pruning, which
+    renumbers them into frozen `Node`s: the hash never sees names, unreachable nodes or node ids (see `_hash_nodes`).
+    The search hashes every child it proposes, so this is its hot path.
     """
-    return _hash_nodes(_fuse_softmax(_build(dna, 8)), dna.macro_options.to_dict())
+    return _hash_nodes(_fuse_softmax(_build(dna, width_units=8, paths=False)), dna.macro_options.to_dict())

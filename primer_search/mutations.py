@@ -147,8 +147,8 @@ def _insert_in(programs: Programs, rng: random.Random, max_instructions: int | N
         return None
     p = rng.randint(0, len(programs[s]))
     new = random_instruction(rng, s, p, len(programs))
-    rewired = sum(getattr(ins, field) == new.in1 for ins in programs[s][p:] for field in ("in1", "in2")
-                  if field in ins.reads())
+    rewired = sum(getattr(ins, field) == new.in1 for ins in programs[s][p:] for field in ins.reads()
+                  if field in ("in1", "in2"))
     programs[s] = _add(programs[s], p, new)
     return f"insert S{s}.{p} {_describe(new)}" + (f" (rewires {rewired} reads of h{new.in1})" if rewired else "")
 
@@ -223,10 +223,15 @@ def _operation(ins: Instruction) -> tuple:
     return ins.op, ins.const, ins.dim, ins.branch
 
 
+def _has_two_operations(instructions: tuple) -> bool:
+    """Whether two of the instructions have different operations (stops at the first that differs)."""
+    first = _operation(instructions[0])
+    return any(_operation(ins) != first for ins in instructions[1:])
+
+
 def swap(dna: DNA, rng: random.Random, max_instructions: int | None = None) -> Result:
     """Exchange the operations of two instructions of a subprogram, each position keeping its inputs."""
-    s = _pick(rng, [s for s, sp in enumerate(dna.subprograms)
-                    if len({_operation(ins) for ins in sp.instructions}) > 1])
+    s = _pick(rng, [s for s, sp in enumerate(dna.subprograms) if _has_two_operations(sp.instructions)])
     if s is None:
         return None, "swap: not applicable, no subprogram has two instructions with different operations"
     instructions = dna.subprograms[s].instructions

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -95,3 +96,26 @@ def test_bad_files_name_the_file(tmp_path):
     (tmp_path / "typed.yaml").write_text("!!python/object/apply:os.system ['echo unsafe']\n")
     with pytest.raises(DNAError, match="not valid YAML"):  # safe loading: tags that run code are refused
         load_dna(tmp_path / "typed.yaml")
+
+
+def test_validation_memo_does_not_hide_problems_at_another_index():
+    calls_s2 = Subprogram((Instruction("S2"),))
+    DNA(subprograms=(Subprogram((Instruction("S1"),)), calls_s2, Subprogram((Instruction("SQUARE"),))))
+    with pytest.raises(DNAError, match="found call S2"):                  # S2 is not higher than S2
+        DNA(subprograms=(Subprogram((Instruction("S1"),)), Subprogram((Instruction("S2"),)), calls_s2))
+
+
+def test_a_subprogram_with_a_list_is_checked_every_time():
+    instructions = [Instruction("SQUARE")]
+    sp = Subprogram(instructions)
+    DNA(subprograms=(sp,))
+    instructions[0] = Instruction("SQUARE", in1=5)
+    with pytest.raises(DNAError, match="field in1: found 5"):
+        DNA(subprograms=(sp,))
+
+
+def test_macro_options_to_dict_is_a_fresh_copy():
+    options = MacroOptions.from_dict({"calm": {"enabled": True}})
+    first = options.to_dict()
+    first["calm"]["threshold"] = 0.5
+    assert options.to_dict()["calm"]["threshold"] == 0.9 and options.to_dict() == dataclasses.asdict(options)

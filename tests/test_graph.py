@@ -1,6 +1,10 @@
 import dataclasses
+import gc
+import random
 
-from primer_search.dna import Instruction
+from primer_search import mutations
+from primer_search.config import MutationWeights
+from primer_search.dna import DNA, Instruction, Subprogram
 from primer_search.graph import canonical_hash, lower, used_inputs_and_live
 from primer_search.macro_options import MacroOptions
 from primer_search.search_space import random_dna
@@ -83,3 +87,54 @@ def test_random_programs_lower_deterministically(rng):
         dna = random_dna(rng, num_subprograms=4)
         assert lower(dna).listing() == lower(dna).listing()
         assert canonical_hash(dna) == canonical_hash(dna.replace(name="other"))
+
+
+# Fast hashing path (the search hashes every proposal)
+
+def _corpus():
+    dnas = [load_seed(name) for name in ("transformer", "primer_ez", "primer")]
+    dnas += [random_dna(random.Random(i)) for i in range(100)]
+    dnas += [random_dna(random.Random(i), num_subprograms=4, max_instructions=12, branch_probability=0.4,
+                        chain_probability=0.6, ops=("EXP", "MASK", "RED_SUM", "DIVIDE", "T_MAT_MUL", "CONV_1X1"))
+             for i in range(100)]                                      # softmax patterns, branching
+    rng, dna = random.Random(0), load_seed("transformer")
+    for _ in range(50):
+        dna, _ = mutations.mutate(dna, rng, MutationWeights(), 40)
+        dnas.append(dna)
+    return dnas
+
+
+def test_hash_fast_path_agrees_with_the_lowered_graph():
+    for dna in _corpus():
+        assert canonical_hash(dna) == lower(dna).canonical_hash() == lower(dna, 3).canonical_hash()
+
+
+def test_seed_hashes_are_permanent():      # stored in run stores: the hash format must never change
+    assert [canonical_hash(load_seed(name)) for name in ("transformer", "primer_ez", "primer")] == [
+        "efaecade406372bd", "376d14ffcc47a24f", "89ff5590617d8a6e"]
+
+
+def test_hashing_leaves_no_garbage_cycles():
+    dna = load_seed("primer")
+    gc.collect()
+    gc.disable()
+    try:
+        canonical_hash(dna)
+        lower(dna)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+def test_liveness_memo_follows_the_subprograms_index():
+    # One Subprogram object, at index 1 of one DNA and index 0 of another, where the subprograms after it use the
+    # same inputs but its call S2 reaches a different one: its memoized liveness must not carry over.
+    caller = Subprogram((Instruction("S2", in1=0, in2=1),))
+    uses_h1, uses_h0 = Subprogram((Instruction("SQUARE", in1=1),)), Subprogram((Instruction("SQUARE", in1=0),))
+    first = DNA(subprograms=(Subprogram((Instruction("S1"),)), caller, uses_h1, uses_h0))
+    second = DNA(subprograms=(caller, uses_h1, uses_h0))
+    assert used_inputs_and_live(first)[0][1] == {1} and used_inputs_and_live(second)[0][0] == {0}
+    for dna in (first, second):
+        fresh = dna.replace(subprograms=tuple(dataclasses.replace(sp) for sp in dna.subprograms))   # no memos
+        assert used_inputs_and_live(dna) == used_inputs_and_live(fresh)
+        assert canonical_hash(dna) == canonical_hash(fresh) == lower(fresh).canonical_hash()
