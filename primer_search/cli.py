@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from primer_search import dna as dna_io
@@ -14,6 +15,8 @@ from primer_search.seeds import SEED_NAMES, load_seed
 def _load(path_or_seed: str) -> dna_io.DNA:
     if path_or_seed in SEED_NAMES:
         return load_seed(path_or_seed)
+    if os.path.isfile(os.path.join(path_or_seed, "run.sqlite")):
+        raise ValueError(f"{path_or_seed} is a run directory: expected an individual's id after it")
     return dna_io.load_dna(path_or_seed)
 
 
@@ -33,8 +36,6 @@ def _show(args) -> None:
 
 def _export(args) -> None:
     if args.id is not None:                      # export RUN_DIR ID -o FILE
-        if not args.out:
-            raise ValueError("export RUN_DIR ID: expected -o FILE (.yaml, .json or .txt)")
         with _open_run(args.dna) as store:
             dna = dna_io.DNA.from_dict(store.individual(args.id).dna)
         dna_io.save_dna(dna.replace(name=f"individual {args.id}"), args.out)
@@ -80,7 +81,7 @@ def _run(args) -> int:
     from primer_search.search import Search
 
     config = load_config(args.config, _search_overrides(args))
-    run_dir = args.run_dir or pathlib.Path("runs") / (
+    run_dir = args.run_dir = args.run_dir or pathlib.Path("runs") / (
         f"{pathlib.Path(args.config).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     search = Search.start(config, run_dir)
     print(f"run directory: {run_dir}", file=sys.stderr)
@@ -215,6 +216,10 @@ def main(argv=None) -> int:
     except (ValueError, OSError, RuntimeError) as err:
         print(f"primer-search {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        where = f"; `primer-search resume {args.run_dir}` goes on" if getattr(args, "run_dir", None) else ""
+        print(f"primer-search {args.command}: interrupted{where}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

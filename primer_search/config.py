@@ -100,7 +100,7 @@ class MutationWeights:
 
     def __post_init__(self):
         if not any(dataclasses.astuple(self)):
-            raise ValueError("mutation_weights: found all zero, expected at least one positive weight")
+            raise ValueError(": found all weights zero, expected at least one positive weight")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ away (`primer_search.mutations`). Candidates without a fitness (invalid, diverge
 
 The initial population is copies of the seed DNAs: each distinct seed is evaluated once, and its result fills
 `population_size / len(seeds)` places (evaluating identical copies would measure the same program again).
-Children are proposed only once every seed has a result.
+Children are proposed as soon as a seed has a fitness.
 
 Random search proposes a seed (uniformly) mutated `random_mutations` times, with no selection.
 All randomness comes from the `random.Random` passed in, so the controller can save and restore its state.
@@ -24,12 +24,15 @@ from primer_search.config import SearchConfig
 from primer_search.dna import DNA
 from primer_search.mutations import Mutation, mutate
 
+PARENT_TRIES = 10
+
 
 @dataclasses.dataclass(frozen=True)
 class Member:
     id: int
     dna: DNA
     fitness: float
+    hash: str | None = None               # canonical hash, so mutating it need not lower it again
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +84,12 @@ class Evolution:
                 dna, mutation = mutate(dna, self.rng, weights, limit)
                 details.append(mutation.detail)
             return Proposal(dna, parent.id, Mutation("random", "; ".join(details), mutation.child_hash))
-        parent = self.select()
-        child, mutation = mutate(parent.dna, self.rng, weights, limit)
-        return Proposal(child, parent.id, mutation)
+        for _ in range(PARENT_TRIES):
+            parent = self.select()
+            try:
+                child, mutation = mutate(parent.dna, self.rng, weights, limit, parent_hash=parent.hash)
+            except ValueError:               # no mutation of this parent changes it: try another parent
+                continue
+            return Proposal(child, parent.id, mutation)
+        raise ValueError(f"no mutation changed any of {PARENT_TRIES} parents drawn from the population: the "
+                         f"mutation weights or max_instructions ({limit}) leave nothing to change")

@@ -119,10 +119,10 @@ def evaluate(dna: DNA, config: Config,
         try:
             progress = trainer.progress
             trainer.train(training.seed, on_checkpoint, on_step, deadline)
-            if progress.stopped:
-                fields.update(status="stopped", **_measure(progress.checkpoints[-1].validation_loss, data))
-            else:
-                fields.update(status="ok", **_measure(trainer.evaluate(progress), data))
+            loss = progress.checkpoints[-1].validation_loss if progress.stopped else trainer.evaluate(progress)
+            if not math.isfinite(loss):            # finite training losses, yet the last update broke the model
+                raise Diverged(progress.steps, loss, "validation loss")
+            fields.update(status="stopped" if progress.stopped else "ok", **_measure(loss, data))
         except Diverged as err:
             fields.update(_failure("diverged", err), failed_step=err.step)
         except EvaluationTimeout as err:

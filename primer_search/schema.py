@@ -71,7 +71,8 @@ def _check_allowed(field: dataclasses.Field, value, where: str) -> None:
     if "range" in field.metadata and value is not None:
         low, high, low_open = field.metadata["range"]
         if (value <= low if low_open else value < low) or (high is not None and value > high):
-            interval = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high else ')'}"
+            upper = f"{high}]" if high is not None else "inf)"
+            interval = f"{'(' if low_open else '['}{low}, {upper}"
             raise ValueError(f"{where}: found {value!r}, expected a value in {interval}")
 
 
@@ -95,4 +96,6 @@ def from_mapping(cls, data, where: str = ""):
     try:
         return cls(**values)
     except ValueError as err:  # cross-field checks in __post_init__ name the key relative to the section
-        raise ValueError(f"{where}.{err}" if where else str(err)) from None
+        message = str(err)                          # "key: ..." for one key, ": ..." for the section
+        raise ValueError(f"{where}{'' if message.startswith(':') else '.'}{message}" if where else
+                         message.removeprefix(": ")) from None

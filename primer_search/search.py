@@ -13,6 +13,7 @@ Trials run `run_trial(payload)`, a plain function of JSON data, in whatever proc
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import random
 import time
@@ -66,7 +67,8 @@ def load_seeds(names) -> list[DNA]:
 
 
 def fitness_of(result: dict, metric: str) -> float | None:
-    return result.get(metric) if result.get("status") in MEASURED else None
+    value = result.get(metric) if result.get("status") in MEASURED else None
+    return value if value is not None and math.isfinite(value) else None
 
 
 @dataclasses.dataclass
@@ -94,9 +96,9 @@ class Status:
 class Search:
     """A search bound to its run directory (create with `Search.start` or `Search.resume`)."""
 
-    def __init__(self, config: Config, store: RunStore, rng: random.Random):
+    def __init__(self, config: Config, store: RunStore, rng: random.Random, seeds: list[DNA]):
         self.config, self.store, self.rng = config, store, rng
-        self.evolution = Evolution(config.search, load_seeds(config.search.seeds), rng)
+        self.evolution = Evolution(config.search, seeds, rng)
         fractions = hurdles.hurdle_fractions(config.search.hurdles)
         self.trial_config = config.replace(training={"checkpoints": list(fractions)}).to_dict()
         in_process = config.search.executor == "in_process"
@@ -107,22 +109,29 @@ class Search:
 
     @classmethod
     def start(cls, config: Config, run_dir) -> "Search":
+        seeds = load_seeds(config.search.seeds)               # a missing seed file fails before the run exists
         store = RunStore.create(run_dir, config.to_dict())
-        return cls(config, store, random.Random(config.search.seed))
+        return cls(config, store, random.Random(config.search.seed), seeds)
 
     @classmethod
     def resume(cls, run_dir, overrides=()) -> "Search":
-        store = RunStore.open(run_dir)
-        store.lock()
-        config = config_from_dict(store.meta_get("config"), overrides)
-        if overrides:
-            store.meta_set("config", config.to_dict())             # e.g. a larger num_individuals
-        rng = random.Random(config.search.seed)
-        state = store.rng_state()
-        if state is not None:
-            rng.setstate(state)
-        search = cls(config, store, rng)
-        search._replay()
+        store = RunStore.open(run_dir, lock=True)
+        try:
+            config = config_from_dict(store.config, overrides)
+            if overrides:
+                store.meta_set("config", config.to_dict())         # e.g. a larger num_individuals
+            rng = random.Random(config.search.seed)
+            state = store.rng_state()
+            if state is not None:
+                rng.setstate(state)
+            seeds = load_seeds(config.search.seeds)
+            stored = [DNA.from_dict(row.dna) for row in store.individuals_without_parent()]
+            seeds[:len(stored)] = stored                            # the seeds as first evaluated
+            search = cls(config, store, rng, seeds)
+            search._replay()
+        except BaseException:
+            store.close()
+            raise
         return search
 
     def _replay(self) -> None:
@@ -132,7 +141,8 @@ class Search:
             self.done_at_start += 1
             if row.fitness is not None:
                 rows[row.id] = row
-                self.evolution.add(Member(row.id, None, row.fitness), is_seed=row.parent_id is None)
+                self.evolution.add(Member(row.id, None, row.fitness, row.canonical_hash),
+                                   is_seed=row.parent_id is None)
         survivors = {*self.evolution.population, *self.evolution.seed_members}
         dnas = {m.id: DNA.from_dict(rows[m.id].dna) for m in survivors}
         self.evolution.population = type(self.evolution.population)(
@@ -140,9 +150,9 @@ class Search:
             maxlen=self.evolution.population.maxlen)
         self.evolution.seed_members = [dataclasses.replace(m, dna=dnas[m.id]) for m in self.evolution.seed_members]
 
-    def _enter(self, individual: int, dna: DNA, fitness: float | None, is_seed: bool) -> None:
+    def _enter(self, row, dna: DNA, fitness: float | None) -> None:
         if fitness is not None:
-            self.evolution.add(Member(individual, dna, fitness), is_seed=is_seed)
+            self.evolution.add(Member(row.id, dna, fitness, row.canonical_hash), is_seed=row.parent_id is None)
 
     # -- proposing -----------------------------------------------------------------------------------------
 
@@ -195,7 +205,7 @@ class Search:
         fitness = fitness_of(result, self.config.search.metric)
         self.store.record_result(individual, result["status"], fitness, result, worker=worker,
                                  attempts=attempts, cached_from=cached_from, started_at=started_at)
-        self._enter(individual, dna, fitness, self.store.individual(individual).parent_id is None)
+        self._enter(self.store.individual(individual), dna, fitness)
         self._log(individual, fitness)
 
     def _complete(self, completion) -> None:
@@ -241,6 +251,9 @@ class Search:
     def run(self, on_progress: Callable[[Status], None] | None = None, progress_every: float = 10.0,
             executor=None) -> Status:
         """Search until `num_individuals` have results; returns the final status."""
+        counts = self.store.counts()
+        if counts["in_flight"] == 0 and counts["proposed"] >= self.config.search.num_individuals:
+            return self.status()                                     # finished: no executor to start
         executor = executor or make_executor(self.config.search)
         last = 0.0
         try:
@@ -280,14 +293,14 @@ class Search:
 def read_status(store: RunStore, since: float | None = None, done_before: int = 0) -> Status:
     """The status of a run from its store (works while a controller runs)."""
     counts = store.counts()
-    config = config_from_dict(store.meta_get("config"))
+    config = config_from_dict(store.config)
     top = store.top(1)
     elapsed = time.time() - (since if since is not None else store.meta_get("created_at"))
     rate = (counts["done"] - done_before) / elapsed * 3600 if elapsed > 0 else 0.0
-    stopped = [h for h in store.stopped_fractions()]
-    trained = counts["done"] - counts["cache_hits"] - len(stopped)
+    stopped = store.stopped_fractions()
+    trained = sum(1 for row in store.completed() if row.status == "ok" and row.cached_from is None)
     return Status(done=counts["done"], in_flight=counts["proposed"] - counts["done"],
                   target=config.search.num_individuals, by_status=counts["by_status"],
                   best=(top[0].id, top[0].fitness) if top else None, evaluations_per_hour=rate,
                   cache_hits=counts["cache_hits"], hurdle_stops=counts["hurdle_stops"],
-                  hurdle_compute_saved=hurdles.compute_saved(stopped, max(trained, 0)))
+                  hurdle_compute_saved=hurdles.compute_saved(stopped, trained))

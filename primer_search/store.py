@@ -397,6 +397,10 @@ class RunStore:
         """Proposals without a result, in id order: those in flight at a crash, to re-submit on resume."""
         return self._individuals(self._db.execute(f"{_SELECT} WHERE r.individual_id IS NULL ORDER BY i.id"))
 
+    def individuals_without_parent(self) -> list[Individual]:
+        """The seeds, in id order."""
+        return self._individuals(self._db.execute(f"{_SELECT} WHERE i.parent_id IS NULL ORDER BY i.id"))
+
     def completed(self, last: int | None = None) -> list[Individual]:
         """Individuals with a result in completion (seq) order; `last`: only the most recent `last` of them."""
         where = "" if last is None else "WHERE r.seq > (SELECT COALESCE(MAX(seq), 0) FROM results) - ?"

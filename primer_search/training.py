@@ -30,8 +30,8 @@ from primer_search.tokenizer import PAD_ID
 
 
 class Diverged(ArithmeticError):
-    def __init__(self, step: int, loss: float):
-        super().__init__(f"training loss became {loss} at step {step}")
+    def __init__(self, step: int, loss: float, what: str = "training loss"):
+        super().__init__(f"{what} became {loss} at step {step}")
         self.step = step
 
 

@@ -127,3 +127,17 @@ def test_tiny_config_runs_end_to_end_on_local_ray(tmp_path, ray_session, capsys)
         assert len(rows) == 4 and rows[0].status == "ok" and rows[0].parent_id is None
         assert all(row.worker and ":" in row.worker for row in rows if row.cached_from is None)
     assert (run_dir / "tensorboard").is_dir()
+
+
+def test_a_missing_seed_file_fails_before_the_run_exists(tmp_path):
+    with pytest.raises(ValueError, match="no-such-seed.yaml"):
+        Search.start(_config(seeds=[str(tmp_path / "no-such-seed.yaml")]), tmp_path / "run")
+    assert not (tmp_path / "run" / "run.sqlite").exists()
+
+
+def test_non_finite_fitness_never_enters_the_population():
+    from primer_search.search import fitness_of
+
+    assert fitness_of({"status": "ok", "validation_loss": float("nan")}, "validation_loss") is None
+    assert fitness_of({"status": "ok", "validation_loss": 2.0}, "validation_loss") == 2.0
+    assert fitness_of({"status": "diverged", "validation_loss": 2.0}, "validation_loss") is None
