@@ -124,9 +124,8 @@ class Search:
             state = store.rng_state()
             if state is not None:
                 rng.setstate(state)
-            seeds = load_seeds(config.search.seeds)
             stored = [DNA.from_dict(row.dna) for row in store.individuals_without_parent()]
-            seeds[:len(stored)] = stored                            # the seeds as first evaluated
+            seeds = stored + load_seeds(config.search.seeds[len(stored):])   # the seeds as first evaluated
             search = cls(config, store, rng, seeds)
             search._replay()
         except BaseException:
