@@ -116,6 +116,7 @@ def _validate(args) -> None:
 
 def _train(args) -> int:
     from primer_search.fitness import evaluate
+    from primer_search.store import MEASURED
     from primer_search.display import ProgressLine, format_result
 
     dna, config = _load(args.dna), load_config(args.config, args.set)
@@ -126,7 +127,7 @@ def _train(args) -> int:
         with open(args.json, "w") as f:
             json.dump(result.to_dict(), f, indent=2)
         print(f"wrote {args.json}")
-    return 0 if result.status in ("ok", "stopped") else 1
+    return 0 if result.status in MEASURED else 1
 
 
 def _positive(text: str) -> int:

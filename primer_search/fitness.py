@@ -32,8 +32,6 @@ from primer_search.graph import lower
 from primer_search.model import build_model, choose_unit, parameter_count
 from primer_search.training import Checkpoint, Diverged, EvaluationTimeout, Progress, Trainer, budget_fraction
 
-STATUSES = ("ok", "stopped", "invalid", "diverged", "oom", "timeout", "error")
-
 
 @dataclasses.dataclass
 class FitnessResult:

@@ -26,9 +26,8 @@ from primer_search.evolution import Evolution, Member, Proposal
 from primer_search.executors import make_executor
 from primer_search.graph import canonical_hash
 from primer_search.seeds import SEED_NAMES, load_seed
-from primer_search.store import RunStore
+from primer_search.store import MEASURED, RunStore
 
-MEASURED = ("ok", "stopped")     # statuses whose result carries a fitness
 
 
 def _limit_threads(threads: int | None) -> None:

@@ -62,7 +62,8 @@ from typing import Any
 FORMAT_VERSION = 1
 STORE_FILE = "run.sqlite"
 LOCK_FILE = "controller.lock"
-STATUSES = ("ok", "stopped", "invalid", "diverged", "oom", "timeout", "error")   # as primer_search.fitness
+STATUSES = ("ok", "stopped", "invalid", "diverged", "oom", "timeout", "error")   # of primer_search.fitness
+MEASURED = ("ok", "stopped")                   # the statuses whose result carries a fitness
 # Measurements of the program itself, reusable by the cache. timeout, oom and error depend on the machine, the
 # load and the infrastructure: a later equivalent program is evaluated again.
 REUSABLE_STATUSES = ("ok", "stopped", "invalid", "diverged")
