@@ -9,15 +9,13 @@ import sys
 
 from primer_search import dna as dna_io
 from primer_search.config import load_config
-from primer_search.seeds import SEED_NAMES, load_seed
+from primer_search.seeds import SEED_NAMES, load_seed_or_file
 
 
 def _load(path_or_seed: str) -> dna_io.DNA:
-    if path_or_seed in SEED_NAMES:
-        return load_seed(path_or_seed)
     if os.path.isfile(os.path.join(path_or_seed, "run.sqlite")):
         raise ValueError(f"{path_or_seed} is a run directory: expected an individual's id after it")
-    return dna_io.load_dna(path_or_seed)
+    return load_seed_or_file(path_or_seed)
 
 
 def _show(args) -> None:
@@ -115,9 +113,9 @@ def _validate(args) -> None:
 
 
 def _train(args) -> int:
+    from primer_search.display import ProgressLine, format_result
     from primer_search.fitness import evaluate
     from primer_search.store import MEASURED
-    from primer_search.display import ProgressLine, format_result
 
     dna, config = _load(args.dna), load_config(args.config, args.set)
     with ProgressLine(sys.stderr, config.training) as progress:

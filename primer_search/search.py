@@ -21,11 +21,11 @@ from typing import Callable
 
 from primer_search import hurdles
 from primer_search.config import Config, config_from_dict
-from primer_search.dna import DNA, load_dna
+from primer_search.dna import DNA
 from primer_search.evolution import Evolution, Member, Proposal
 from primer_search.executors import make_executor
 from primer_search.graph import canonical_hash
-from primer_search.seeds import SEED_NAMES, load_seed
+from primer_search.seeds import load_seed_or_file
 from primer_search.store import MEASURED, RunStore
 
 
@@ -62,7 +62,7 @@ def run_trial(payload: dict) -> dict:
 
 def load_seeds(names) -> list[DNA]:
     """Seed names (transformer, primer_ez, primer) or DNA files."""
-    return [load_seed(name) if name in SEED_NAMES else load_dna(name) for name in names]
+    return [load_seed_or_file(name) for name in names]
 
 
 def fitness_of(result: dict, metric: str) -> float | None:

@@ -15,3 +15,8 @@ def load_seed(name: str) -> DNA:
     if name not in SEED_NAMES:
         raise ValueError(f"unknown seed {name!r}, expected one of {', '.join(SEED_NAMES)}")
     return load_dna(SEEDS_DIR / f"{name}.yaml")
+
+
+def load_seed_or_file(name_or_path: str) -> DNA:
+    """A shipped seed by name, or a DNA file (.yaml, .json, .txt listing)."""
+    return load_seed(name_or_path) if name_or_path in SEED_NAMES else load_dna(name_or_path)
