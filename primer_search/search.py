@@ -156,7 +156,7 @@ class Search:
 
     def _next_proposal(self) -> Proposal | None:
         """The next program to evaluate, or None (the run is fully proposed, or children wait for a seed)."""
-        proposed = self.store.counts()["proposed"]
+        proposed = self.store.proposed_count()
         seeds = self.evolution.initial_proposals()
         if proposed >= self.config.search.num_individuals:
             return None
@@ -183,7 +183,7 @@ class Search:
                 self.store.set_fingerprint(individual, key)
                 cached = self.store.lookup(fingerprint=key)
         if cached is not None:
-            self._record(individual, dna, cached.metrics, cached_from=cached.measured_id)
+            self._record(self.store.individual(individual), dna, cached.metrics, cached_from=cached.measured_id)
             return
         limits = [hurdles.threshold(self.store.hurdle_records(i, self.config.search.hurdle_window))
                   for i in range(self.config.search.hurdles)]
@@ -192,8 +192,10 @@ class Search:
 
     # -- recording -----------------------------------------------------------------------------------------
 
-    def _record(self, individual: int, dna: DNA, result: dict, cached_from=None, worker=None, attempts=1,
+    def _record(self, row, dna: DNA, result: dict, cached_from=None, worker=None, attempts=1,
                 started_at=None) -> None:
+        """Store the hurdle records and the result of the proposal `row`; a fitness enters the population."""
+        individual = row.id
         if cached_from is None:
             stopped = result.get("status") == "stopped"
             for i, checkpoint in enumerate(result.get("checkpoints", [])):
@@ -203,16 +205,17 @@ class Search:
         fitness = fitness_of(result, self.config.search.metric)
         self.store.record_result(individual, result["status"], fitness, result, worker=worker,
                                  attempts=attempts, cached_from=cached_from, started_at=started_at)
-        self._enter(self.store.individual(individual), dna, fitness)
+        self._enter(row, dna, fitness)
         self._log(individual, fitness)
 
     def _complete(self, completion) -> None:
-        dna = DNA.from_dict(self.store.individual(completion.trial_id).dna)
+        row = self.store.individual(completion.trial_id)
+        dna = DNA.from_dict(row.dna)
         result = completion.value
         if completion.failure is not None:
             status = "timeout" if completion.failure.startswith("timeout") else "error"
             result = {"status": status, "error": completion.failure}
-        self._record(completion.trial_id, dna, result, worker=completion.worker, attempts=completion.attempts,
+        self._record(row, dna, result, worker=completion.worker, attempts=completion.attempts,
                      started_at=completion.started_at)
 
     # -- progress ------------------------------------------------------------------------------------------
@@ -264,7 +267,7 @@ class Search:
                         break
                     self._submit(executor, proposal)
                 if executor.in_flight == 0:
-                    if self.store.counts()["proposed"] >= self.config.search.num_individuals:
+                    if self.store.proposed_count() >= self.config.search.num_individuals:
                         break
                     if not self.evolution.ready:
                         raise RuntimeError("no seed produced a fitness, so there is nothing to evolve: see "

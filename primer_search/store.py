@@ -366,9 +366,10 @@ class RunStore:
     def _require_individual(self, individual_id: int, what: str = "individual_id") -> None:
         if self._db.execute("SELECT 1 FROM individuals WHERE id = ?", (individual_id,)).fetchone() is None:
             raise ValueError(f"{what} {individual_id!r}: no such individual in {self.run_dir} "
-                             f"(ids 1..{self._max_id()})")
+                             f"(ids 1..{self.proposed_count()})")
 
-    def _max_id(self) -> int:
+    def proposed_count(self) -> int:
+        """Individuals proposed so far (ids are 1..n, so the largest id; one cheap query)."""
         return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM individuals").fetchone()[0]
 
     # -- reading ------------------------------------------------------------------------------------------
@@ -391,7 +392,7 @@ class RunStore:
         """One individual with its result (if it has one) and hurdle records."""
         rows = self._db.execute(f"{_SELECT} WHERE i.id = ?", (individual_id,)).fetchall()
         if not rows:
-            raise ValueError(f"no individual {individual_id!r} in {self.run_dir} (ids 1..{self._max_id()})")
+            raise ValueError(f"no individual {individual_id!r} in {self.run_dir} (ids 1..{self.proposed_count()})")
         return self._individuals(rows)[0]
 
     def pending(self) -> list[Individual]:
