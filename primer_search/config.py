@@ -12,6 +12,7 @@ import dataclasses
 
 import yaml
 
+from primer_search.macro_options import SECTIONS as MACRO_SECTIONS
 from primer_search.schema import between, choice, from_mapping
 from primer_search.tokenizer import BYTE_VOCAB_SIZE
 
@@ -80,6 +81,8 @@ class TrainingConfig:
     seed: int = 0
     timeout_seconds: float | None = None                      # hard wall-clock limit of the whole evaluation
     memory_limit_gb: float | None = None                      # refuse (status oom) models estimated above this
+    sampling_tokens: int = between(0, 0)                      # after training, time sampling this many tokens
+                                                              # with a cache (tokens/s); 0: skip
 
     def __post_init__(self):
         fractions = list(self.checkpoints)
@@ -89,7 +92,8 @@ class TrainingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MutationWeights:
-    """Relative probabilities of the six mutation types (So et al. 2021, appendix A.4; uniform by default)."""
+    """Relative probabilities of the mutation types: the paper's six (So et al. 2021, appendix A.4; uniform by
+    default) and `macro`, which toggles and tunes the macro-options (off by default, as in the paper)."""
 
     delete: float = between(1.0, 0.0)
     insert: float = between(1.0, 0.0)
@@ -97,6 +101,7 @@ class MutationWeights:
     mutate_field: float = between(1.0, 0.0)
     swap: float = between(1.0, 0.0)
     mutate_bank: float = between(1.0, 0.0)
+    macro: float = between(0.0, 0.0)
 
     def __post_init__(self):
         if not any(dataclasses.astuple(self)):
@@ -119,7 +124,13 @@ class SearchConfig:
     hurdles: int = between(4, 0)                              # H halving hurdles at (2^i - 1)/(2^(H+1) - 1)
     hurdle_window: int = between(100, 1)                      # a hurdle compares with this many recent records
     fec: bool = True                                          # functional-equivalence cache
-    metric: str = choice("validation_loss", "validation_loss", "bits_per_byte")   # lower is better
+    metric: str = choice("validation_loss", "validation_loss", "bits_per_byte")   # quality, lower is better
+    # macro-options the `macro` mutation may switch on (mixture_of_depths, calm, megabyte)
+    macro_options: tuple[str, ...] = ("mixture_of_depths", "calm", "megabyte")
+    # quality: fitness = metric (the paper); inference: fitness = metric + inference_weight x
+    # log2(sampling FLOPs per token / 1e6), i.e. each doubling of the sampling cost costs inference_weight
+    objective: str = choice("quality", "quality", "inference")
+    inference_weight: float = between(0.05, 0.0)
     seed: int = 0
     # execution
     address: str | None = None                                # None: local Ray; "auto" or "ray://host:port"
@@ -137,6 +148,14 @@ class SearchConfig:
                              f"({self.population_size})")
         if not self.seeds:
             raise ValueError("seeds: found none, expected at least one seed name or DNA file")
+        unknown = [name for name in self.macro_options if name not in MACRO_SECTIONS]
+        if unknown:
+            raise ValueError(f"macro_options: found {unknown[0]!r}, expected names from {list(MACRO_SECTIONS)}")
+        if (self.metric == "validation_loss" and self.mutation_weights.macro > 0
+                and "megabyte" in self.macro_options):
+            raise ValueError("metric: found validation_loss while macro mutations may switch on megabyte, expected "
+                             "bits_per_byte (MEGABYTE candidates predict bytes, not tokens); or drop megabyte "
+                             "from search.macro_options")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -252,7 +252,7 @@ def lower(dna: DNA, width_units: int = 8, fuse: bool = True) -> Graph:
     drafts = _build(dna, width_units)
     if fuse:
         drafts = _fuse_softmax(drafts)
-    return Graph(tuple(_prune(drafts)), width_units, dna.macro_options.to_dict())
+    return Graph(tuple(_prune(drafts)), width_units, dna.macro_options.canonical())
 
 
 def canonical_hash(dna: DNA) -> str:
@@ -262,4 +262,4 @@ def canonical_hash(dna: DNA) -> str:
     renumbers them into frozen `Node`s: the hash never sees names, unreachable nodes or node ids (see `_hash_nodes`).
     The search hashes every child it proposes, so this is its hot path.
     """
-    return _hash_nodes(_fuse_softmax(_build(dna, width_units=8, paths=False)), dna.macro_options.to_dict())
+    return _hash_nodes(_fuse_softmax(_build(dna, width_units=8, paths=False)), dna.macro_options.canonical())

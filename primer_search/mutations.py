@@ -1,4 +1,4 @@
-"""The six mutation types of the Primer search (So et al. 2021, appendix A.4), one small function each.
+"""The six mutation types of the Primer search (So et al. 2021, appendix A.4), and one for the macro-options.
 
 Every mutation takes `(dna, rng, max_instructions)` and returns `(child, detail)`: the child DNA (validated by
 its constructor) or None when the mutation does not apply to this DNA, and a one-line detail such as
@@ -34,6 +34,11 @@ swap           Exchange two instructions' places in the compute graph. Paper: "S
 mutate_bank    Change a relative dimension to another value of `RELATIVE_DIMENSIONS`, or a constant by
                c_new = c_prev * 10**X + Y with X, Y ~ N(0, 1) (drawn in that order with `rng.gauss`). The bank
                (dimensions or constants) is drawn first, then the entry.
+macro          Toggle a macro-option (`primer_search.macro_options`) or change one knob of an enabled one to
+               another value of its `MUTATION_GRIDS` entry, drawn uniformly among the legal moves: disable an
+               enabled section, enable a disabled one that the search allows (`sections`) and that combines with
+               those enabled, or set a knob. Enabling keeps the section's knobs (defaults for a new DNA). Not in
+               the paper: its weight defaults to 0.
 
 `mutate` draws a type with probability proportional to `MutationWeights`, applies it and tries again when it does
 not apply, the child is invalid, or the child's canonical graph hash equals the parent's (the paper's no-op
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import random
 from typing import Callable
@@ -57,6 +63,7 @@ from primer_search.config import MutationWeights
 from primer_search.dna import BRANCHING, DNA, NUM_CONSTANTS, NUM_DIMENSIONS, RELATIVE_DIMENSIONS, DNAError, \
     Instruction
 from primer_search.graph import canonical_hash
+from primer_search.macro_options import MUTATION_GRIDS, SECTIONS, mutable_knobs
 from primer_search.search_space import random_instruction
 
 Result = tuple["DNA | None", str]
@@ -270,6 +277,32 @@ def mutate_bank(dna: DNA, rng: random.Random, max_instructions: int | None = Non
     return dna.replace(constants=bank, name=""), f"mutate_bank c[{k}] {old:.4g}->{new:.4g}"
 
 
+def mutate_macro(dna: DNA, rng: random.Random, max_instructions: int | None = None,
+                 sections: tuple[str, ...] = SECTIONS) -> Result:
+    """Toggle a macro-option or change a knob of an enabled one (see the module docstring)."""
+    options = dna.macro_options
+    moves = [("disable", s) for s in SECTIONS if options.enabled(s)]
+    for section in sections:
+        if not options.enabled(section):
+            try:
+                options.replace(section, enabled=True)
+                moves.append(("enable", section))
+            except ValueError:              # does not combine with an enabled section
+                pass
+    moves += [("set", knob) for knob in mutable_knobs(options)]
+    if not moves:
+        return None, "macro not applicable: no macro-option is enabled and none may be (search.macro_options)"
+    action, target = _pick(rng, moves)
+    if action != "set":
+        child = options.replace(target, enabled=action == "enable")
+        return dna.replace(macro_options=child, name=""), f"macro {action} {target}"
+    section, knob = target
+    old = getattr(getattr(options, section), knob)
+    new = rng.choice([v for v in MUTATION_GRIDS[target] if v != old])
+    child = options.replace(section, **{knob: new})
+    return dna.replace(macro_options=child, name=""), f"macro {section}.{knob} {old}->{new}"
+
+
 MutationFn = Callable[[DNA, random.Random, "int | None"], Result]
 MUTATIONS: dict[str, MutationFn] = {
     "delete": delete,
@@ -278,6 +311,7 @@ MUTATIONS: dict[str, MutationFn] = {
     "mutate_field": mutate_field,
     "swap": swap,
     "mutate_bank": mutate_bank,
+    "macro": mutate_macro,
 }
 
 
@@ -293,15 +327,17 @@ def _check_arguments(weights, max_instructions, max_tries) -> None:
 
 
 def mutate(dna: DNA, rng: random.Random, weights: MutationWeights, max_instructions: int, max_tries: int = 1000,
-           parent_hash: str | None = None) -> tuple[DNA, Mutation]:
+           parent_hash: str | None = None, macro_sections: tuple[str, ...] = SECTIONS) -> tuple[DNA, Mutation]:
     """One mutation that changes the computation: a type drawn by `weights`, retried on no-ops.
 
     A try fails when the type does not apply, the child is invalid (DNAError) or its canonical hash equals the
     parent's. `parent_hash` (the parent's `canonical_hash`, when the caller keeps it) saves lowering the parent.
+    `macro_sections` are the macro-options a `macro` mutation may switch on.
     After `max_tries` failed tries, raise a ValueError that counts what happened.
     """
     _check_arguments(weights, max_instructions, max_tries)
-    kinds = list(MUTATIONS)
+    functions = dict(MUTATIONS, macro=functools.partial(mutate_macro, sections=macro_sections))
+    kinds = list(functions)
     probabilities = [getattr(weights, kind) for kind in kinds]
     if parent_hash is None:
         parent_hash = canonical_hash(dna)
@@ -309,7 +345,7 @@ def mutate(dna: DNA, rng: random.Random, weights: MutationWeights, max_instructi
     for _ in range(max_tries):
         kind = rng.choices(kinds, probabilities)[0]
         try:
-            child, detail = MUTATIONS[kind](dna, rng, max_instructions)
+            child, detail = functions[kind](dna, rng, max_instructions)
         except DNAError:
             failures[f"{kind} invalid"] += 1
             continue

@@ -11,7 +11,7 @@ from primer_search import mutations
 from primer_search.config import MutationWeights
 from primer_search.dna import DNA, RELATIVE_DIMENSIONS, Instruction, Subprogram, validate
 from primer_search.graph import canonical_hash
-from primer_search.macro_options import Calm, MacroOptions
+from primer_search.macro_options import MUTATION_GRIDS, Calm, MacroOptions, MixtureOfDepths
 from primer_search.mutations import MUTATIONS, Mutation, mutate
 from primer_search.search_space import random_dna
 from primer_search.seeds import SEED_NAMES, load_seed
@@ -78,7 +78,11 @@ def test_children_are_valid_dnas(kind, name):
             continue
         validate(child)
         assert DNA.from_dict(child.to_dict()) == child
-        assert child.macro_options == dna.macro_options and child.name == ""
+        assert child.name == ""
+        if kind == "macro":
+            assert child.subprograms == dna.subprograms and child.macro_options != dna.macro_options
+        else:
+            assert child.macro_options == dna.macro_options
         assert [sp.name for sp in child.subprograms] == [sp.name for sp in dna.subprograms]
         canonical_hash(child)                                    # lowers without error
 
@@ -90,6 +94,50 @@ def test_macro_options_are_carried_over():
     for _ in range(20):
         dna, _ = mutate(dna, rng, MutationWeights(), MAX)
         assert dna.macro_options == options
+
+
+# ------------------------------------------------------------------------------------------------------ macro
+
+
+def test_macro_enables_toggles_and_tunes_only_legal_options():
+    dna, rng, details = load_seed("transformer"), random.Random(0), []
+    weights = MutationWeights(**{k: 0.0 for k in KINDS if k != "macro"}, macro=1.0)
+    for _ in range(300):
+        dna, mutation = mutate(dna, rng, weights, MAX)
+        options = dna.macro_options
+        assert not (options.megabyte.enabled and (options.mixture_of_depths.enabled or options.calm.enabled))
+        details.append(mutation.detail)
+    actions = {d.split()[1] for d in details}                   # enable, disable, or section.knob
+    assert {"enable", "disable"} <= actions and any("." in a for a in actions)
+    assert {d.split()[2] for d in details if d.split()[1] == "enable"} == {"mixture_of_depths", "calm", "megabyte"}
+
+
+def test_macro_knob_values_come_from_the_grids():
+    options = MacroOptions(mixture_of_depths=MixtureOfDepths(enabled=True))
+    dna = load_seed("transformer").replace(macro_options=options)
+    for k in range(40):
+        child, detail = mutations.mutate_macro(dna, random.Random(k), MAX, sections=())
+        if detail.startswith("macro mixture_of_depths."):
+            knob = detail.split()[1].split(".")[1]
+            value = getattr(child.macro_options.mixture_of_depths, knob)
+            assert value in MUTATION_GRIDS[("mixture_of_depths", knob)]
+            assert value != getattr(options.mixture_of_depths, knob)
+        else:
+            assert detail == "macro disable mixture_of_depths"
+
+
+def test_macro_respects_the_allowed_sections():
+    dna = load_seed("transformer")
+    child, detail = mutations.mutate_macro(dna, random.Random(0), MAX, sections=())
+    assert child is None and "not applicable" in detail
+    for k in range(20):
+        child, detail = mutations.mutate_macro(dna, random.Random(k), MAX, sections=("calm",))
+        assert detail == "macro enable calm" and child.macro_options.calm.enabled
+
+
+def test_a_zero_macro_weight_leaves_the_paper_mutations_unchanged():
+    assert MutationWeights().macro == 0.0
+    assert _run(0) == _run(0, weights=MutationWeights(macro=0.0))
 
 
 # ------------------------------------------------------------------------------------------- delete / insert
