@@ -31,7 +31,6 @@ layers equal token-by-token decoding with a KV cache, and each decision depends 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import keras
@@ -41,7 +40,8 @@ import tensorflow as tf
 from primer_search.config import ModelConfig
 from primer_search.dna import DNA
 from primer_search.macro_options import Calm
-from primer_search.model import LanguageModel, choose_unit, positional_encoding
+from primer_search.mod import MixtureOfDepths
+from primer_search.model import LanguageModel, choose_unit
 from primer_search.schema import from_mapping
 from primer_search.tokenizer import PAD_ID
 from primer_search.training import cross_entropy
@@ -133,40 +133,45 @@ class CalmLanguageModel(LanguageModel):
             raise ValueError(f"calm.confidence: found {self.calm.confidence!r}, "
                              f"expected one of {list(CONFIDENCES)}")
 
-    def embed(self, tokens) -> tf.Tensor:                                  # tokens: [B, S] int
-        x = self.embedding(tokens) * math.sqrt(self.d_model)              # [B, S, d]
-        return x + positional_encoding(tf.shape(tokens)[1], self.d_model)[None]
-
-    def project(self, h) -> tf.Tensor:                                     # h: [B, S, d]
-        """The shared output projection: final norm, then the tied embedding or the head -> [B, S, V]."""
-        h = self.final_norm(h)
-        if self.head is not None:
-            return self.head(h)
-        return tf.matmul(h, self.embedding.embeddings, transpose_b=True)
-
-    def exit_logits(self, tokens) -> list[tf.Tensor]:
+    def exit_logits(self, tokens, training=None) -> list[tf.Tensor]:
         """Logits [B, S, V] at every exit (in `self.exits` order) of one full forward pass."""
         h, out = self.embed(tokens), []
         for layer, block in enumerate(self.blocks):
-            h = block(h)                                                   # [B, S, d]
+            h = block(h, training=training)                                # [B, S, d]
             if layer in self.exits:
                 out.append(self.project(h))
         return out
 
     def training_loss(self, tokens, targets) -> tf.Tensor:
-        """The CALM training loss (scalar) of one batch: tokens, targets [B, S]."""
-        return calm_loss(self.exit_logits(tokens), targets, self.exit_weights)
+        """The CALM training loss (scalar) of one batch: tokens, targets [B, S]; plus any MoD auxiliary loss."""
+        loss = calm_loss(self.exit_logits(tokens, training=True), targets, self.exit_weights)
+        return loss + tf.add_n(self.losses) if self.losses else loss
+
+    def validation_sums(self, tokens, targets) -> dict[str, tf.Tensor]:
+        """Sums over the non-PAD targets of a batch under early exit: "nll", "layers" (blocks used) and "heads"
+        (exit projections computed, the final one included). With Mixture-of-Depths, "routed" counts the tokens a routed block passes through while they are active,
+        averaged over the routed blocks."""
+        sums = self._early_exit_sums(tokens, targets)
+        del sums["count"]
+        return sums
 
     def early_exit_logits(self, tokens, threshold=None) -> tuple[tf.Tensor, tf.Tensor]:
         """Logits [B, S, V] under early exit and the exit layer [B, S] int32 of every token (see the module
         docstring). `threshold` (a float or scalar tensor) defaults to the knob; a tensor avoids retracing."""
+        logits, exit_layer, _ = self._early_exit(tokens, threshold)
+        return logits, exit_layer
+
+    def _early_exit(self, tokens, threshold=None) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        """`early_exit_logits` and, per routed block, its routing mask [B, S] over the tokens still active."""
         threshold = tf.cast(self.calm.threshold if threshold is None else threshold, tf.float32)
         h = self.embed(tokens)                                             # [B, S, d]
         shape = tf.shape(tokens)
         active = tf.ones(shape, tf.bool)                                   # [B, S] not exited yet
         exit_layer = tf.fill(shape, len(self.blocks) - 1)                  # [B, S]
-        logits = None
+        logits, routed = None, []
         for layer, block in enumerate(self.blocks):
+            if isinstance(block, MixtureOfDepths):
+                routed.append(block.routing_mask(h) & active)
             new = tf.where(active[..., None], block(h), h)                 # exited tokens keep their state
             if layer in self.exits[:-1]:
                 exit_logits = self.project(new)                            # [B, S, V]
@@ -177,15 +182,25 @@ class CalmLanguageModel(LanguageModel):
             h = new
         final = self.project(h)
         logits = final if logits is None else tf.where(active[..., None], final, logits)
-        return logits, exit_layer
+        return logits, exit_layer, routed
 
-    def early_exit_sums(self, tokens, targets, threshold=None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """(summed NLL, summed blocks used, number of targets) over the non-PAD targets of a batch under early
-        exit: the evaluation analogue of `Trainer._nll_sum`, plus what `average_layers` reports."""
-        logits, exit_layer = self.early_exit_logits(tokens, threshold)
+    def early_exit_sums(self, tokens, targets, threshold=None) -> tuple[tf.Tensor, ...]:
+        """(summed NLL, summed blocks used, summed exit projections computed, number of targets) over the non-PAD
+        targets of a batch under early exit."""
+        sums = self._early_exit_sums(tokens, targets, threshold)
+        return sums["nll"], sums["layers"], sums["heads"], sums["count"]
+
+    def _early_exit_sums(self, tokens, targets, threshold=None) -> dict[str, tf.Tensor]:
+        logits, exit_layer, routed = self._early_exit(tokens, threshold)
         mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)          # [B, S]
-        used = (tf.cast(exit_layer, tf.float32) + 1.0) * mask
-        return tf.reduce_sum(cross_entropy(logits, targets)), tf.reduce_sum(used), tf.reduce_sum(mask)
+        heads_at = np.searchsorted(self.exits, np.arange(len(self.blocks)), side="right")  # [L] exits up to l
+        sums = {"nll": tf.reduce_sum(cross_entropy(logits, targets)),
+                "layers": tf.reduce_sum((tf.cast(exit_layer, tf.float32) + 1.0) * mask),
+                "heads": tf.reduce_sum(tf.gather(tf.constant(heads_at, tf.float32), exit_layer) * mask),
+                "count": tf.reduce_sum(mask)}
+        if routed:
+            sums["routed"] = tf.add_n([tf.reduce_sum(tf.cast(r, tf.float32) * mask) for r in routed]) / len(routed)
+        return sums
 
     def get_config(self):
         config = super().get_config()

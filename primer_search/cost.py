@@ -56,6 +56,11 @@ def block_flops(graph: Graph, unit: int, length: int) -> int:
     return sum(node_flops(node, unit, length) for node in graph.nodes)
 
 
+def nodes_flops(graph: Graph, node_ids, unit: int, length: int) -> int:
+    """Forward FLOPs per token of some nodes of a block (e.g. those a cache needs)."""
+    return sum(node_flops(graph.nodes[i], unit, length) for i in node_ids)
+
+
 def model_flops(graph: Graph, unit: int, length: int, num_layers: int, vocab_size: int) -> int:
     """Forward FLOPs per token of the whole language model."""
     d = graph.width_units * unit
@@ -67,8 +72,9 @@ def training_flops_per_token(graph: Graph, unit: int, length: int, num_layers: i
 
 
 def training_memory_bytes(graph: Graph, unit: int, length: int, num_layers: int, vocab_size: int,
-                          parameters: int, batch_tokens: int) -> int:
-    """Estimated peak memory of a training step (see the module docstring)."""
+                          parameters: int, batch_tokens: int, output_heads: int = 1) -> int:
+    """Estimated peak memory of a training step (see the module docstring); `output_heads` vocabulary
+    projections (CALM exits) each keep their logits."""
     per_token = sum(node.mult * _elements(node.sig, unit, length) for node in graph.nodes)
     activations = 2 * num_layers * per_token * batch_tokens
-    return 4 * (4 * parameters + activations + 3 * batch_tokens * vocab_size)
+    return 4 * (4 * parameters + activations + 3 * output_heads * batch_tokens * vocab_size)

@@ -71,14 +71,16 @@ class ValidationSet:
         return int((self.targets != PAD_ID).sum())
 
 
-def validation_set(documents: Iterator[str], tokenizer, length: int, min_tokens: int) -> ValidationSet:
+def validation_set(documents: Iterator[str], tokenizer, length: int, min_tokens: int,
+                   num_documents: int | None = None) -> ValidationSet:
+    """The first documents, whole, until at least `min_tokens` tokens, or exactly `num_documents` when given."""
     eos = np.array([EOS_ID], np.int32)
     ids, num_targets, num_bytes = [eos], 0, 0
     for document in documents:
         ids += [tokenizer.encode([document])[0], eos]
         num_targets += len(ids[-2]) + 1
         num_bytes += len(document.encode("utf-8")) + 1
-        if num_targets >= min_tokens:
+        if len(ids) // 2 == num_documents or (num_documents is None and num_targets >= min_tokens):
             break
     rows = -(-num_targets // length)
     stream = np.full([rows * length + 1], PAD_ID, np.int32)       # tokenizers never emit PAD_ID
@@ -176,3 +178,18 @@ def load_data(config: DataConfig, vocab_size: int) -> LanguageData:
     validation = validation_set(source.validation_documents(), tokenizer, config.sequence_length,
                                 config.validation_tokens)
     return LanguageData(config, source, tokenizer, validation)
+
+
+@functools.lru_cache(maxsize=4)
+def load_byte_data(config: DataConfig, vocab_size: int, bytes_per_position: int) -> LanguageData:
+    """The text of `load_data(config, vocab_size)` read as bytes, for byte-level models that compete with token
+    models in one search: rows of `bytes_per_position x sequence_length` bytes (so a MEGABYTE model with that
+    patch size has `sequence_length` global positions), batches of as many rows as the token batches, and the
+    validation set over exactly the same documents, so bits per byte compare."""
+    tokens = load_data(config, vocab_size)
+    config = dataclasses.replace(config, tokenizer="bytes",
+                                 sequence_length=config.sequence_length * bytes_per_position,
+                                 batch_tokens=config.batch_tokens * bytes_per_position)
+    validation = validation_set(tokens.source.validation_documents(), ByteTokenizer(), config.sequence_length,
+                                config.validation_tokens, num_documents=tokens.validation.num_documents)
+    return LanguageData(config, tokens.source, ByteTokenizer(), validation)

@@ -10,8 +10,14 @@ same thing. It returns a `FitnessResult` in every case; a program that fails is 
     timeout   past `training.timeout_seconds` of wall-clock time for the whole evaluation
     error     anything else a program triggered (the message holds the exception)
 Problems with the config or the data (a missing dataset, a bad path) are not a program's fault: they raise.
-Fitness is the validation loss (mean NLL per token in nats, lower is better); bits per byte compare runs that
-tokenize differently.
+
+The DNA's macro-options decide the model, its data and its cost (`primer_search.architecture`). Quality is the
+validation loss (mean NLL per token in nats) or bits per byte, which compares models that tokenize differently
+(MEGABYTE reads bytes): `search.metric` says which. Fitness (lower is better) is that quality, or with
+`search.objective: inference` the quality plus `search.inference_weight` x log2(sampling FLOPs per token / 1e6):
+each doubling of the cost of generating a token costs that much quality. A CALM model is measured as it samples,
+exiting early at its threshold (`calm_average_layers` blocks per token); a MoD model routes causally, as it
+samples (`mod_routed_fraction` of the tokens per routed block).
 """
 
 from __future__ import annotations
@@ -24,19 +30,16 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from primer_search import cost
-from primer_search.config import Config
-from primer_search.data import load_data
+from primer_search.architecture import Architecture
+from primer_search.config import Config, SearchConfig
 from primer_search.dna import DNA
-from primer_search.graph import lower
-from primer_search.model import build_model, choose_unit, parameter_count
 from primer_search.training import Checkpoint, Diverged, EvaluationTimeout, Progress, Trainer, budget_fraction
 
 
 @dataclasses.dataclass
 class FitnessResult:
     status: str
-    fitness: float | None = None              # = validation_loss when measured
+    fitness: float | None = None              # lower is better: the quality metric, or with the inference cost
     validation_loss: float | None = None      # nats per token
     perplexity: float | None = None           # per token
     bits_per_byte: float | None = None
@@ -49,7 +52,13 @@ class FitnessResult:
     total_seconds: float = 0.0
     parameter_count: int | None = None
     unit: int | None = None
-    flops_per_token: int | None = None        # training FLOPs (3 x forward)
+    architecture: str | None = None           # token, calm or megabyte (`architecture.KINDS`)
+    flops_per_token: int | None = None        # training FLOPs (3 x forward) per target (a byte for MEGABYTE)
+    sampling_flops_per_token: int | None = None   # forward FLOPs of one generated token, with a cache
+    sampling_tokens_per_second: float | None = None   # measured when training.sampling_tokens > 0
+    mod_routed_fraction: float | None = None  # tokens a routed block passes through, per routed block
+    calm_average_layers: float | None = None  # blocks run per token under early exit
+    calm_exit_heads: float | None = None      # exit projections computed per token
     budget_fraction: float = 0.0              # fraction of the budget spent
     checkpoints: list = dataclasses.field(default_factory=list)   # [{fraction, step, validation_loss, ...}]
     failed_step: int | None = None
@@ -64,12 +73,16 @@ class FitnessResult:
         return cls(**data)
 
 
-def _measure(loss: float, data) -> dict:
-    """Loss-derived metrics of a validation loss (nats per target token)."""
-    validation = data.validation
-    bits = loss * validation.num_targets / (math.log(2) * validation.num_bytes)
-    return {"fitness": loss, "validation_loss": loss, "perplexity": math.exp(min(loss, 700.0)),
-            "bits_per_byte": bits}
+INFERENCE_REFERENCE_FLOPS = 1e6
+
+
+def score(metrics: dict, search: SearchConfig) -> float:
+    """The fitness of measured metrics under the search's metric and objective (see the module docstring)."""
+    quality = metrics[search.metric]
+    if search.objective == "quality":
+        return quality
+    return quality + search.inference_weight * math.log2(metrics["sampling_flops_per_token"] /
+                                                         INFERENCE_REFERENCE_FLOPS)
 
 
 def _failure(status: str, err: BaseException) -> dict:
@@ -87,27 +100,23 @@ def evaluate(dna: DNA, config: Config,
     displays)."""
     start = time.perf_counter()
     training = config.training
-    data = load_data(config.data, config.model.vocab_size)    # config and data errors raise: not the program's
-    model_config = dataclasses.replace(config.model, vocab_size=data.vocab_size)
-    length, batch_tokens = config.data.sequence_length, config.data.batch_tokens
+    arch, data = Architecture.resolve(dna, config)            # config and data errors raise: not the program's
+    batch_tokens = data.config.batch_tokens
     deadline = start + training.timeout_seconds if training.timeout_seconds else None
-    fields: dict = {}
+    fields: dict = {"architecture": arch.kind}
     progress = Progress()
     try:
-        graph = lower(dna, model_config.width_units)
-        fields["canonical_hash"] = graph.canonical_hash()
-        unit = fields["unit"] = choose_unit(dna, model_config)
-        params = fields["parameter_count"] = parameter_count(graph, model_config, unit)
-        per_token = cost.training_flops_per_token(graph, unit, length, model_config.num_layers, data.vocab_size)
-        fields["flops_per_token"] = per_token
+        fields["canonical_hash"] = arch.graph.canonical_hash()
+        unit = fields["unit"] = arch.choose_unit()
+        fields["parameter_count"] = arch.parameter_count(unit)
+        per_token = fields["flops_per_token"] = arch.training_flops_per_token(unit)
         if training.memory_limit_gb is not None:
-            need = cost.training_memory_bytes(graph, unit, length, model_config.num_layers, data.vocab_size,
-                                              params, batch_tokens)
+            need = arch.training_memory_bytes(unit, batch_tokens)
             if need > training.memory_limit_gb * 2 ** 30:
                 raise MemoryError(f"estimated {need / 2 ** 30:.1f} GiB to train, above training.memory_limit_gb "
                                   f"= {training.memory_limit_gb}")
         keras.utils.set_random_seed(training.seed)
-        model = build_model(dna, model_config, seed=training.seed, unit=unit)
+        model = arch.build(unit, seed=training.seed)
         trainer = Trainer(model, data, training, per_token * batch_tokens)
     except (MemoryError, tf.errors.ResourceExhaustedError) as err:
         fields.update(_failure("oom", err))
@@ -117,10 +126,18 @@ def evaluate(dna: DNA, config: Config,
         try:
             progress = trainer.progress
             trainer.train(training.seed, on_checkpoint, on_step, deadline)
-            loss = progress.checkpoints[-1].validation_loss if progress.stopped else trainer.evaluate(progress)
+            if progress.stopped:
+                last = progress.checkpoints[-1]
+                metrics = {"validation_loss": last.validation_loss, "bits_per_byte": last.bits_per_byte}
+            else:
+                metrics = trainer.evaluate(progress)
+            loss = metrics["validation_loss"]
             if not math.isfinite(loss):            # finite training losses, yet the last update broke the model
                 raise Diverged(progress.steps, loss, "validation loss")
-            fields.update(status="stopped" if progress.stopped else "ok", **_measure(loss, data))
+            metrics["perplexity"] = math.exp(min(loss, 700.0))
+            metrics["sampling_flops_per_token"] = arch.sampling_flops_per_token(unit, metrics)
+            fields.update(status="stopped" if progress.stopped else "ok", **metrics,
+                          fitness=score(metrics, config.search))
         except Diverged as err:
             fields.update(_failure("diverged", err), failed_step=err.step)
         except EvaluationTimeout as err:

@@ -50,7 +50,7 @@ from primer_search import cost
 from primer_search.compiler import CompiledBlock
 from primer_search.dna import DNA
 from primer_search.graph import Graph
-from primer_search.model import positional_encoding
+from primer_search.model import NextTokenLosses, positional_encoding
 from primer_search.tokenizer import PAD_ID
 
 DEPTH_SPLITS = ("1:1", "3:2", "2:1", "3:1")
@@ -134,7 +134,7 @@ def _dim(x: tf.Tensor, axis: int):
 
 
 @keras.saving.register_keras_serializable(package="primer_search")
-class MegabyteModel(keras.Model):
+class MegabyteModel(NextTokenLosses, keras.Model):
     """Byte-level MEGABYTE language model: token ids [B, T] -> next-token logits [B, T, V] (module docstring)."""
 
     def __init__(self, dna, unit: int, patch_size: int, global_layers: int, local_layers: int,

@@ -77,6 +77,18 @@ def routed_layers(pattern: str, num_layers: int) -> list[bool]:
     return [rules[pattern](i) for i in range(num_layers)]
 
 
+def routing_parameters(d: int, causal_fix: str) -> int:
+    """Parameters one routed block adds: the router (d + 1) and, with a predictor, its MLP d -> d/2 -> 1."""
+    hidden = max(1, d // 2)
+    predictor = d * hidden + hidden + hidden + 1 if causal_fix in ("predictor", "both") else 0
+    return d + 1 + predictor
+
+
+def routing_flops(d: int, causal_fix: str) -> int:
+    """Forward FLOPs per token of the router and predictor of one routed block (2 per weight)."""
+    return 2 * routing_parameters(d, causal_fix)
+
+
 def capacity_k(capacity: float, length):
     """Tokens routed per sequence: min(S, max(1, ceil(capacity * S))); a Python int for an int length, else an
     int32 scalar tensor (same float64 arithmetic). The 1e-9 keeps 0.3 * 10 at 3, not 4."""

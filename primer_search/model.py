@@ -2,7 +2,15 @@
 
 Shape glossary: B batch, S sequence, d model width (= width_units x unit), V vocabulary.
 The program covers the block only (as in the paper): token embedding, position information, final
-normalization and the output projection are fixed parts of the model.
+normalization and the output projection are fixed parts of the model. With the DNA's Mixture-of-Depths option the
+blocks that `mod.routed_layers` selects are wrapped in a `mod.MixtureOfDepths` router (training routes the top-k
+tokens, evaluation routes causally; see `primer_search.mod`).
+
+Training and evaluation go through two methods that every language model of the project has (this one, CALM's
+and MEGABYTE's), so the trainer needs no knowledge of the macro-options:
+    training_loss(inputs, targets)    the scalar to minimize (mean token cross-entropy plus any auxiliary loss)
+    validation_sums(inputs, targets)  {"nll": summed NLL over non-PAD targets, ...}: sums over a batch that the
+                                      evaluation adds up (MoD adds "routed": tokens routed per routed block)
 
 Sizing rule: every relative dimension of the DNA is multiplied by one size unit, and the block width is
 `width_units` units. The unit is the largest integer in [1, max_unit] whose whole-model parameter count
@@ -14,48 +22,68 @@ unit, so the choice is a deterministic binary search over exact counts (`Graph.p
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from primer_search import mod
 from primer_search.compiler import CompiledBlock
 from primer_search.config import ModelConfig
 from primer_search.dna import DNA
 from primer_search.graph import Graph, lower
+from primer_search.tokenizer import PAD_ID
+from primer_search.training import cross_entropy
 
 
 class SizingError(ValueError):
     """No size unit puts the model inside the configured parameter band."""
 
 
+def routed(dna: DNA, num_layers: int) -> list[bool]:
+    """Which blocks the DNA's Mixture-of-Depths option routes (none when it is disabled)."""
+    options = dna.macro_options.mixture_of_depths
+    return mod.routed_layers(options.route_pattern, num_layers) if options.enabled else [False] * num_layers
+
+
 def parameter_count(graph: Graph, config: ModelConfig, unit: int) -> int:
-    """Exact trainable parameter count of the whole language model at this unit."""
+    """Exact trainable parameter count of the whole language model at this unit (MoD routers included)."""
     d = config.width_units * unit
     embedding = config.vocab_size * d
     head = 0 if config.tie_embeddings else d * config.vocab_size + config.vocab_size
-    return embedding + config.num_layers * graph.parameter_count(unit) + 2 * d + head
+    routing, options = 0, graph.macro_options["mixture_of_depths"]
+    if options["enabled"]:
+        routing = sum(mod.routed_layers(options["route_pattern"], config.num_layers)) * mod.routing_parameters(
+            d, options["causal_fix"])
+    return embedding + config.num_layers * graph.parameter_count(unit) + 2 * d + head + routing
+
+
+def search_unit(count: Callable[[int], int], config: ModelConfig) -> int:
+    """The largest unit in [1, max_unit] whose parameter `count(unit)` is at most the band's upper end (a binary
+    search: counts grow with the unit); a `SizingError` when even that is outside the band."""
+    low, high = config.param_band
+    if count(1) > high:
+        raise SizingError(f"model has {count(1):,} parameters at the smallest unit (1), "
+                          f"above the band's upper end {high:,}; lower vocab_size or num_layers, or widen the band")
+    lo, hi = 1, config.max_unit
+    while lo < hi:  # largest unit with count <= high
+        mid = (lo + hi + 1) // 2
+        if count(mid) <= high:
+            lo = mid
+        else:
+            hi = mid - 1
+    count = count(lo)
+    if count < low:
+        raise SizingError(f"model has {count:,} parameters at unit {lo} (the largest unit allowed, max_unit="
+                          f"{config.max_unit}, or the largest under {high:,}); below the band's lower end {low:,}")
+    return lo
 
 
 def choose_unit(dna: DNA, config: ModelConfig) -> int:
     """The size unit that puts the model in `config.param_band` (see the module docstring)."""
     graph = lower(dna, config.width_units)
-    low, high = config.param_band
-    if parameter_count(graph, config, 1) > high:
-        raise SizingError(f"model has {parameter_count(graph, config, 1):,} parameters at the smallest unit (1), "
-                          f"above the band's upper end {high:,}; lower vocab_size or num_layers, or widen the band")
-    lo, hi = 1, config.max_unit
-    while lo < hi:  # largest unit with count <= high
-        mid = (lo + hi + 1) // 2
-        if parameter_count(graph, config, mid) <= high:
-            lo = mid
-        else:
-            hi = mid - 1
-    count = parameter_count(graph, config, lo)
-    if count < low:
-        raise SizingError(f"model has {count:,} parameters at unit {lo} (the largest unit allowed, max_unit="
-                          f"{config.max_unit}, or the largest under {high:,}); below the band's lower end {low:,}")
-    return lo
+    return search_unit(lambda unit: parameter_count(graph, config, unit), config)
 
 
 def positional_encoding(length: tf.Tensor, d: int) -> tf.Tensor:
@@ -67,8 +95,21 @@ def positional_encoding(length: tf.Tensor, d: int) -> tf.Tensor:
     return tf.reshape(signal, [length, 2 * len(rates)])[:, :d]                   # [S, d]
 
 
+class NextTokenLosses:
+    """`training_loss` and `validation_sums` of a Keras model whose call maps tokens [B, S] to next-token logits
+    [B, S, V] (see the module docstring)."""
+
+    def training_loss(self, tokens, targets) -> tf.Tensor:
+        """Mean cross-entropy over all B*S positions (PAD targets count zero), plus the layers' auxiliary losses."""
+        loss = tf.reduce_mean(cross_entropy(self(tokens, training=True), targets))
+        return loss + tf.add_n(self.losses) if self.losses else loss
+
+    def validation_sums(self, tokens, targets) -> dict[str, tf.Tensor]:
+        return {"nll": tf.reduce_sum(cross_entropy(self(tokens, training=False), targets))}
+
+
 @keras.saving.register_keras_serializable(package="primer_search")
-class LanguageModel(keras.Model):
+class LanguageModel(NextTokenLosses, keras.Model):
     """Decoder-only LM: embedding + sinusoidal positions, N compiled blocks, final layer norm, vocab head."""
 
     def __init__(self, dna, unit: int, vocab_size: int, num_layers: int, width_units: int = 8,
@@ -81,21 +122,47 @@ class LanguageModel(keras.Model):
         init = keras.initializers.RandomNormal(stddev=self.d_model ** -0.5, seed=seed)
         self.embedding = keras.layers.Embedding(vocab_size, self.d_model, embeddings_initializer=init,
                                                 name="embedding")
-        self.blocks = [CompiledBlock(self.dna, unit=unit, width_units=width_units, seed=seed + 1 + i,
-                                     name=f"block_{i}") for i in range(num_layers)]
+        options = self.dna.macro_options.mixture_of_depths
+        self.blocks = []
+        for i, is_routed in enumerate(routed(self.dna, num_layers)):
+            block = CompiledBlock(self.dna, unit=unit, width_units=width_units, seed=seed + 1 + i, name=f"block_{i}")
+            if is_routed:
+                block = mod.MixtureOfDepths.from_options(block, options, seed=seed + 1 + i, name=f"routed_{i}")
+            self.blocks.append(block)
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
         self.head = None if tie_embeddings else keras.layers.Dense(
             vocab_size, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name="head")
 
-    def call(self, tokens):                                               # tokens: [B, S] int
-        x = self.embedding(tokens) * math.sqrt(self.d_model)              # [B, S, d]
-        x = x + positional_encoding(tf.shape(tokens)[1], self.d_model)[None]
+    def call(self, tokens, training=None):                                # tokens: [B, S] int
+        x = self.embed(tokens)                                            # [B, S, d]
         for block in self.blocks:
-            x = block(x)                                                  # [B, S, d]
-        x = self.final_norm(x)
+            x = block(x, training=training)                               # [B, S, d]
+        return self.project(x)                                            # [B, S, V]
+
+    def embed(self, tokens) -> tf.Tensor:                                  # tokens: [B, S] int
+        x = self.embedding(tokens) * math.sqrt(self.d_model)              # [B, S, d]
+        return x + positional_encoding(tf.shape(tokens)[1], self.d_model)[None]
+
+    def project(self, h) -> tf.Tensor:                                     # h: [B, S, d]
+        """The output projection: final norm, then the tied embedding or the head -> [B, S, V]."""
+        h = self.final_norm(h)
         if self.head is not None:
-            return self.head(x)                                           # [B, S, V]
-        return tf.matmul(x, self.embedding.embeddings, transpose_b=True)  # [B, S, V]
+            return self.head(h)
+        return tf.matmul(h, self.embedding.embeddings, transpose_b=True)
+
+    def validation_sums(self, tokens, targets) -> dict[str, tf.Tensor]:
+        """Sums over the non-PAD targets of a batch: "nll" (nats) and, when blocks route, "routed" (tokens the
+        routed blocks pass through their block, averaged over those blocks)."""
+        mask = tf.cast(targets != PAD_ID, tf.float32)                     # [B, S]
+        x, routed_counts = self.embed(tokens), []
+        for block in self.blocks:
+            if isinstance(block, mod.MixtureOfDepths):
+                routed_counts.append(tf.reduce_sum(tf.cast(block.routing_mask(x), tf.float32) * mask))
+            x = block(x, training=False)
+        sums = {"nll": tf.reduce_sum(cross_entropy(self.project(x), targets))}
+        if routed_counts:
+            sums["routed"] = tf.add_n(routed_counts) / len(routed_counts)
+        return sums
 
     def get_config(self):
         config = super().get_config()

@@ -55,7 +55,8 @@ def run_trial(payload: dict) -> dict:
     fractions = config.training.checkpoints
 
     def on_checkpoint(checkpoint) -> bool:
-        return hurdles.passes(checkpoint.validation_loss, limits[fractions.index(checkpoint.fraction)])
+        quality = getattr(checkpoint, config.search.metric)
+        return hurdles.passes(quality, limits[fractions.index(checkpoint.fraction)])
 
     return evaluate(DNA.from_dict(payload["dna"]), config, on_checkpoint=on_checkpoint).to_dict()
 
@@ -65,8 +66,8 @@ def load_seeds(names) -> list[DNA]:
     return [load_seed_or_file(name) for name in names]
 
 
-def fitness_of(result: dict, metric: str) -> float | None:
-    value = result.get(metric) if result.get("status") in MEASURED else None
+def fitness_of(result: dict) -> float | None:
+    value = result.get("fitness") if result.get("status") in MEASURED else None
     return value if value is not None and math.isfinite(value) else None
 
 
@@ -200,9 +201,9 @@ class Search:
             stopped = result.get("status") == "stopped"
             for i, checkpoint in enumerate(result.get("checkpoints", [])):
                 passed = not (stopped and i == len(result["checkpoints"]) - 1)
-                self.store.record_hurdle(individual, i, checkpoint["fraction"], checkpoint["validation_loss"],
-                                         passed)
-        fitness = fitness_of(result, self.config.search.metric)
+                self.store.record_hurdle(individual, i, checkpoint["fraction"],
+                                         checkpoint[self.config.search.metric], passed)
+        fitness = fitness_of(result)
         self.store.record_result(individual, result["status"], fitness, result, worker=worker,
                                  attempts=attempts, cached_from=cached_from, started_at=started_at)
         self._enter(row, dna, fitness)

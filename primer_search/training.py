@@ -11,6 +11,11 @@ step that reaches the budget, so a run slightly overshoots rather than undershoo
 
 At each configured checkpoint fraction the trainer evaluates the validation set and asks a callback whether to go
 on (the search's hurdles); the final evaluation happens at fraction 1.
+
+The model supplies its loss and its validation statistics (`training_loss`, `validation_sums`: see
+`primer_search.model`), so plain, Mixture-of-Depths, CALM and MEGABYTE models train through the same loop.
+`evaluate` turns the sums into per-target means: validation_loss (nats per token), bits_per_byte, and those the
+model adds (`STATISTICS`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ import tensorflow as tf
 from primer_search.config import TrainingConfig
 from primer_search.data import LanguageData, ValidationSet
 from primer_search.tokenizer import PAD_ID
+
+
+# validation sums a model may report beyond "nll" -> the per-target metric they give
+STATISTICS = {"routed": "mod_routed_fraction", "layers": "calm_average_layers", "heads": "calm_exit_heads"}
 
 
 class Diverged(ArithmeticError):
@@ -62,6 +71,7 @@ class Checkpoint:
     fraction: float
     step: int
     validation_loss: float
+    bits_per_byte: float
     train_seconds: float
 
 
@@ -88,6 +98,11 @@ def budget_fraction(config: TrainingConfig, progress: Progress, flops_per_step: 
     return spent / config.budget
 
 
+def bits_per_byte(loss: float, validation: ValidationSet) -> float:
+    """Bits per byte of a mean NLL per target token (nats) over a validation set (see `primer_search.data`)."""
+    return loss * validation.num_targets / (math.log(2) * validation.num_bytes)
+
+
 def cross_entropy(logits, targets):
     """Per-token negative log-likelihood in nats [B, L], zero where the target is padding."""
     nll = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
@@ -103,38 +118,42 @@ class Trainer:
             learning_rate=WarmupRsqrt(config.peak_learning_rate, config.warmup_steps))
         self.optimizer.build(model.trainable_variables)
         self._train_step = tf.function(self._step, jit_compile=config.jit_compile)
-        self._eval_step = tf.function(self._nll_sum, jit_compile=config.jit_compile)
+        self._eval_step = tf.function(model.validation_sums, jit_compile=config.jit_compile)
         self.progress = Progress()
 
     def _step(self, inputs, targets):                            # inputs, targets: [B, L]
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(cross_entropy(self.model(inputs, training=True), targets))
+            loss = self.model.training_loss(inputs, targets)
         variables = self.model.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
-    def _nll_sum(self, inputs, targets):
-        return tf.reduce_sum(cross_entropy(self.model(inputs, training=False), targets))
-
-    def validation_nll(self, validation: ValidationSet) -> float:
-        """Summed NLL (nats) over the validation targets, in batches of the training shape."""
+    def validation_sums(self, validation: ValidationSet) -> dict[str, float]:
+        """The model's validation sums ("nll" in nats, ...) over the validation targets, in batches of the training
+        shape."""
         batch = self.data.config.batch_size
-        total = 0.0
+        totals: dict[str, float] = {}
         for start in range(0, len(validation.inputs), batch):
             inputs, targets = validation.inputs[start:start + batch], validation.targets[start:start + batch]
             pad = batch - len(inputs)                        # keep one static shape for XLA
             if pad:
                 inputs = np.concatenate([inputs, np.full([pad, inputs.shape[1]], PAD_ID, np.int32)])
                 targets = np.concatenate([targets, np.full([pad, targets.shape[1]], PAD_ID, np.int32)])
-            total += float(self._eval_step(tf.constant(inputs), tf.constant(targets)))
-        return total
+            for key, value in self._eval_step(tf.constant(inputs), tf.constant(targets)).items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+        return totals
 
-    def evaluate(self, progress: Progress) -> float:
-        """Mean validation NLL per target token; the time goes to `progress.eval_seconds`."""
+    def evaluate(self, progress: Progress) -> dict[str, float]:
+        """Validation metrics: validation_loss (mean NLL per target token), bits_per_byte, and the model's further
+        statistics per target (`STATISTICS`); the time goes to `progress.eval_seconds`."""
         start = time.perf_counter()
-        loss = self.validation_nll(self.data.validation) / self.data.validation.num_targets
+        validation = self.data.validation
+        sums = self.validation_sums(validation)
+        metrics = {"validation_loss": sums.pop("nll") / validation.num_targets}
+        metrics["bits_per_byte"] = bits_per_byte(metrics["validation_loss"], validation)
+        metrics.update({STATISTICS[key]: value / validation.num_targets for key, value in sums.items()})
         progress.eval_seconds += time.perf_counter() - start
-        return loss
+        return metrics
 
     def train(self, seed: int, on_checkpoint: Callable[[Checkpoint], bool] | None = None,
               on_step: Callable[[Progress, float], None] | None = None,
@@ -168,8 +187,9 @@ class Trainer:
             if on_step is not None:
                 on_step(progress, fraction)
             while pending and fraction >= pending[0]:
-                checkpoint = Checkpoint(pending.pop(0), progress.steps, self.evaluate(progress),
-                                        progress.train_seconds)
+                metrics = self.evaluate(progress)
+                checkpoint = Checkpoint(pending.pop(0), progress.steps, metrics["validation_loss"],
+                                        metrics["bits_per_byte"], progress.train_seconds)
                 progress.checkpoints.append(checkpoint)
                 if on_checkpoint is not None and not on_checkpoint(checkpoint):
                     progress.stopped = True

@@ -142,8 +142,9 @@ def test_always_exit_uses_the_blocks_up_to_the_first_exit(tokens, first_exit):
     np.testing.assert_allclose(logits.numpy(), truncated(tokens).numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(exit_layer.numpy(), first_exit)
     assert float(average_layers(exit_layer)) == first_exit + 1
-    nll, used, count = model.early_exit_sums(tokens, tokens, threshold=-float("inf"))
+    nll, used, heads, count = model.early_exit_sums(tokens, tokens, threshold=-float("inf"))
     assert float(count) == tokens.size and float(used) == (first_exit + 1) * tokens.size
+    assert float(heads) == tokens.size                                # one exit projection per token
     assert float(nll) == pytest.approx(float(tf.reduce_sum(cross_entropy(truncated(tokens), tokens))), rel=1e-5)
 
 
@@ -178,9 +179,11 @@ def test_early_exit_sums_skip_padding(tokens):
     targets = tokens.copy()
     targets[:, -3:] = 0                                          # PAD_ID
     logits, exit_layer = model.early_exit_logits(tokens, threshold)
-    nll, used, count = model.early_exit_sums(tokens, targets, threshold)
+    nll, used, heads, count = model.early_exit_sums(tokens, targets, threshold)
     mask = targets != 0
     assert float(count) == mask.sum()
+    exits_passed = np.searchsorted(model.exits, exit_layer.numpy(), side="right")   # exits at or before the exit
+    assert float(heads) == exits_passed[mask].sum()
     assert float(used) / float(count) == pytest.approx(float(average_layers(exit_layer, mask)))
     assert float(nll) == pytest.approx(float(tf.reduce_sum(cross_entropy(logits, targets))), rel=1e-6)
 

@@ -9,6 +9,7 @@ from primer_search import fitness
 from primer_search.fitness import FitnessResult, evaluate
 from primer_search.graph import canonical_hash
 from primer_search.seeds import load_seed
+from primer_search.training import bits_per_byte
 from test_training import exploding_dna
 
 
@@ -30,8 +31,7 @@ def test_seeded_evaluation_is_reproducible_and_complete(fast_config):
 def test_bits_per_byte_by_hand():
     # 3 targets ("hello", "world", end of document) over "hello world" + 1 byte for the end: 12 bytes
     data = types.SimpleNamespace(validation=types.SimpleNamespace(num_targets=3, num_bytes=12))
-    measured = fitness._measure(1.5, data)
-    assert measured["bits_per_byte"] == pytest.approx(3 * 1.5 / (math.log(2) * 12)) == pytest.approx(0.541011, 1e-5)
+    assert bits_per_byte(1.5, data.validation) == pytest.approx(3 * 1.5 / (math.log(2) * 12)) == pytest.approx(0.541011, 1e-5)
 
 
 def test_a_program_that_cannot_be_sized_is_invalid(fast_config):
@@ -54,7 +54,7 @@ def test_memory_limit_refuses_before_building(fast_config):
 def test_allocation_failure_is_oom(fast_config, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[1048576,524288]")
-    monkeypatch.setattr(fitness, "build_model", out_of_memory)
+    monkeypatch.setattr(fitness.Architecture, "build", out_of_memory)
     result = evaluate(load_seed("transformer"), fast_config)
     assert result.status == "oom" and "OOM when allocating" in result.error
 

@@ -138,6 +138,6 @@ def test_a_missing_seed_file_fails_before_the_run_exists(tmp_path):
 def test_non_finite_fitness_never_enters_the_population():
     from primer_search.search import fitness_of
 
-    assert fitness_of({"status": "ok", "validation_loss": float("nan")}, "validation_loss") is None
-    assert fitness_of({"status": "ok", "validation_loss": 2.0}, "validation_loss") == 2.0
-    assert fitness_of({"status": "diverged", "validation_loss": 2.0}, "validation_loss") is None
+    assert fitness_of({"status": "ok", "fitness": float("nan")}) is None
+    assert fitness_of({"status": "ok", "fitness": 2.0}) == 2.0
+    assert fitness_of({"status": "diverged", "fitness": 2.0}) is None
