@@ -37,6 +37,7 @@ from primer_search.data import LanguageData, load_byte_data, load_data
 from primer_search.dna import DNA
 from primer_search.graph import Graph, lower
 from primer_search.model import build_model, parameter_count, routed, search_unit
+from primer_search.tokenizer import BYTE_VOCAB_SIZE
 
 KINDS = ("token", "calm", "megabyte")
 
@@ -70,9 +71,18 @@ class Architecture:
     sequence_length: int          # positions per training row (bytes for MEGABYTE)
 
     @classmethod
+    def of(cls, dna: DNA, config: Config) -> "Architecture":
+        """The architecture without its data: the configured vocabulary (bytes for MEGABYTE)."""
+        options, length = dna.macro_options.megabyte, config.data.sequence_length
+        if options.enabled:
+            return cls(dna, dataclasses.replace(config.model, vocab_size=BYTE_VOCAB_SIZE),
+                       length * options.patch_size)
+        return cls(dna, config.model, length)
+
+    @classmethod
     def resolve(cls, dna: DNA, config: Config) -> tuple["Architecture", LanguageData]:
-        """The architecture and its data. Data or config problems raise (they are not the program's); the DNA
-        itself is not lowered yet, so a bad program fails later, inside the evaluation."""
+        """The architecture and its data (whose vocabulary it takes). Data or config problems raise (they are not
+        the program's); the DNA itself is not lowered yet, so a bad program fails later, inside the evaluation."""
         data = load_data(config.data, config.model.vocab_size)
         options = dna.macro_options.megabyte
         if options.enabled:

@@ -27,9 +27,9 @@ def _show(args) -> None:
         return
     from primer_search.inspection import describe
 
-    config = load_config(args.config).model if args.config else None
+    config = load_config(args.config) if args.config else None
     print(describe(_load(args.dna), unit=args.unit, width_units=args.width_units, show_graph=args.graph,
-                   model_config=config))
+                   config=config))
 
 
 def _export(args) -> None:
@@ -138,7 +138,8 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="primer-search", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    dna_help = f"a DNA file (.yaml, .json, .txt listing) or a seed name ({', '.join(SEED_NAMES)})"
+    dna_help = (f"a DNA file (.yaml, .json, .txt listing) or a seed name ({', '.join(SEED_NAMES)}), optionally "
+                "with +mod, +calm or +megabyte")
 
     show = commands.add_parser("show", help="print a program's listing, hash and size")
     show.add_argument("dna", help=dna_help + ", or a run directory followed by an individual's id")

@@ -6,7 +6,9 @@ with weights drawn from a fixed seed, on a fixed random probe batch, and hashes 
 significant digits. Every weight is drawn at random for the probe, also the ones whose real initialization is the
 identity (SHIFT starts at 0, SCALE at 1): at those values `relu(x + shift)` and `relu(x) + shift` agree, yet they
 train differently. The search looks a candidate up by its canonical hash first (an exact duplicate) and then by
-this fingerprint; a hit reuses the recorded result without training.
+this fingerprint; a hit reuses the recorded result without training. The block is only part of the model: the
+hash also covers the DNA's macro-options (their canonical form), so the same block with other routing, exits or
+patching is a different model.
 
 Equal fingerprints are strong evidence, not proof, of equal functions: weights are drawn per graph node, so two
 equivalent programs that place their weights differently get different fingerprints (a missed hit, never a
@@ -16,6 +18,7 @@ wrong one, unless two different functions agree on the probe to 4 digits).
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 
@@ -42,4 +45,6 @@ def fingerprint(dna, width_units: int = 8) -> str | None:
     except Exception:  # noqa: BLE001 -- a program that cannot run has no fingerprint; training will say why
         return None
     text = ",".join(f"{value:.{DIGITS - 1}e}" for value in outputs.ravel().tolist())   # 4 significant digits
+    if dna.macro_options.any_enabled:
+        text += json.dumps(dna.macro_options.canonical(), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

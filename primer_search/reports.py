@@ -29,13 +29,34 @@ def _hurdle_reached(individual: Individual) -> str:
     return f"{passed}/{len(individual.hurdles)}" + ("" if passed == len(individual.hurdles) else " stop")
 
 
+def model_summary(metrics: dict, dna: dict) -> str:
+    """The model kind and what its macro-options measured, e.g. "token mod 12%", "calm 2.4 layers", "megabyte P8"."""
+    parts = [metrics.get("architecture") or "token"]
+    if metrics.get("mod_routed_fraction") is not None:
+        parts.append(f"mod {metrics['mod_routed_fraction']:.0%}")
+    if metrics.get("calm_average_layers") is not None:
+        parts.append(f"{metrics['calm_average_layers']:.1f} layers")
+    if parts[0] == "megabyte":
+        parts.append(f"P{dna['macro_options']['megabyte']['patch_size']}")
+    return " ".join(parts)
+
+
+def _number(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def top_table(store: RunStore, n: int = 10, statuses=("ok",)) -> str:
-    """The best `n` completed programs as an aligned table."""
-    rows = [("id", "fitness", "params", "step ms", "hurdles", "mutation", "parent")]
+    """The best `n` completed programs as an aligned table: fitness, quality, size, model, sampling cost."""
+    rows = [("id", "fitness", "loss", "bits/byte", "params", "model", "sample MFLOP/tok", "tok/s", "step ms",
+             "hurdles", "mutation", "parent")]
     for ind in store.top(n, statuses=statuses):
-        metrics = ind.metrics or {}
-        step = metrics.get("mean_step_seconds")
-        rows.append((str(ind.id), f"{ind.fitness:.4f}", f"{metrics.get('parameter_count') or 0:,}",
+        m = ind.metrics or {}
+        step = m.get("mean_step_seconds")
+        sampling = m.get("sampling_flops_per_token")
+        rows.append((str(ind.id), f"{ind.fitness:.4f}", _number(m.get("validation_loss"), ".4f"),
+                     _number(m.get("bits_per_byte"), ".4f"), f"{m.get('parameter_count') or 0:,}",
+                     model_summary(m, ind.dna), _number(sampling and sampling / 1e6, ".2f"),
+                     _number(m.get("sampling_tokens_per_second"), ".0f"),
                      f"{step * 1000:.0f}" if step else "-", _hurdle_reached(ind),
                      ind.mutation or "seed", str(ind.parent_id) if ind.parent_id is not None else "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -60,11 +81,20 @@ def describe_individual(store: RunStore, individual_id: int) -> str:
     result = (f"status {ind.status}, fitness {ind.fitness if ind.fitness is not None else '-'}"
               + (f", reused from individual {ind.cached_from}" if ind.cached_from else "")
               if ind.done else "in flight")
-    error = (ind.metrics or {}).get("error")
+    metrics = ind.metrics or {}
+    error = metrics.get("error")
     parts = [f"individual {ind.id}: {result}" + (f"\nerror: {error}" if error else ""),
              f"mutation: {ind.mutation or 'seed'}" + (f" ({ind.mutation_detail})" if ind.mutation_detail else "")
              + (f", parent {ind.parent_id}" if ind.parent_id is not None else ""),
-             f"hash {ind.canonical_hash}, hurdles {_hurdle_reached(ind)}", "", listing.rstrip()]
+             f"hash {ind.canonical_hash}, hurdles {_hurdle_reached(ind)}"]
+    if metrics.get("validation_loss") is not None:
+        sampling = metrics.get("sampling_flops_per_token")
+        speed = metrics.get("sampling_tokens_per_second")
+        parts.append(f"model {model_summary(metrics, ind.dna)}, {metrics.get('parameter_count') or 0:,} parameters; "
+                     f"validation loss {metrics['validation_loss']:.4f}, {metrics['bits_per_byte']:.4f} bits/byte"
+                     + (f"; sampling {sampling / 1e6:.2f} MFLOPs/token" if sampling else "")
+                     + (f", {speed:.0f} tokens/s" if speed else ""))
+    parts += ["", listing.rstrip()]
     if ind.parent_id is not None:
         parent = store.individual(ind.parent_id)
         parts += ["", f"versus parent {parent.id}:",

@@ -61,9 +61,15 @@ def run_trial(payload: dict) -> dict:
     return evaluate(DNA.from_dict(payload["dna"]), config, on_checkpoint=on_checkpoint).to_dict()
 
 
-def load_seeds(names) -> list[DNA]:
-    """Seed names (transformer, primer_ez, primer) or DNA files."""
-    return [load_seed_or_file(name) for name in names]
+def load_seeds(names, metric: str = "bits_per_byte") -> list[DNA]:
+    """Seed names (transformer, primer_ez, primer, with any +option) or DNA files. A MEGABYTE seed needs the
+    metric that compares it with the others: bits per byte."""
+    seeds = [load_seed_or_file(name) for name in names]
+    for name, dna in zip(names, seeds):
+        if dna.macro_options.megabyte.enabled and metric != "bits_per_byte":
+            raise ValueError(f"search.seeds: {name!r} enables megabyte, which predicts bytes, not tokens; expected "
+                             f"search.metric: bits_per_byte (found {metric})")
+    return seeds
 
 
 def fitness_of(result: dict) -> float | None:
@@ -109,7 +115,7 @@ class Search:
 
     @classmethod
     def start(cls, config: Config, run_dir) -> "Search":
-        seeds = load_seeds(config.search.seeds)               # a missing seed file fails before the run exists
+        seeds = load_seeds(config.search.seeds, config.search.metric)   # a bad seed fails before the run exists
         store = RunStore.create(run_dir, config.to_dict())
         return cls(config, store, random.Random(config.search.seed), seeds)
 
@@ -125,7 +131,7 @@ class Search:
             if state is not None:
                 rng.setstate(state)
             stored = [DNA.from_dict(row.dna) for row in store.individuals_without_parent()]
-            seeds = stored + load_seeds(config.search.seeds[len(stored):])   # the seeds as first evaluated
+            seeds = stored + load_seeds(config.search.seeds[len(stored):], config.search.metric)   # as evaluated
             search = cls(config, store, rng, seeds)
             search._replay()
         except BaseException:

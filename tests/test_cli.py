@@ -36,7 +36,10 @@ def test_bad_file_is_a_one_line_error(tmp_path, capsys):
 def test_show_with_a_config_sizes_the_model(capsys):
     assert main(["show", "transformer", "--config", "search_configs/lm1b_primer.yaml"]) == 0
     out = capsys.readouterr().out
-    assert "model parameters (6 layers, vocab 32000)" in out and "(band 32,000,000..38,000,000)" in out
+    assert "model parameters (token, 6 layers, vocab 32000)" in out and "(band 32,000,000..38,000,000)" in out
+    assert main(["show", "transformer+megabyte", "--config", "search_configs/lm1b_primer.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "model parameters (megabyte, 6 layers, vocab 258)" in out and "FLOPs per byte: training " in out
 
 
 def test_bad_config_key_is_named(tmp_path, capsys):
@@ -91,11 +94,15 @@ def test_run_then_read_the_run(tmp_path, capsys):
     assert main(["status", str(run_dir)]) == 0 and "best fitness" in capsys.readouterr().out
     assert main(["top", str(run_dir), "-n", "3"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == ["id", "fitness", "params", "step", "ms", "hurdles", "mutation", "parent"]
+    assert re.split(r"  +", table[0]) == ["id", "fitness", "loss", "bits/byte", "params", "model",
+                                          "sample MFLOP/tok", "tok/s", "step ms", "hurdles", "mutation", "parent"]
+    assert re.split(r"  +", table[1])[5] == "token"
     assert 2 <= len(table) <= 4
     assert main(["show", str(run_dir), "2"]) == 0
     shown = capsys.readouterr().out
     assert shown.startswith("individual 2: status") and "versus parent 1:" in shown and "S0 main:" in shown
+    assert re.search(r"^model token, [\d,]+ parameters; validation loss [\d.]+, [\d.]+ bits/byte; sampling "
+                     r"[\d.]+ MFLOPs/token$", shown, re.M)
     out = tmp_path / "best.yaml"
     assert main(["export", str(run_dir), "2", "-o", str(out)]) == 0
     assert load_dna(out).subprograms and main(["validate", str(out)]) == 0

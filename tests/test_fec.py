@@ -31,3 +31,8 @@ def test_programs_equal_only_at_initialization_differ():
     shift_then_relu = _program(Instruction("SHIFT", in1=0), Instruction("MAX", in1=2, const=0))
     relu_then_shift = _program(Instruction("MAX", in1=0, const=0), Instruction("SHIFT", in1=2))
     assert fingerprint(shift_then_relu) != fingerprint(relu_then_shift)
+
+
+def test_macro_options_are_part_of_the_fingerprint():
+    prints = [fingerprint(load_seed(name)) for name in ("transformer", "transformer+mod", "transformer+calm")]
+    assert None not in prints and len(set(prints)) == 3

@@ -49,3 +49,33 @@ def test_mutable_knobs_are_those_of_enabled_sections_and_grid_values_are_valid()
     for (section, knob), values in MUTATION_GRIDS.items():
         for value in values:
             MacroOptions().replace(section, **{knob: value})       # every grid value loads
+
+
+def test_seed_names_switch_options_on():
+    from primer_search.seeds import load_seed_or_file
+
+    dna = load_seed_or_file("primer+mod+calm")
+    assert dna.name == "primer+mod+calm" and dna.subprograms == load_seed("primer").subprograms
+    assert dna.macro_options.mixture_of_depths.enabled and dna.macro_options.calm.enabled
+    assert not dna.macro_options.megabyte.enabled
+    with pytest.raises(ValueError, match=r"seed 'transformer\+moe': unknown option \+moe, expected \+mod, \+calm"):
+        load_seed("transformer+moe")
+    with pytest.raises(ValueError, match=r"seed 'transformer\+mod\+megabyte': .*megabyte enabled with "):
+        load_seed("transformer+mod+megabyte")
+
+
+def test_megabyte_needs_bits_per_byte():
+    from primer_search.config import config_from_dict
+    from primer_search.search import load_seeds
+
+    with pytest.raises(ValueError, match="search.seeds: 'transformer\\+megabyte' enables megabyte"):
+        load_seeds(["transformer", "transformer+megabyte"], "validation_loss")
+    assert len(load_seeds(["transformer", "transformer+megabyte"], "bits_per_byte")) == 2
+    with pytest.raises(ValueError, match="search.metric: found validation_loss while macro mutations may switch on "
+                                         "megabyte, expected bits_per_byte"):
+        config_from_dict({"search": {"mutation_weights": {"macro": 1.0}}})
+    assert config_from_dict({"search": {"mutation_weights": {"macro": 1.0},
+                                        "macro_options": ["mixture_of_depths"]}}).search.macro_options == (
+        "mixture_of_depths",)
+    with pytest.raises(ValueError, match="search.macro_options: found 'moe', expected names from"):
+        config_from_dict({"search": {"macro_options": ["moe"]}})

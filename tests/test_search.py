@@ -1,3 +1,4 @@
+import math
 import os
 import signal
 import subprocess
@@ -127,6 +128,26 @@ def test_tiny_config_runs_end_to_end_on_local_ray(tmp_path, ray_session, capsys)
         assert len(rows) == 4 and rows[0].status == "ok" and rows[0].parent_id is None
         assert all(row.worker and ":" in row.worker for row in rows if row.cached_from is None)
     assert (run_dir / "tensorboard").is_dir()
+
+
+@pytest.mark.slow
+def test_tiny_macro_config_searches_over_the_macro_options(tmp_path, capsys):
+    from primer_search.cli import main
+
+    run_dir = tmp_path / "run"
+    code = main(["run", "search_configs/tiny_macro.yaml", "--run-dir", str(run_dir),
+                 "--set", "search.num_individuals=8", "--set", "training.budget=2", "--set", "model.num_layers=2",
+                 "--set", "search.executor=in_process", "--set", "search.hurdles=0",
+                 "--set", f"data.cache_dir={tmp_path / 'cache'}", "--progress-every", "0"])
+    assert code == 0, capsys.readouterr().err
+    with RunStore.open(run_dir) as store:
+        rows = store.completed()
+        assert len(rows) == 8 and all(row.status == "ok" for row in rows)
+        kinds = [row.metrics["architecture"] for row in rows]
+        assert sorted(kinds[:4]) == ["calm", "megabyte", "token", "token"]     # the four seeds
+        assert all(row.fitness == pytest.approx(row.metrics["bits_per_byte"] + 0.05 * math.log2(
+            row.metrics["sampling_flops_per_token"] / 1e6)) for row in rows)
+        assert any(row.mutation == "macro" for row in rows[4:]) or len({row.canonical_hash for row in rows}) == 8
 
 
 def test_a_missing_seed_file_fails_before_the_run_exists(tmp_path):
