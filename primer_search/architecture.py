@@ -20,7 +20,7 @@ Cost, per target (a token, or a byte for MEGABYTE), counted as `primer_search.co
               sequence, (S + 1) // 2 positions (quadratic ops cost 2 x context x width per token). From what the
               evaluation measured (`stats`): a routed block runs for the routed fraction of tokens over a cache of
               routed tokens only; a CALM token runs its average number of blocks and exit projections, and each
-              later block still computes the keys and values of an exited token (`cache_nodes`); MEGABYTE
+              later block still computes the keys and values of an exited token (`decoding.cache_nodes`); MEGABYTE
               runs its global stack once per patch.
 """
 
@@ -32,6 +32,7 @@ import functools
 import keras
 
 from primer_search import calm, cost, megabyte, mod
+from primer_search.decoding import cache_nodes
 from primer_search.config import Config, ModelConfig
 from primer_search.data import LanguageData, load_byte_data, load_data
 from primer_search.dna import DNA
@@ -40,26 +41,6 @@ from primer_search.model import build_model, parameter_count, routed, search_uni
 from primer_search.tokenizer import BYTE_VOCAB_SIZE
 
 KINDS = ("token", "calm", "megabyte")
-
-
-def cache_nodes(graph: Graph) -> list[int]:
-    """Ids of the nodes a token must still compute in a block it skips, so that later tokens find its entries in
-    the block's cache: the inputs that sequence ops read at earlier positions (the keys and values of attention,
-    a convolution's window, a running sum) and everything they depend on."""
-    needed, stack = set(), []
-    for node in graph.nodes:
-        if node.op in ("MAT_MUL", "T_MAT_MUL"):
-            stack.append(node.inputs[-1])
-        elif node.op.startswith(("CONV_", "DCONV_")) and node.op != "CONV_1X1":
-            stack.append(node.inputs[0])
-        elif node.op in ("CUM_SUM", "CUM_PROD"):
-            stack.append(node.id)
-    while stack:
-        i = stack.pop()
-        if i not in needed:
-            needed.add(i)
-            stack.extend(graph.nodes[i].inputs)
-    return sorted(needed)
 
 
 @dataclasses.dataclass(frozen=True)

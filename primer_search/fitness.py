@@ -17,7 +17,8 @@ validation loss (mean NLL per token in nats) or bits per byte, which compares mo
 `search.objective: inference` the quality plus `search.inference_weight` x log2(sampling FLOPs per token / 1e6):
 each doubling of the cost of generating a token costs that much quality. A CALM model is measured as it samples,
 exiting early at its threshold (`calm_average_layers` blocks per token); a MoD model routes causally, as it
-samples (`mod_routed_fraction` of the tokens per routed block).
+samples (`mod_routed_fraction` of the tokens per routed block). With `training.sampling_tokens` the trained model
+also generates that many tokens with a cache (`primer_search.sampling`) and reports its tokens per second.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import tensorflow as tf
 from primer_search.architecture import Architecture
 from primer_search.config import Config, SearchConfig
 from primer_search.dna import DNA
+from primer_search.sampling import sampling_speed
 from primer_search.training import Checkpoint, Diverged, EvaluationTimeout, Progress, Trainer, budget_fraction
 
 
@@ -136,6 +138,9 @@ def evaluate(dna: DNA, config: Config,
                 raise Diverged(progress.steps, loss, "validation loss")
             metrics["perplexity"] = math.exp(min(loss, 700.0))
             metrics["sampling_flops_per_token"] = arch.sampling_flops_per_token(unit, metrics)
+            if training.sampling_tokens:
+                metrics["sampling_tokens_per_second"] = sampling_speed(model, training.sampling_tokens,
+                                                                       training.seed)
             fields.update(status="stopped" if progress.stopped else "ok", **metrics,
                           fitness=score(metrics, config.search))
         except Diverged as err:

@@ -176,6 +176,12 @@ class MixtureOfDepths(keras.layers.Layer):
             return self._top_k_mask(self._top_k(r), tf.shape(x)[1]) > 0
         return self._causal_logits(x, r) > 0
 
+    def decide(self, x) -> tuple[tf.Tensor, tf.Tensor]:
+        """The causal decision for tokens x [B, S, d]: (routed [B, S] bool, gate [B, S], the weight of the block's
+        update on a routed token). What evaluation uses, and what a sampler uses one token at a time."""
+        r = self._router_logits(x)                                # [B, S]
+        return self._causal_logits(x, r) > 0, self._weight(r)
+
     # -- training: top-k over the sequence --------------------------------------------------------------------------
 
     def _train_call(self, x):
@@ -205,14 +211,13 @@ class MixtureOfDepths(keras.layers.Layer):
     # -- evaluation: causal per-token decision, packed ---------------------------------------------------------------
 
     def _eval_call(self, x):
-        r = self._router_logits(x)                                # [B, S]
-        routed = self._causal_logits(x, r) > 0                    # [B, S] depends on token t only
+        routed, gate = self.decide(x)                             # [B, S] depend on token t only
         length = tf.shape(x)[1]
         positions = tf.range(length)[None]                        # [1, S]
         perm = tf.argsort(tf.where(routed, positions, positions + length), axis=-1)  # [B, S] routed first
         x_packed = tf.gather(x, perm, batch_dims=1)               # [B, S, d]
         update = tf.gather(self.block(x_packed) - x_packed, tf.argsort(perm, axis=-1), batch_dims=1)  # [B, S, d]
-        return tf.where(routed[..., None], x + self._weight(r)[..., None] * update, x)  # [B, S, d]
+        return tf.where(routed[..., None], x + gate[..., None] * update, x)  # [B, S, d]
 
     def _causal_logits(self, x, r):
         return self._predictor_logits(x) if self.uses_predictor else r  # [B, S]

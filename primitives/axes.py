@@ -1,6 +1,11 @@
 """Tensor helpers shared by the primitives: causal masks, kind coercion, width matching, sequence shifts.
 
 Shapes follow the glossary in `primitives/registry.py`: features [B, m, S, W], positions [B, m, S, S].
+
+The causal helpers also accept a rectangular positions tensor [..., Q, K] whose Q query rows are the LAST Q of
+the K key positions (query row i is position K - Q + i). The square case Q = K is the full-sequence tensor; the
+case Q = 1, K = t + 1 is the single row of position t that `primer_search.decoding` computes per decoded token,
+so every primitive's own implementation runs unchanged on such a row.
 """
 
 from __future__ import annotations
@@ -11,20 +16,22 @@ from primitives.registry import POSITIONS, Sig
 
 
 def causal_mask(p: tf.Tensor) -> tf.Tensor:
-    """Boolean [S, S] mask of the entries (t, j) with j <= t, for a positions tensor [B, m, S, S]."""
-    s = tf.shape(p)[-1]
-    return tf.linalg.band_part(tf.ones([s, s], tf.bool), -1, 0)  # [S, S]
+    """Boolean [Q, K] mask of the entries (i, j) with key j <= query position K - Q + i, for a positions tensor
+    [..., Q, K] whose queries are the last Q of K positions (square [S, S]: the lower triangle j <= t)."""
+    q, k = tf.shape(p)[-2], tf.shape(p)[-1]
+    return tf.linalg.band_part(tf.ones([q, k], tf.bool), -1, k - q)  # [Q, K]
 
 
 def mask_future(p: tf.Tensor, fill: float = 0.0) -> tf.Tensor:
-    """Replace key positions j > t by `fill`. `tf.where` (not a product) so a future inf/NaN cannot leak."""
-    return tf.where(causal_mask(p), p, tf.cast(fill, p.dtype))  # [B, m, S, S]
+    """Replace future key positions (j > t) by `fill`. `tf.where` (not a product) so a future inf/NaN cannot leak."""
+    return tf.where(causal_mask(p), p, tf.cast(fill, p.dtype))  # [B, m, Q, K]
 
 
 def causal_mean(p: tf.Tensor) -> tf.Tensor:
-    """Mean over the key positions j <= t: [B, m, S, S] -> [B, m, S, 1]."""
-    total = tf.reduce_sum(mask_future(p), axis=-1, keepdims=True)   # [B, m, S, 1]
-    count = tf.cast(tf.range(1, tf.shape(p)[-2] + 1), p.dtype)[:, None]  # [S, 1]
+    """Mean over the key positions j <= t: [..., Q, K] -> [..., Q, 1] (query row i divides by K - Q + i + 1)."""
+    total = tf.reduce_sum(mask_future(p), axis=-1, keepdims=True)   # [..., Q, 1]
+    q, k = tf.shape(p)[-2], tf.shape(p)[-1]
+    count = tf.cast(tf.range(k - q + 1, k + 1), p.dtype)[:, None]   # [Q, 1]: keys seen by each query row
     return total / count
 
 

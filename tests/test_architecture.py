@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from primer_search import cost
-from primer_search.architecture import Architecture, cache_nodes
+from primer_search.architecture import Architecture
+from primer_search.decoding import cache_nodes
 from primer_search.calm import CalmLanguageModel
 from primer_search.fitness import evaluate, score
 from primer_search.graph import lower
@@ -104,9 +105,10 @@ def test_score_weights_the_inference_cost(config):
 
 @pytest.mark.parametrize("name", ["mod", "mod_aux_bce", "calm", "mod_calm", "megabyte"])
 def test_each_option_evaluates_end_to_end(config, name):
-    result = evaluate(_dna(name), config)
+    result = evaluate(_dna(name), config.replace(training={"sampling_tokens": 6}))
     assert result.status == "ok", result.error
     assert np.isfinite(result.validation_loss) and result.sampling_flops_per_token > 0
+    assert result.sampling_tokens_per_second > 0
     assert result.architecture == ("megabyte" if name == "megabyte" else "calm" if "calm" in name else "token")
     if "mod" in name:
         assert 0.0 <= result.mod_routed_fraction <= 1.0

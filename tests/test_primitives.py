@@ -119,3 +119,20 @@ def test_kinds_and_weights_metadata():
     assert primitives.get("DCONV_3X1").reads == ("in1",)  # depthwise keeps the width: no dim read
     assert primitives.get("T_MAT_MUL").shape(features(Width(1)), features(Width(1))).kind == POSITIONS
     assert primitives.get("RED_SUM").shape(primitives.POSITIONS_SIG).kind == FEATURES
+
+
+def test_causal_helpers_on_the_last_rows_equal_those_rows_of_the_square(np_rng):
+    # [..., Q, K] with the queries the last Q of K positions (how `primer_search.decoding` computes rows)
+    from primitives import axes
+
+    p = tf.constant(np_rng.normal(size=(2, 3, 6, 6)), tf.float32)                  # [B, m, S, S]
+    square_mask, square_mean = axes.mask_future(p, -7.0).numpy(), axes.causal_mean(p).numpy()
+    for q in range(1, 7):
+        rows = p[:, :, 6 - q:]                                                      # [B, m, Q, S]
+        np.testing.assert_array_equal(axes.mask_future(rows, -7.0).numpy(), square_mask[:, :, 6 - q:])
+        np.testing.assert_allclose(axes.causal_mean(rows).numpy(), square_mean[:, :, 6 - q:], rtol=1e-6)
+    for t in range(6):
+        row = p[:, :, t:t + 1, :t + 1]                                              # [B, m, 1, t+1]: keys 0..t
+        np.testing.assert_allclose(axes.causal_mean(row).numpy(), square_mean[:, :, t:t + 1], rtol=1e-6)
+    np.testing.assert_array_equal(axes.causal_mask(p[:, :, 4:]).numpy(),
+                                  np.tril(np.ones((6, 6), bool))[4:])              # [2, 6]

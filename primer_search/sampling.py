@@ -1,0 +1,221 @@
+"""Autoregressive generation with a cache in every block, for each kind of model the search builds.
+
+    sampler = Sampler(model)              # a LanguageModel (with MoD routers or not), CalmLanguageModel or
+                                          # MegabyteModel, built and trained
+    result = sampler.generate(prompt, 64, np.random.default_rng(0))
+    result.tokens, result.seconds, result.layers_run, result.blocks_run
+
+One sequence (batch 1, the latency setting where Mixture-of-Depths and CALM save work). Each position runs once
+through the blocks' `decoding.BlockDecoder`s (traced once, caches grow by one row per step): the prompt's
+positions are fed (teacher forcing, the logits kept for tests), then tokens are drawn from the softmax with the
+generator passed in (or greedily with temperature 0). The logits a sampler computes are the model's evaluation
+logits position by position:
+    token     every block steps on the new position.
+    MoD       a routed block decides causally (`MixtureOfDepths.decide`); an unrouted token skips the block and
+              leaves no entry in its cache (so later tokens attend over routed tokens only), a routed one adds the
+              block's update times its gate. This is the model's evaluation mode, token by token.
+    CALM      after each exit layer the token leaves once its confidence reaches the threshold; every later block
+              then only writes the token's cache entries from its frozen state (`BlockDecoder.extend`), as the
+              evaluation's state propagation (`calm.CalmLanguageModel.early_exit_logits`).
+    MEGABYTE  at the first byte of a patch the global stack steps once on the previous patch's bytes; each byte
+              is one step of the local stack, whose cache restarts at every patch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from primer_search.calm import CalmLanguageModel, confidence
+from primer_search.decoding import BlockDecoder
+from primer_search.megabyte import MegabyteModel
+from primer_search.mod import MixtureOfDepths
+from primer_search.model import LanguageModel, positional_encoding
+from primer_search.tokenizer import EOS_ID
+
+
+@dataclasses.dataclass
+class Generation:
+    tokens: list[int]             # the prompt, then the generated tokens
+    logits: list[np.ndarray]      # [V] per position: the prediction of the token after it
+    seconds: float                # wall-clock time of the generated positions (the prompt's excluded)
+    generated: int
+    blocks_run: int = 0           # block steps (not extends) over the generated positions
+    layers_run: list = dataclasses.field(default_factory=list)   # CALM: blocks used per generated token
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated / self.seconds if self.seconds > 0 else math.inf
+
+
+class _Stack:
+    """Decoders of a list of blocks (MoD wrappers decoded through their inner block) and their caches."""
+
+    def __init__(self, blocks):
+        self.blocks = list(blocks)
+        self.decoders = [BlockDecoder(b.block if isinstance(b, MixtureOfDepths) else b) for b in self.blocks]
+        self.reset()
+
+    def reset(self) -> None:
+        self.caches = [decoder.init_cache(1) for decoder in self.decoders]
+
+    def step(self, i: int, x: tf.Tensor) -> tuple[tf.Tensor, bool]:
+        """Block i on one position x [1, 1, d] -> (its output [1, 1, d], whether the block ran)."""
+        block, decoder = self.blocks[i], self.decoders[i]
+        if not isinstance(block, MixtureOfDepths):
+            y, self.caches[i] = decoder.traced_step(x, self.caches[i])
+            return y, True
+        routed, gate = block.decide(x)                                   # [1, 1]
+        if not bool(routed[0, 0]):
+            return x, False
+        y, self.caches[i] = decoder.traced_step(x, self.caches[i])
+        return x + gate[..., None] * (y - x), True
+
+    def extend(self, i: int, x: tf.Tensor) -> None:
+        """Write position x's cache entries in block i without computing its output (CALM state propagation)."""
+        block = self.blocks[i]
+        if isinstance(block, MixtureOfDepths) and not bool(block.decide(x)[0][0, 0]):
+            return                                                     # an unrouted token writes nothing
+        self.caches[i] = self.decoders[i].traced_extend(x, self.caches[i])
+
+
+class Sampler:
+    """Generate from a trained model with caches (see the module docstring)."""
+
+    def __init__(self, model, max_length: int = 4096):
+        if not isinstance(model, (LanguageModel, MegabyteModel)):
+            raise TypeError(f"Sampler: expected a LanguageModel, CalmLanguageModel or MegabyteModel, received "
+                            f"{type(model).__name__}")
+        self.model, self.max_length = model, max_length
+        if isinstance(model, MegabyteModel):
+            self.global_stack, self.local_stack = _Stack(model.global_blocks), _Stack(model.local_blocks)
+            self.positions = positional_encoding(max_length, model.widths.d_byte)        # [T, D_G]
+        else:
+            self.stack = _Stack(model.blocks)
+            self.positions = positional_encoding(max_length, model.d_model)              # [T, d]
+
+    def generate(self, prompt, num_tokens: int, rng: np.random.Generator | None = None,
+                 temperature: float = 1.0) -> Generation:
+        """The prompt (token ids; empty means one end-of-document id) followed by `num_tokens` drawn tokens.
+        `rng` draws them (required unless temperature is 0, which picks the most likely token)."""
+        tokens = [int(t) for t in prompt] or [EOS_ID]
+        if temperature > 0 and rng is None:
+            raise ValueError("Sampler.generate: pass a seeded numpy Generator as rng, or temperature=0 (greedy)")
+        if len(tokens) + num_tokens > self.max_length:
+            raise ValueError(f"Sampler.generate: prompt ({len(tokens)}) + num_tokens ({num_tokens}) exceeds "
+                             f"max_length {self.max_length}")
+        self._reset()
+        out, last_prompt = Generation(tokens, [], 0.0, num_tokens), len(tokens) - 1
+        start = time.perf_counter()
+        for t in range(last_prompt + num_tokens):
+            if t == last_prompt:
+                start = time.perf_counter()
+            logits, blocks, layers = self._position(t, tokens)
+            out.logits.append(logits)
+            if t >= last_prompt:                                         # predicts a generated token
+                out.blocks_run += blocks
+                if layers is not None:
+                    out.layers_run.append(layers)
+                tokens.append(_draw(logits, rng, temperature))
+        out.seconds = time.perf_counter() - start
+        return out
+
+    def _reset(self) -> None:
+        if isinstance(self.model, MegabyteModel):
+            self.global_stack.reset()
+            self.local_stack.reset()
+        else:
+            self.stack.reset()
+
+    def _position(self, t: int, tokens: list[int]) -> tuple[np.ndarray, int, int | None]:
+        """Logits [V] predicting token t + 1, the block steps run, and CALM's blocks used."""
+        if isinstance(self.model, MegabyteModel):
+            return self._megabyte_position(t, tokens)
+        model = self.model
+        x = model.embedding(tf.constant([[tokens[t]]])) * math.sqrt(model.d_model) + self.positions[t]  # [1, 1, d]
+        if isinstance(model, CalmLanguageModel):
+            return self._calm_position(x)
+        ran = 0
+        for i in range(len(model.blocks)):
+            x, did = self.stack.step(i, x)
+            ran += did
+        return model.project(x)[0, 0].numpy(), ran, None
+
+    def _calm_position(self, x) -> tuple[np.ndarray, int, int]:
+        model = self.model
+        exits, calm = model.exits[:-1], model.calm
+        ran, used, logits = 0, len(model.blocks), None
+        for i in range(len(model.blocks)):
+            if logits is not None:                                       # exited: propagate the frozen state
+                self.stack.extend(i, x)
+                continue
+            new, did = self.stack.step(i, x)
+            ran += did
+            if i in exits:
+                exit_logits = model.project(new)                         # [1, 1, V]
+                if float(confidence(calm.confidence, exit_logits, x, new)[0, 0]) >= calm.threshold:
+                    logits, used = exit_logits, i + 1
+            x = new
+        if logits is None:
+            logits = model.project(x)
+        return logits[0, 0].numpy(), ran, used
+
+    def _megabyte_position(self, t: int, tokens: list[int]) -> tuple[np.ndarray, int, None]:
+        model, p = self.model, self.model.patch_size
+        k, slot = divmod(t, p)
+        w, ran = model.widths, 0
+        if slot == 0:                                                    # a new patch: one global step
+            g = self._global_input(k, tokens)                            # [1, 1, P*D_G]
+            for i in range(len(model.global_blocks)):
+                g, _ = self.global_stack.step(i, g)
+                ran += 1
+            g = model.global_norm(g)
+            self.condition = model.global_to_local(tf.reshape(g, [1, p, w.d_byte]))    # [1, P, D_L]
+            self.local_stack.reset()
+        if slot == 0:
+            e = tf.reshape(model.local_pad, [1, 1, w.d_local])
+        else:
+            e = model.local_embedding(tf.constant([[tokens[t]]])) * math.sqrt(w.d_local)   # [1, 1, D_L]
+        x = self.condition[:, slot:slot + 1] + e                         # [1, 1, D_L]
+        for i in range(len(model.local_blocks)):
+            x, _ = self.local_stack.step(i, x)
+            ran += 1
+        x = model.final_norm(x)
+        if model.head is not None:
+            logits = model.head(x)
+        else:
+            logits = tf.matmul(x, model.local_embedding.embeddings, transpose_b=True)   # [1, 1, V]
+        return logits[0, 0].numpy(), ran, None
+
+    def _global_input(self, k: int, tokens: list[int]) -> tf.Tensor:
+        """Patch k of the global stack: the bytes at positions kP-P+1 .. kP (learned pads before position 0)."""
+        model, p, d_byte = self.model, self.model.patch_size, self.model.widths.d_byte
+        first = k * p - p + 1
+        rows = []
+        for position in range(first, k * p + 1):
+            if position < 0:
+                rows.append(model.global_pad[position - first])
+            else:
+                embedded = model.global_embedding(tf.constant([tokens[position]]))[0] * math.sqrt(d_byte)
+                rows.append(embedded + self.positions[position])
+        return tf.reshape(tf.concat(rows, axis=0), [1, 1, p * d_byte])
+
+
+def _draw(logits: np.ndarray, rng, temperature: float) -> int:
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    probs = np.exp(z - z.max())
+    return int(rng.choice(len(probs), p=probs / probs.sum()))
+
+
+def sampling_speed(model, num_tokens: int, seed: int = 0) -> float:
+    """Tokens (bytes for MEGABYTE) per second of generating `num_tokens` after an end-of-document id, with a warm
+    trace (a first short generation traces the block steps)."""
+    sampler = Sampler(model, max_length=num_tokens + 1)
+    sampler.generate([EOS_ID], min(num_tokens, 4), np.random.default_rng(seed))
+    return sampler.generate([EOS_ID], num_tokens, np.random.default_rng(seed)).tokens_per_second
