@@ -149,8 +149,8 @@ class CalmLanguageModel(LanguageModel):
 
     def validation_sums(self, tokens, targets) -> dict[str, tf.Tensor]:
         """Sums over the non-PAD targets of a batch under early exit: "nll", "layers" (blocks used) and "heads"
-        (exit projections computed, the final one included). With Mixture-of-Depths, "routed" counts the tokens a routed block passes through while they are active,
-        averaged over the routed blocks."""
+        (exit projections computed, the final one included). With Mixture-of-Depths, "routed" counts the tokens a
+        routed block passes through while they are active, averaged over the routed blocks."""
         sums = self._early_exit_sums(tokens, targets)
         del sums["count"]
         return sums

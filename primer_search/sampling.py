@@ -52,12 +52,25 @@ class Generation:
         return self.generated / self.seconds if self.seconds > 0 else math.inf
 
 
+def _traced(fn, width: int):
+    """`fn` of one position [1, 1, width] as a `tf.function` traced once."""
+    return tf.function(fn, input_signature=(tf.TensorSpec([1, 1, width], tf.float32),), autograph=False)
+
+
 class _Stack:
-    """Decoders of a list of blocks (MoD wrappers decoded through their inner block) and their caches."""
+    """Decoders of a list of blocks (a MoD wrapper's through its inner block) and their caches."""
 
     def __init__(self, blocks):
         self.blocks = list(blocks)
         self.decoders = [BlockDecoder(b.block if isinstance(b, MixtureOfDepths) else b) for b in self.blocks]
+        self.decide, self.routed_steps = [], []
+        for block, decoder in zip(self.blocks, self.decoders):
+            routed = isinstance(block, MixtureOfDepths)
+            self.decide.append(_traced(lambda x, b=block: _decision(b, x), decoder.d_model) if routed else None)
+            self.routed_steps.append(tf.function(
+                lambda x, gate, cache, d=decoder: _gated_step(d, x, gate, cache), autograph=False, input_signature=(
+                    tf.TensorSpec([1, 1, decoder.d_model], tf.float32), tf.TensorSpec([], tf.float32),
+                    decoder.cache_spec())) if routed else None)
         self.reset()
 
     def reset(self) -> None:
@@ -65,38 +78,58 @@ class _Stack:
 
     def step(self, i: int, x: tf.Tensor) -> tuple[tf.Tensor, bool]:
         """Block i on one position x [1, 1, d] -> (its output [1, 1, d], whether the block ran)."""
-        block, decoder = self.blocks[i], self.decoders[i]
-        if not isinstance(block, MixtureOfDepths):
-            y, self.caches[i] = decoder.traced_step(x, self.caches[i])
+        if self.decide[i] is None:
+            y, self.caches[i] = self.decoders[i].traced_step(x, self.caches[i])
             return y, True
-        routed, gate = block.decide(x)                                   # [1, 1]
-        if not bool(routed[0, 0]):
+        routed, gate = self.decide[i](x)                                 # scalars
+        if not bool(routed):                                             # skipped: no cache entry
             return x, False
-        y, self.caches[i] = decoder.traced_step(x, self.caches[i])
-        return x + gate[..., None] * (y - x), True
+        y, self.caches[i] = self.routed_steps[i](x, gate, self.caches[i])
+        return y, True
 
     def extend(self, i: int, x: tf.Tensor) -> None:
         """Write position x's cache entries in block i without computing its output (CALM state propagation)."""
-        block = self.blocks[i]
-        if isinstance(block, MixtureOfDepths) and not bool(block.decide(x)[0][0, 0]):
+        if self.decide[i] is not None and not bool(self.decide[i](x)[0]):
             return                                                     # an unrouted token writes nothing
         self.caches[i] = self.decoders[i].traced_extend(x, self.caches[i])
+
+
+def _decision(block: MixtureOfDepths, x) -> tuple[tf.Tensor, tf.Tensor]:
+    routed, gate = block.decide(x)                                       # [1, 1]
+    return routed[0, 0], gate[0, 0]
+
+
+def _gated_step(decoder: BlockDecoder, x, gate, cache) -> tuple[tf.Tensor, dict]:
+    """A routed token: x plus the gate times the block's update [1, 1, d]."""
+    y, cache = decoder.step(x, cache)
+    return x + gate * (y - x), cache
 
 
 class Sampler:
     """Generate from a trained model with caches (see the module docstring)."""
 
-    def __init__(self, model, max_length: int = 4096):
+    def __init__(self, model, max_length: int = 4096, threshold: float | None = None):
+        """`threshold` overrides a CALM model's exit threshold (e.g. to sweep it after training)."""
         if not isinstance(model, (LanguageModel, MegabyteModel)):
             raise TypeError(f"Sampler: expected a LanguageModel, CalmLanguageModel or MegabyteModel, received "
                             f"{type(model).__name__}")
         self.model, self.max_length = model, max_length
+        if isinstance(model, CalmLanguageModel):
+            self.threshold = model.calm.threshold if threshold is None else threshold
         if isinstance(model, MegabyteModel):
             self.global_stack, self.local_stack = _Stack(model.global_blocks), _Stack(model.local_blocks)
             self.positions = positional_encoding(max_length, model.widths.d_byte)        # [T, D_G]
+            self._trace_megabyte()
         else:
             self.stack = _Stack(model.blocks)
             self.positions = positional_encoding(max_length, model.d_model)              # [T, d]
+            d, one = model.d_model, tf.TensorSpec([1, 1, model.d_model], tf.float32)
+            self._embed = tf.function(
+                lambda token, t: model.embedding(token) * math.sqrt(d) + tf.gather(self.positions, t),
+                input_signature=(tf.TensorSpec([1, 1], tf.int32), tf.TensorSpec([], tf.int32)), autograph=False)
+            self._project = _traced(model.project, d)
+            if isinstance(model, CalmLanguageModel):
+                self._exit = tf.function(self._exit_confidence, input_signature=(one, one), autograph=False)
 
     def generate(self, prompt, num_tokens: int, rng: np.random.Generator | None = None,
                  temperature: float = 1.0) -> Generation:
@@ -135,19 +168,23 @@ class Sampler:
         """Logits [V] predicting token t + 1, the block steps run, and CALM's blocks used."""
         if isinstance(self.model, MegabyteModel):
             return self._megabyte_position(t, tokens)
-        model = self.model
-        x = model.embedding(tf.constant([[tokens[t]]])) * math.sqrt(model.d_model) + self.positions[t]  # [1, 1, d]
-        if isinstance(model, CalmLanguageModel):
+        x = self._embed(tf.constant([[tokens[t]]], tf.int32), tf.constant(t, tf.int32))      # [1, 1, d]
+        if isinstance(self.model, CalmLanguageModel):
             return self._calm_position(x)
         ran = 0
-        for i in range(len(model.blocks)):
+        for i in range(len(self.model.blocks)):
             x, did = self.stack.step(i, x)
             ran += did
-        return model.project(x)[0, 0].numpy(), ran, None
+        return self._project(x)[0, 0].numpy(), ran, None
+
+    def _exit_confidence(self, previous, new) -> tuple[tf.Tensor, tf.Tensor]:
+        """An exit's logits [1, 1, V] and the token's confidence [1, 1] there."""
+        logits = self.model.project(new)
+        return logits, confidence(self.model.calm.confidence, logits, previous, new)
 
     def _calm_position(self, x) -> tuple[np.ndarray, int, int]:
         model = self.model
-        exits, calm = model.exits[:-1], model.calm
+        exits = model.exits[:-1]
         ran, used, logits = 0, len(model.blocks), None
         for i in range(len(model.blocks)):
             if logits is not None:                                       # exited: propagate the frozen state
@@ -156,53 +193,67 @@ class Sampler:
             new, did = self.stack.step(i, x)
             ran += did
             if i in exits:
-                exit_logits = model.project(new)                         # [1, 1, V]
-                if float(confidence(calm.confidence, exit_logits, x, new)[0, 0]) >= calm.threshold:
+                exit_logits, score = self._exit(x, new)                  # [1, 1, V], [1, 1]
+                if float(score[0, 0]) >= self.threshold:
                     logits, used = exit_logits, i + 1
             x = new
         if logits is None:
-            logits = model.project(x)
+            logits = self._project(x)
         return logits[0, 0].numpy(), ran, used
 
     def _megabyte_position(self, t: int, tokens: list[int]) -> tuple[np.ndarray, int, None]:
         model, p = self.model, self.model.patch_size
         k, slot = divmod(t, p)
-        w, ran = model.widths, 0
+        ran = 0
         if slot == 0:                                                    # a new patch: one global step
-            g = self._global_input(k, tokens)                            # [1, 1, P*D_G]
+            first = k * p - p + 1                                        # its bytes: positions first .. kP
+            ids = [tokens[i] if i >= 0 else 0 for i in range(first, k * p + 1)]
+            g = self._patch_in(tf.constant(ids, tf.int32), tf.constant(first, tf.int32))    # [1, 1, P*D_G]
             for i in range(len(model.global_blocks)):
                 g, _ = self.global_stack.step(i, g)
                 ran += 1
-            g = model.global_norm(g)
-            self.condition = model.global_to_local(tf.reshape(g, [1, p, w.d_byte]))    # [1, P, D_L]
+            self.condition = self._patch_out(g)                          # [1, P, D_L]
             self.local_stack.reset()
-        if slot == 0:
-            e = tf.reshape(model.local_pad, [1, 1, w.d_local])
-        else:
-            e = model.local_embedding(tf.constant([[tokens[t]]])) * math.sqrt(w.d_local)   # [1, 1, D_L]
-        x = self.condition[:, slot:slot + 1] + e                         # [1, 1, D_L]
+        x = self._local_in(tf.constant([[tokens[t]]], tf.int32), tf.constant(slot, tf.int32), self.condition)
         for i in range(len(model.local_blocks)):
-            x, _ = self.local_stack.step(i, x)
+            x, _ = self.local_stack.step(i, x)                           # [1, 1, D_L]
             ran += 1
-        x = model.final_norm(x)
-        if model.head is not None:
-            logits = model.head(x)
-        else:
-            logits = tf.matmul(x, model.local_embedding.embeddings, transpose_b=True)   # [1, 1, V]
-        return logits[0, 0].numpy(), ran, None
+        return self._local_out(x)[0, 0].numpy(), ran, None
 
-    def _global_input(self, k: int, tokens: list[int]) -> tf.Tensor:
-        """Patch k of the global stack: the bytes at positions kP-P+1 .. kP (learned pads before position 0)."""
-        model, p, d_byte = self.model, self.model.patch_size, self.model.widths.d_byte
-        first = k * p - p + 1
-        rows = []
-        for position in range(first, k * p + 1):
-            if position < 0:
-                rows.append(model.global_pad[position - first])
-            else:
-                embedded = model.global_embedding(tf.constant([tokens[position]]))[0] * math.sqrt(d_byte)
-                rows.append(embedded + self.positions[position])
-        return tf.reshape(tf.concat(rows, axis=0), [1, 1, p * d_byte])
+    def _trace_megabyte(self) -> None:
+        """The per-patch and per-byte pieces of MEGABYTE generation as `tf.function`s traced once."""
+        model, p, w = self.model, self.model.patch_size, self.model.widths
+        pads = (tf.concat([model.global_pad, tf.zeros([1, w.d_byte])], axis=0) if p > 1
+                else tf.zeros([1, w.d_byte]))                            # [P, D_G]: slot i < P-1 may be a pad
+
+        def patch_in(ids, first):                                        # ids: [P] bytes of positions first..
+            positions = first + tf.range(p)                              # [P]
+            embedded = (model.global_embedding(ids) * math.sqrt(w.d_byte)
+                        + tf.gather(self.positions, tf.maximum(positions, 0)))          # [P, D_G]
+            rows = tf.where((positions < 0)[:, None], pads, embedded)    # learned pads before position 0
+            return tf.reshape(rows, [1, 1, p * w.d_byte])                # [1, 1, P*D_G]
+
+        def patch_out(g):                                                # g: [1, 1, P*D_G]
+            return model.global_to_local(tf.reshape(model.global_norm(g), [1, p, w.d_byte]))  # [1, P, D_L]
+
+        def local_in(token, slot, condition):                            # token: [1, 1], slot: the byte's index
+            embedded = model.local_embedding(token) * math.sqrt(w.d_local)                   # [1, 1, D_L]
+            shifted = tf.where(slot > 0, embedded, tf.reshape(model.local_pad, [1, 1, w.d_local]))
+            return condition[:, slot][:, None] + shifted                 # [1, 1, D_L]
+
+        def local_out(x):                                                # x: [1, 1, D_L] -> logits [1, 1, V]
+            x = model.final_norm(x)
+            if model.head is not None:
+                return model.head(x)
+            return tf.matmul(x, model.local_embedding.embeddings, transpose_b=True)
+
+        scalar = tf.TensorSpec([], tf.int32)
+        self._patch_in = tf.function(patch_in, input_signature=(tf.TensorSpec([p], tf.int32), scalar),
+                                     autograph=False)
+        self._patch_out = _traced(patch_out, p * w.d_byte)
+        self._local_in = tf.function(local_in, input_signature=(
+            tf.TensorSpec([1, 1], tf.int32), scalar, tf.TensorSpec([1, p, w.d_local], tf.float32)), autograph=False)
+        self._local_out = _traced(local_out, w.d_local)
 
 
 def _draw(logits: np.ndarray, rng, temperature: float) -> int:

@@ -30,31 +30,32 @@ def _program(*instructions):
     return DNA(subprograms=(Subprogram(tuple(instructions)),), constants=(0.0, 0.5), dimensions=(1, 2, 4, 8, 12, 16))
 
 
-I = Instruction
+Ins = Instruction
 PROGRAMS = {
     # unnormalized attention: T_MAT_MUL keys, MAT_MUL values
-    "values": _program(I("CONV_1X1", 0, dim=2), I("CONV_1X1", 0, dim=2), I("T_MAT_MUL", 2, 3), I("TANH", 4),
-                       I("MASK", 5), I("MAT_MUL", 6, 0), I("ADD", 7, 0)),
+    "values": _program(Ins("CONV_1X1", 0, dim=2), Ins("CONV_1X1", 0, dim=2), Ins("T_MAT_MUL", 2, 3), Ins("TANH", 4),
+                       Ins("MASK", 5), Ins("MAT_MUL", 6, 0), Ins("ADD", 7, 0)),
     # T_MAT_MUL of two positions tensors: a square keys history
-    "square_keys": _program(I("T_MAT_MUL", 0, 0), I("SIN", 2), I("T_MAT_MUL", 3, 2), I("MULTIPLY", 4, 0)),
+    "square_keys": _program(Ins("T_MAT_MUL", 0, 0), Ins("SIN", 2), Ins("T_MAT_MUL", 3, 2), Ins("MULTIPLY", 4, 0)),
     # T_MAT_MUL of features x positions (keys stored as causal means) and positions x features
-    "mixed_keys": _program(I("T_MAT_MUL", 0, 0), I("TANH", 2), I("T_MAT_MUL", 0, 3), I("T_MAT_MUL", 3, 0),
-                           I("ADD", 4, 5), I("RED_MAX", 6), I("MULTIPLY", 0, 7)),
+    "mixed_keys": _program(Ins("T_MAT_MUL", 0, 0), Ins("TANH", 2), Ins("T_MAT_MUL", 0, 3), Ins("T_MAT_MUL", 3, 0),
+                           Ins("ADD", 4, 5), Ins("RED_MAX", 6), Ins("MULTIPLY", 0, 7)),
     # MASK on features depends on the position itself; running sums and products on features
-    "mask_and_running": _program(I("MASK", 0), I("CUM_SUM", 2), I("TANH", 3), I("CUM_PROD", 4), I("ADD", 5, 3)),
+    "mask_and_running": _program(Ins("MASK", 0), Ins("CUM_SUM", 2), Ins("TANH", 3), Ins("CUM_PROD", 4),
+                                 Ins("ADD", 5, 3)),
     # long convolutions, one of them over a positions tensor (its causal mean)
-    "long_convs": _program(I("CONV_31X1", 0, dim=1), I("T_MAT_MUL", 2, 2), I("DCONV_7X1", 3),
-                           I("CONV_15X1", 4, dim=3), I("DCONV_15X1", 0), I("ADD", 5, 6)),
+    "long_convs": _program(Ins("CONV_31X1", 0, dim=1), Ins("T_MAT_MUL", 2, 2), Ins("DCONV_7X1", 3),
+                           Ins("CONV_15X1", 4, dim=3), Ins("DCONV_15X1", 0), Ins("ADD", 5, 6)),
     # branched: 4 heads of softmax attention in a called subprogram, then a depthwise conv
     "branched": DNA(subprograms=(
-        Subprogram((I("S1", 0, 0, branch=4), I("CONV_1X1", 2, dim=3), I("DCONV_3X1", 3), I("ADD", 4, 0))),
-        Subprogram((I("CONV_1X1", 0, dim=0), I("CONV_1X1", 0, dim=0), I("T_MAT_MUL", 2, 3), I("EXP", 4),
-                    I("MASK", 5), I("RED_SUM", 6), I("DIVIDE", 6, 7), I("MAT_MUL", 8, 0))),
+        Subprogram((Ins("S1", 0, 0, branch=4), Ins("CONV_1X1", 2, dim=3), Ins("DCONV_3X1", 3), Ins("ADD", 4, 0))),
+        Subprogram((Ins("CONV_1X1", 0, dim=0), Ins("CONV_1X1", 0, dim=0), Ins("T_MAT_MUL", 2, 3), Ins("EXP", 4),
+                    Ins("MASK", 5), Ins("RED_SUM", 6), Ins("DIVIDE", 6, 7), Ins("MAT_MUL", 8, 0))),
     ), constants=(0.0, 0.5), dimensions=(1, 2, 4, 8, 12, 16)),
 }
 FALLBACK_PROGRAMS = {
-    "cum_sum_over_positions": _program(I("T_MAT_MUL", 0, 0), I("CUM_SUM", 2), I("MULTIPLY", 3, 0)),
-    "positions_mat_mul": _program(I("T_MAT_MUL", 0, 0), I("TANH", 2), I("MAT_MUL", 3, 2), I("ADD", 4, 0)),
+    "cum_sum_over_positions": _program(Ins("T_MAT_MUL", 0, 0), Ins("CUM_SUM", 2), Ins("MULTIPLY", 3, 0)),
+    "positions_mat_mul": _program(Ins("T_MAT_MUL", 0, 0), Ins("TANH", 2), Ins("MAT_MUL", 3, 2), Ins("ADD", 4, 0)),
 }
 
 
@@ -172,7 +173,7 @@ def test_programs_that_are_not_row_local_fall_back_and_still_match(name):
 def test_seeds_are_cacheable_and_cum_over_positions_is_not():
     for name in SEED_NAMES:
         assert cacheable(compile_block(load_seed(name), unit=2).graph), name
-    cum_features = _program(I("CUM_SUM", 0), I("CUM_PROD", 2))
+    cum_features = _program(Ins("CUM_SUM", 0), Ins("CUM_PROD", 2))
     assert cacheable(compile_block(cum_features, unit=2).graph)
     reason = fallback_reason(compile_block(FALLBACK_PROGRAMS["cum_sum_over_positions"], unit=2).graph)
     assert "CUM_SUM" in reason and "positions" in reason

@@ -31,7 +31,8 @@ def test_seeded_evaluation_is_reproducible_and_complete(fast_config):
 def test_bits_per_byte_by_hand():
     # 3 targets ("hello", "world", end of document) over "hello world" + 1 byte for the end: 12 bytes
     data = types.SimpleNamespace(validation=types.SimpleNamespace(num_targets=3, num_bytes=12))
-    assert bits_per_byte(1.5, data.validation) == pytest.approx(3 * 1.5 / (math.log(2) * 12)) == pytest.approx(0.541011, 1e-5)
+    expected = 3 * 1.5 / (math.log(2) * 12)
+    assert bits_per_byte(1.5, data.validation) == pytest.approx(expected) == pytest.approx(0.541011, 1e-5)
 
 
 def test_a_program_that_cannot_be_sized_is_invalid(fast_config):
