@@ -18,7 +18,8 @@ validation loss (mean NLL per token in nats) or bits per byte, which compares mo
 each doubling of the cost of generating a token costs that much quality. A CALM model is measured as it samples,
 exiting early at its threshold (`calm_average_layers` blocks per token); a MoD model routes causally, as it
 samples (`mod_routed_fraction` of the tokens per routed block). With `training.sampling_tokens` the trained model
-also generates that many tokens with a cache (`primer_search.sampling`) and reports its tokens per second.
+also generates that many tokens with a cache (`primer_search.sampling`) and reports its tokens per second (not
+when a hurdle stopped it).
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def evaluate(dna: DNA, config: Config,
                 raise Diverged(progress.steps, loss, "validation loss")
             metrics["perplexity"] = math.exp(min(loss, 700.0))
             metrics["sampling_flops_per_token"] = arch.sampling_flops_per_token(unit, metrics)
-            if training.sampling_tokens:
+            if training.sampling_tokens and not progress.stopped:
                 metrics["sampling_tokens_per_second"] = sampling_speed(model, training.sampling_tokens,
                                                                        training.seed)
             fields.update(status="stopped" if progress.stopped else "ok", **metrics,

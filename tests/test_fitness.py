@@ -66,10 +66,12 @@ def test_hard_time_limit_is_timeout(fast_config):
 
 
 def test_checkpoint_callback_can_stop_with_the_fitness_reached(fast_config):
-    config = fast_config.replace(training={"checkpoints": [0.5]})
+    config = fast_config.replace(training={"checkpoints": [0.5], "sampling_tokens": 8})
     result = evaluate(load_seed("transformer"), config, on_checkpoint=lambda checkpoint: False)
     assert result.status == "stopped" and result.steps == 2 and result.budget_fraction == 0.5
     assert result.fitness == result.checkpoints[0]["validation_loss"]
+    assert result.bits_per_byte == result.checkpoints[0]["bits_per_byte"]
+    assert result.sampling_tokens_per_second is None and result.sampling_flops_per_token > 0
 
 
 def test_data_problems_raise_instead_of_blaming_the_program(fast_config):
