@@ -52,7 +52,7 @@ def parameter_count(graph: Graph, config: ModelConfig, unit: int) -> int:
     d = config.width_units * unit
     embedding = config.vocab_size * d
     head = 0 if config.tie_embeddings else d * config.vocab_size + config.vocab_size
-    routing, options = 0, graph.macro_options["mixture_of_depths"]
+    routing, options = 0, graph.macro_options["mixture_of_depths"]     # the DNA's options, as a dict
     if options["enabled"]:
         routing = sum(mod.routed_layers(options["route_pattern"], config.num_layers)) * mod.routing_parameters(
             d, options["causal_fix"])
@@ -73,9 +73,9 @@ def search_unit(count: Callable[[int], int], config: ModelConfig) -> int:
             lo = mid
         else:
             hi = mid - 1
-    count = count(lo)
-    if count < low:
-        raise SizingError(f"model has {count:,} parameters at unit {lo} (the largest unit allowed, max_unit="
+    total = count(lo)
+    if total < low:
+        raise SizingError(f"model has {total:,} parameters at unit {lo} (the largest unit allowed, max_unit="
                           f"{config.max_unit}, or the largest under {high:,}); below the band's lower end {low:,}")
     return lo
 
