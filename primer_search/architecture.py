@@ -133,14 +133,15 @@ class Architecture:
         skipped = self.config.num_layers - layers
         return round(layers * per_block + skipped * cache_only + heads * self._head_flops(unit))
 
-    def _blocks_flops(self, unit: int, length: int, routed_fraction: float, routed_length: int) -> float:
-        """Forward FLOPs per token of the stack of blocks (MoD routers included)."""
+    def _blocks_flops(self, unit: int, length: int, routed_fraction: float, routed_length: int) -> int:
+        """Forward FLOPs per token of the stack of blocks (MoD routers included), rounded to an integer."""
         d = self.config.width_units * unit
         dense = cost.block_flops(self.graph, unit, length)
         options = self.dna.macro_options.mixture_of_depths
         routed_block = (routed_fraction * cost.block_flops(self.graph, unit, routed_length)
                         + mod.routing_flops(d, options.causal_fix))
-        return sum(routed_block if is_routed else dense for is_routed in routed(self.dna, self.config.num_layers))
+        return round(sum(routed_block if is_routed else dense
+                         for is_routed in routed(self.dna, self.config.num_layers)))
 
     def _head_flops(self, unit: int) -> int:
         return 2 * self.config.width_units * unit * self.config.vocab_size

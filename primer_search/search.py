@@ -213,7 +213,7 @@ class Search:
         self.store.record_result(individual, result["status"], fitness, result, worker=worker,
                                  attempts=attempts, cached_from=cached_from, started_at=started_at)
         self._enter(row, dna, fitness)
-        self._log(individual, fitness)
+        self._log(individual, fitness, result)
 
     def _complete(self, completion) -> None:
         row = self.store.individual(completion.trial_id)
@@ -230,8 +230,9 @@ class Search:
     def status(self) -> Status:
         return read_status(self.store, self.started, self.done_at_start)
 
-    def _log(self, individual: int, fitness: float | None) -> None:
-        """TensorBoard scalars in RUN_DIR/tensorboard, one point per completed individual.
+    def _log(self, individual: int, fitness: float | None, result: dict) -> None:
+        """TensorBoard scalars in RUN_DIR/tensorboard, one point per completed individual: savings, fitness, and
+        the individual's quality and sampling cost when measured.
 
         Written with TensorFlow's own `tf.summary.write` and the scalars plugin's metadata, so viewing them needs
         TensorBoard but writing them does not."""
@@ -245,6 +246,10 @@ class Search:
         scalars = {"savings/cache_hits": counts["cache_hits"], "savings/hurdle_stops": counts["hurdle_stops"]}
         if fitness is not None:
             scalars["fitness/individual"] = fitness
+            scalars["quality/validation_loss"] = result["validation_loss"]
+            scalars["quality/bits_per_byte"] = result["bits_per_byte"]
+            if result.get("sampling_flops_per_token"):
+                scalars["cost/sampling_mflops_per_token"] = result["sampling_flops_per_token"] / 1e6
         if fitnesses:
             scalars["fitness/population_best"] = min(fitnesses)
             scalars["fitness/population_mean"] = sum(fitnesses) / len(fitnesses)

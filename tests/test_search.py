@@ -40,6 +40,19 @@ def test_a_seeded_in_process_search_is_reproducible(tmp_path):
     history = _history(tmp_path / "a")
     assert history[0][1] is None and all(parent is not None for _, parent, *_ in history[1:])
     assert all(status in ("ok", "stopped") or fitness is None for *_, status, fitness in history)
+    assert {"fitness/individual", "quality/bits_per_byte", "cost/sampling_mflops_per_token",
+            "savings/hurdle_stops"} <= _tensorboard_tags(tmp_path / "a" / "tensorboard")
+
+
+def _tensorboard_tags(directory) -> set[str]:
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    tags = set()
+    for path in directory.iterdir():
+        for record in tf.data.TFRecordDataset(str(path)):
+            tags.update(value.tag for value in event_pb2.Event.FromString(record.numpy()).summary.value)
+    return tags
 
 
 def test_identical_programs_reuse_the_result(tmp_path):
