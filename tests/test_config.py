@@ -1,10 +1,16 @@
+import pathlib
+
 import pytest
 
 from primer_search.config import Config, apply_overrides, config_from_dict, load_config
 
 
 def test_every_shipped_config_loads():
-    tiny, paper = load_config("search_configs/tiny.yaml"), load_config("search_configs/lm1b_primer.yaml")
+    loaded = {path.stem: load_config(path) for path in pathlib.Path("search_configs").glob("*.yaml")}
+    assert {"tiny", "tiny_macro", "lm1b_primer", "cluster_example"} <= set(loaded)
+    tiny, paper = loaded["tiny"], loaded["lm1b_primer"]
+    macro = loaded["tiny_macro"].search
+    assert macro.metric == "bits_per_byte" and macro.mutation_weights.macro > 0 and macro.objective == "inference"
     assert tiny.data.source == "pydoc" and tiny.training.budget_kind == "seconds"
     assert paper.data.source == "lm1b" and paper.data.train_split == "train[:98%]"
     assert paper.data.batch_tokens == 4096 and paper.data.sequence_length == 64
