@@ -32,9 +32,9 @@ import functools
 import keras
 
 from primer_search import calm, cost, megabyte, mod
-from primer_search.decoding import cache_nodes
 from primer_search.config import Config, ModelConfig
 from primer_search.data import LanguageData, load_byte_data, load_data
+from primer_search.decoding import cache_nodes
 from primer_search.dna import DNA
 from primer_search.graph import Graph, lower
 from primer_search.model import build_model, parameter_count, routed, search_unit

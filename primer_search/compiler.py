@@ -93,10 +93,16 @@ class CompiledBlock(keras.layers.Layer):
     def call(self, x):                                           # x: [B, S, d]
         values: dict[int, tf.Tensor] = {}
         for node in self.graph.nodes:
-            values[node.id] = self._run(node, values, x)
+            values[node.id] = self.run_node(node, values, x)
         return values[self.graph.output.id]                     # [B, S, d]
 
-    def _run(self, node: Node, values, x) -> tf.Tensor:
+    def node_weights(self, node_id: int) -> dict[str, keras.Variable]:
+        """The weights of one graph node by name (empty for a node without weights)."""
+        return self._weights.get(node_id, {})
+
+    def run_node(self, node: Node, values, x) -> tf.Tensor:
+        """One graph node's output from its inputs' `values` (by node id) and the block input x; the whole-block
+        pass runs every node in order, `primer_search.decoding` runs them on one position's rows."""
         args = [values[i] for i in node.inputs]
         if node.op == "INPUT":
             return x[:, None]                                    # [B, 1, S, d]
@@ -115,7 +121,7 @@ class CompiledBlock(keras.layers.Layer):
                       y=args[1] if len(args) > 1 else None,
                       sig_y=node.input_sigs[1] if len(args) > 1 else None,
                       out=node.sig, const=node.const if node.const is not None else 0.0,
-                      weights=self._weights.get(node.id, {}), unit=self.unit)
+                      weights=self.node_weights(node.id), unit=self.unit)
         return primitives.get(node.op).fn(call)
 
     def compute_output_shape(self, input_shape):

@@ -9,9 +9,9 @@ are never computed).
 Method
 ------
 At step t every node computes its new row from its inputs' new rows with the primitive's own implementation (the
-compiler's `_run`, so the decoder cannot drift from it): `primitives.axes` treats a positions tensor [..., Q, K] as
-the last Q queries of K positions, so causal masks and causal means are right on a [1, t+1] row. A few ops reach
-along the sequence; the decoder keeps, in the cache, exactly what they read:
+compiler's `CompiledBlock.run_node`, so the decoder cannot drift from it): `primitives.axes` treats a positions
+tensor [..., Q, K] as the last Q queries of K positions, so causal masks and causal means are right on a [1, t+1]
+row. A few ops reach along the sequence; the decoder keeps, in the cache, exactly what they read:
     T_MAT_MUL(x, y)           the history of y, rows 0..t ("keys"): features rows [B, m, t+1, W] (a positions y
                               that meets a features x is stored as its causal-mean rows [B, m, t+1, 1]); a
                               positions y meeting a positions x as a square [B, m, t+1, t+1], row s zero-padded
@@ -196,7 +196,7 @@ def _probe_shapes(block: CompiledBlock) -> dict[int, tuple[int, int]]:
     x = tf.zeros([1, 1, block.d_model], block.compute_dtype)
     values: dict[int, tf.Tensor] = {}
     for node in block.graph.nodes:
-        values[node.id] = block._run(node, values, x)
+        values[node.id] = block.run_node(node, values, x)
     return {i: (int(v.shape[1]), int(v.shape[-1])) for i, v in values.items()}
 
 
@@ -412,7 +412,7 @@ class BlockDecoder:
     def _row(self, node: Node, rows: dict, x_t, t, cache: dict, new_cache: dict) -> tf.Tensor:
         rule = self._rules[node.id]
         if rule == ROW:
-            return self.block._run(node, rows, x_t)                       # the compiler's own op, on rows
+            return self.block.run_node(node, rows, x_t)                       # the compiler's own op, on rows
         if rule == MASK:
             x = rows[node.inputs[0]]                                      # [B, m, 1, K]
             keep = tf.range(tf.shape(x)[-1]) <= t                         # [K]: columns j <= t
@@ -422,7 +422,7 @@ class BlockDecoder:
         if rule == WINDOW:
             window = self._shift_window(node, rows, cache, new_cache)     # [B, m, k, W] or [B, m, k, k*U]
             if node.op.startswith("D"):
-                return _dconv_row(window, self.block._weights[node.id]["taps"])  # [B, m, 1, W]
+                return _dconv_row(window, self.block.node_weights(node.id)["taps"])  # [B, m, 1, W]
             return _conv_row(window, _conv_taps(node.op))                 # [B, m, 1, U]
         if rule == RUNNING:
             return self._running(node, rows, cache, new_cache)
@@ -444,7 +444,8 @@ class BlockDecoder:
         key = f"window/n{node.id}"
         row = axes.as_features(rows[node.inputs[0]], node.input_sigs[0])  # [B, m|1, 1, W]
         if not node.op.startswith("D"):
-            row = dense(row, _conv_taps_matrix(self.block._weights[node.id]["kernel"]))  # [B, m, 1, k*U]
+            kernel = self.block.node_weights(node.id)["kernel"]
+            row = dense(row, _conv_taps_matrix(kernel))                   # [B, m, 1, k*U]
         window = tf.concat([cache[key], row], axis=2)                     # [B, m, k, .]
         new_cache[key] = window[:, :, 1:]                                 # [B, m, k-1, .]
         return window

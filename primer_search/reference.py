@@ -131,7 +131,7 @@ def copy_weights(compiled_block, reference_block: ReferenceTransformerBlock) -> 
     n, h = ref.num_heads, ref.head_dim
     pairs = []                                                   # (reference variable, value)
     for node in compiled_block.graph.nodes:
-        weights = compiled_block._weights.get(node.id)
+        weights = compiled_block.node_weights(node.id)
         if not weights:
             continue
         w = np.asarray(next(iter(weights.values())))
