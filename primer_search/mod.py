@@ -171,10 +171,9 @@ class MixtureOfDepths(keras.layers.Layer):
     def routing_mask(self, x, training: bool = False) -> tf.Tensor:
         """Which tokens go through the block [B, S] bool: top-k in training mode, the causal decision otherwise."""
         x = tf.convert_to_tensor(x)
-        r = self._router_logits(x)                                # [B, S]
         if training:
-            return self._top_k_mask(self._top_k(r), tf.shape(x)[1]) > 0
-        return self._causal_logits(x, r) > 0
+            return self._top_k_mask(self._top_k(self._router_logits(x)), tf.shape(x)[1]) > 0
+        return self.decide(x)[0]
 
     def decide(self, x) -> tuple[tf.Tensor, tf.Tensor]:
         """The causal decision for tokens x [B, S, d]: (routed [B, S] bool, gate [B, S], the weight of the block's
