@@ -4,8 +4,8 @@ the same Transformer without routing.
 Both are trained for the same seconds budget (--budget, default 120 s each) on the benchmark corpus with the tiny
 config's training settings, --layers blocks (default 8) and a 4M-8M parameter band (each model sized into it; the
 routers and predictors add about 2%). At the tiny config's own size (d = 120) a cached step costs about 0.6 ms
-per block whatever its FLOPs (TensorFlow's per-op dispatch), so skipping blocks saves little there; at d = 264 the
-blocks' arithmetic dominates, as on real hardware at real sizes. The MoD model routes causally at sampling time
+per block whatever its FLOPs (TensorFlow's per-op dispatch); at d = 264 the blocks' arithmetic weighs more, as on
+real hardware at real sizes. The MoD model routes causally at sampling time
 through its auxiliary predictor, so the fraction it routes is measured, not assumed. Then each generates --tokens
 tokens (default 256) with a cache (`primer_search.sampling`, batch 1), the two models taking turns for five
 rounds; the figure is the median time per generated token.
