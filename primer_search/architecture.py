@@ -10,7 +10,7 @@ Data. Token and CALM models read the configured data; a MEGABYTE model reads the
 token model has tokens, and the validation set over the same documents, so bits per byte compare across them.
 
 Size. Every kind is sized into `model.param_band` by the same rule: the largest size unit whose exact parameter
-count fits (`model.search_unit`). MoD routers count; CALM exits share the output projection and add nothing; a
+count fits (`model.search_unit`). MoD routers count; CALM exits share the output projection (an early-exit classifier adds d + 1); a
 MEGABYTE model splits `num_layers` between its stacks (`megabyte.split_depth`).
 
 Cost, per target (a token, or a byte for MEGABYTE), counted as `primer_search.cost` counts a plain model:
@@ -89,7 +89,9 @@ class Architecture:
 
     def parameter_count(self, unit: int) -> int:
         if self.kind != "megabyte":
-            return parameter_count(self.graph, self.config, unit)
+            d = self.config.width_units * unit
+            return (parameter_count(self.graph, self.config, unit)
+                    + calm.classifier_parameters(d, self.dna.macro_options.calm))
         options = self.dna.macro_options.megabyte
         return megabyte.parameter_count(self.graph, unit, options.patch_size, *self.layers, self.config.vocab_size,
                                         options.global_width_factor, options.local_width_factor,

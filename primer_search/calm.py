@@ -5,7 +5,7 @@ Layers are counted from 0: "layer l" is the output of block l, so a token that e
 
 Exits sit after blocks first_exit, first_exit + exit_interval, ... and always after the last block (L - 1); a
 first_exit beyond the stack leaves only the last exit. Every exit reads the shared output projection (final layer
-norm + tied embedding, or the untied head), so CALM adds no parameters.
+norm + tied embedding, or the untied head), so CALM adds no parameters but the classifier's (d + 1, see below).
 
 Training: loss = sum_i w_i * CE_i over exits, CE_i the trainer's per-token cross-entropy (PAD targets count zero,
 averaged over all B*S positions, like `Trainer._step`), with weights normalized to sum to 1:
@@ -21,6 +21,10 @@ layer use it. Confidence of token t at exit layer l:
     softmax_max   top-1 probability (the official code's default)
     state_cos     cos(h_t^{l-1}, h_t^l) of consecutive layers' hidden states (the paper's "hidden-state saturation";
                   h^{-1} is the embedded input; t5x instead compares consecutive exits and gives the first 0)
+    classifier    sigmoid(w . h_t^l + b), the paper's "early-exit classifier": one linear classifier shared by the
+                  exits, trained beside the model on the stop-gradient hidden states with binary cross-entropy
+                  against the oracle label "this exit's top-1 token equals the last layer's" (the paper's
+                  consistency target), so its loss reaches the classifier only
 State propagation: once token t has exited at layer e, its hidden state at every later layer is its layer-e state,
 so each later block computes that token's keys and values from the copied state with its own weights (never a copy
 of keys/values). `early_exit_logits` simulates this for a whole sequence in one causal pass: every block still runs
@@ -47,7 +51,7 @@ from primer_search.tokenizer import PAD_ID
 from primer_search.training import cross_entropy
 
 LOSS_WEIGHTS = ("linear", "uniform", "geometric", "last_only")
-CONFIDENCES = ("softmax_diff", "softmax_max", "state_cos")
+CONFIDENCES = ("softmax_diff", "softmax_max", "state_cos", "classifier")
 
 
 def exit_layers(num_layers: int, first_exit: int, exit_interval: int) -> tuple[int, ...]:
@@ -82,7 +86,8 @@ def calm_loss(exit_logits, targets, weights) -> tf.Tensor:
 
 def confidence(method: str, logits, previous, current) -> tf.Tensor:
     """Exit confidence [B, S] from an exit's logits [B, S, V] and the hidden states [B, S, d] entering (previous)
-    and leaving (current) the block just run."""
+    and leaving (current) the block just run (the measures without weights; "classifier" is the model's:
+    `CalmLanguageModel.exit_confidence`)."""
     if method in ("softmax_diff", "softmax_max"):
         probs = tf.nn.softmax(tf.cast(logits, tf.float32))                      # [B, S, V]
         if method == "softmax_max":
@@ -93,7 +98,7 @@ def confidence(method: str, logits, previous, current) -> tf.Tensor:
         a, b = tf.cast(previous, tf.float32), tf.cast(current, tf.float32)
         dot = tf.reduce_sum(a * b, axis=-1)                                     # [B, S]
         return dot / tf.maximum(tf.norm(a, axis=-1) * tf.norm(b, axis=-1), 1e-12)
-    raise ValueError(f"confidence: found {method!r}, expected one of {list(CONFIDENCES)}")
+    raise ValueError(f"confidence: found {method!r}, expected one of {list(CONFIDENCES[:-1])}")
 
 
 def average_layers(exit_layer, mask=None) -> tf.Tensor:
@@ -103,6 +108,11 @@ def average_layers(exit_layer, mask=None) -> tf.Tensor:
         return tf.reduce_mean(used)
     mask = tf.cast(mask, tf.float32)
     return tf.reduce_sum(used * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def classifier_parameters(d_model: int, calm: Calm) -> int:
+    """Parameters the exits add: the early-exit classifier's d + 1 with confidence "classifier", else none."""
+    return d_model + 1 if calm.enabled and calm.confidence == "classifier" else 0
 
 
 def exit_head_flops(d_model: int, vocab_size: int, num_exits: int) -> int:
@@ -132,20 +142,49 @@ class CalmLanguageModel(LanguageModel):
         if self.calm.confidence not in CONFIDENCES:
             raise ValueError(f"calm.confidence: found {self.calm.confidence!r}, "
                              f"expected one of {list(CONFIDENCES)}")
+        self.exit_classifier = None
+        if self.calm.confidence == "classifier":
+            self.exit_classifier = keras.layers.Dense(
+                1, kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 7), name="exit_classifier")
+            self.exit_classifier.build((None, None, self.d_model))
+
+    def exit_confidence(self, logits, previous, current) -> tf.Tensor:
+        """The confidence [B, S] of the tokens at an exit (see `confidence`; "classifier" uses this model's)."""
+        if self.exit_classifier is None:
+            return confidence(self.calm.confidence, logits, previous, current)
+        return tf.sigmoid(tf.squeeze(self.exit_classifier(tf.stop_gradient(current)), -1))       # [B, S]
 
     def exit_logits(self, tokens, training=None) -> list[tf.Tensor]:
         """Logits [B, S, V] at every exit (in `self.exits` order) of one full forward pass."""
+        return [logits for _, logits in self._exit_states(tokens, training)]
+
+    def _exit_states(self, tokens, training=None) -> list[tuple[tf.Tensor, tf.Tensor]]:
+        """(hidden state [B, S, d], logits [B, S, V]) at every exit of one full forward pass."""
         h, out = self.embed(tokens), []
         for layer, block in enumerate(self.blocks):
             h = block(h, training=training)                                # [B, S, d]
             if layer in self.exits:
-                out.append(self.project(h))
+                out.append((h, self.project(h)))
         return out
 
     def training_loss(self, tokens, targets) -> tf.Tensor:
-        """The CALM training loss (scalar) of one batch: tokens, targets [B, S]; plus any MoD auxiliary loss."""
-        loss = calm_loss(self.exit_logits(tokens, training=True), targets, self.exit_weights)
+        """The CALM training loss (scalar) of one batch: tokens, targets [B, S]; plus the early-exit classifier's
+        loss and any MoD auxiliary loss."""
+        states = self._exit_states(tokens, training=True)
+        loss = calm_loss([logits for _, logits in states], targets, self.exit_weights)
+        if self.exit_classifier is not None:
+            loss += self._classifier_loss(states)
         return loss + tf.add_n(self.losses) if self.losses else loss
+
+    def _classifier_loss(self, states) -> tf.Tensor:
+        """Binary cross-entropy of the classifier at the early exits against "top-1 equals the last exit's"."""
+        final = tf.argmax(states[-1][1], axis=-1)                          # [B, S]
+        losses = []
+        for h, logits in states[:-1]:
+            label = tf.cast(tf.equal(tf.argmax(logits, axis=-1), final), tf.float32)       # [B, S]
+            score = tf.squeeze(self.exit_classifier(tf.stop_gradient(h)), -1)               # [B, S]
+            losses.append(tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=label, logits=score)))
+        return tf.add_n(losses) / len(losses) if losses else tf.constant(0.0)
 
     def validation_sums(self, tokens, targets) -> dict[str, tf.Tensor]:
         """Sums over the non-PAD targets of a batch under early exit: "nll", "layers" (blocks used) and "heads"
@@ -175,7 +214,7 @@ class CalmLanguageModel(LanguageModel):
             new = tf.where(active[..., None], block(h), h)                 # exited tokens keep their state
             if layer in self.exits[:-1]:
                 exit_logits = self.project(new)                            # [B, S, V]
-                leave = active & (confidence(self.calm.confidence, exit_logits, h, new) >= threshold)
+                leave = active & (self.exit_confidence(exit_logits, h, new) >= threshold)
                 logits = exit_logits if logits is None else tf.where(leave[..., None], exit_logits, logits)
                 exit_layer = tf.where(leave, layer, exit_layer)
                 active = active & ~leave
@@ -210,7 +249,8 @@ class CalmLanguageModel(LanguageModel):
 
 def build_calm_model(dna: DNA, config: ModelConfig, seed: int = 0, unit: int | None = None,
                      calm: Calm | None = None) -> CalmLanguageModel:
-    """A built CalmLanguageModel sized like `primer_search.model.build_model` (exits add no parameters)."""
+    """A built CalmLanguageModel sized like `primer_search.model.build_model` (an early-exit classifier's d + 1
+    parameters are left out of this sizing; `primer_search.architecture` counts them)."""
     unit = choose_unit(dna, config) if unit is None else unit
     model = CalmLanguageModel(dna, unit=unit, vocab_size=config.vocab_size, num_layers=config.num_layers,
                               width_units=config.width_units, tie_embeddings=config.tie_embeddings, seed=seed,

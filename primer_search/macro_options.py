@@ -44,7 +44,7 @@ class Calm:
     first_exit: int = between(0, 0, 64)
     exit_interval: int = choice(1, 1, 2)
     loss_weights: str = choice("linear", "linear", "uniform", "geometric", "last_only")
-    confidence: str = choice("softmax_diff", "softmax_diff", "softmax_max", "state_cos")
+    confidence: str = choice("softmax_diff", "softmax_diff", "softmax_max", "state_cos", "classifier")
     threshold: float = between(0.9, 0.0, 1.0, low_open=True)
 
 

@@ -30,7 +30,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from primer_search.calm import CalmLanguageModel, confidence
+from primer_search.calm import CalmLanguageModel
 from primer_search.decoding import BlockDecoder
 from primer_search.megabyte import MegabyteModel
 from primer_search.mod import MixtureOfDepths
@@ -180,7 +180,7 @@ class Sampler:
     def _exit_confidence(self, previous, new) -> tuple[tf.Tensor, tf.Tensor]:
         """An exit's logits [1, 1, V] and the token's confidence [1, 1] there."""
         logits = self.model.project(new)
-        return logits, confidence(self.model.calm.confidence, logits, previous, new)
+        return logits, self.model.exit_confidence(logits, previous, new)
 
     def _calm_position(self, x) -> tuple[np.ndarray, int, int]:
         model = self.model

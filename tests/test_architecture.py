@@ -20,6 +20,7 @@ OPTIONS = {
     "mod": {"mixture_of_depths": {"enabled": True, "route_pattern": "all"}},
     "mod_aux_bce": {"mixture_of_depths": {"enabled": True, "causal_fix": "aux_bce"}},
     "calm": {"calm": {"enabled": True, "threshold": 0.5}},
+    "calm_classifier": {"calm": {"enabled": True, "threshold": 0.5, "confidence": "classifier"}},
     "mod_calm": {"mixture_of_depths": {"enabled": True}, "calm": {"enabled": True}},
     "megabyte": {"megabyte": {"enabled": True, "patch_size": 4}},
 }
@@ -103,7 +104,7 @@ def test_score_weights_the_inference_cost(config):
     assert score(metrics, search) == pytest.approx(1.2 + 0.1 * 2)
 
 
-@pytest.mark.parametrize("name", ["mod", "mod_aux_bce", "calm", "mod_calm", "megabyte"])
+@pytest.mark.parametrize("name", ["mod", "mod_aux_bce", "calm", "calm_classifier", "mod_calm", "megabyte"])
 def test_each_option_evaluates_end_to_end(config, name):
     result = evaluate(_dna(name), config.replace(training={"sampling_tokens": 6}))
     assert result.status == "ok", result.error

@@ -35,7 +35,7 @@ def _mixed_threshold(model, tokens):
     do not, and no confidence sits close to it."""
     logits = model.exit_logits(tokens)[0]
     entering = model.embed(tokens)
-    conf = np.sort(confidence(model.calm.confidence, logits, entering, model.blocks[0](entering)).numpy().ravel())
+    conf = np.sort(model.exit_confidence(logits, entering, model.blocks[0](entering)).numpy().ravel())
     middle = len(conf) // 2
     return float(conf[middle - 1] + conf[middle]) / 2
 
@@ -57,7 +57,7 @@ def _token_by_token(model, tokens, threshold):
                     new = block(tf.stack(states[layer])[None])[0, -1]    # [d]
                     if layer in model.exits[:-1]:
                         lg = model.project(new[None, None])
-                        if confidence(model.calm.confidence, lg, h[None, None], new[None, None])[0, 0] >= threshold:
+                        if model.exit_confidence(lg, h[None, None], new[None, None])[0, 0] >= threshold:
                             exited, out = layer, lg[0, 0]
                     h = new
                 states[layer + 1].append(h)
@@ -148,7 +148,7 @@ def test_always_exit_uses_the_blocks_up_to_the_first_exit(tokens, first_exit):
     assert float(nll) == pytest.approx(float(tf.reduce_sum(cross_entropy(truncated(tokens), tokens))), rel=1e-5)
 
 
-@pytest.mark.parametrize("method", ["softmax_diff", "softmax_max", "state_cos"])
+@pytest.mark.parametrize("method", ["softmax_diff", "softmax_max", "state_cos", "classifier"])
 def test_early_exit_is_causal_and_equals_token_by_token_decoding(tokens, method):
     model = _model(confidence_=method)
     threshold = _mixed_threshold(model, tokens)
@@ -164,6 +164,22 @@ def test_early_exit_is_causal_and_equals_token_by_token_decoding(tokens, method)
         np.testing.assert_array_equal(new_exits.numpy()[:, :t], exit_layer.numpy()[:, :t])
         np.testing.assert_allclose(new_logits.numpy()[:, :t], logits.numpy()[:, :t], rtol=1e-6, atol=1e-6)
         assert not np.allclose(new_logits.numpy()[:, t], logits.numpy()[:, t])
+
+
+def test_the_classifier_learns_consistency_with_the_last_exit_and_nothing_else(tokens):
+    model = _model(confidence_="classifier")
+    assert model.count_params() == _model().count_params() + model.d_model + 1
+    confidences = model.exit_confidence(None, None, model.embed(tokens)).numpy()
+    assert confidences.shape == tokens.shape and ((0 < confidences) & (confidences < 1)).all()
+    with tf.GradientTape() as tape:
+        states = model._exit_states(tokens)
+        loss = model._classifier_loss(states)
+    grads = dict(zip([v.path for v in model.trainable_variables], tape.gradient(loss, model.trainable_variables)))
+    assert float(loss) > 0
+    assert all((g is not None) == ("exit_classifier" in path) for path, g in grads.items())
+    finals = tf.argmax(states[-1][1], -1)
+    labels = [tf.equal(tf.argmax(logits, -1), finals) for _, logits in states[:-1]]
+    assert any(bool(tf.reduce_any(label)) for label in labels)          # the oracle label is not constant
 
 
 def test_average_layers_on_a_constructed_case():

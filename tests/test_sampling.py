@@ -12,6 +12,7 @@ OPTIONS = {
     "token": {},
     "mod": {"mixture_of_depths": {"enabled": True, "route_pattern": "all", "capacity": 0.5}},
     "calm": {"calm": {"enabled": True, "threshold": 0.2, "confidence": "softmax_max"}},
+    "calm_classifier": {"calm": {"enabled": True, "threshold": 0.5, "confidence": "classifier"}},
     "mod_calm": {"mixture_of_depths": {"enabled": True}, "calm": {"enabled": True, "threshold": 0.2,
                                                                   "confidence": "softmax_max"}},
     "megabyte": {"megabyte": {"enabled": True, "patch_size": 4}},
