@@ -110,7 +110,8 @@ class Architecture:
                                                      vocab, options.global_width_factor, options.local_width_factor)
         k = mod.capacity_k(self.dna.macro_options.mixture_of_depths.capacity, length)
         forward = self._blocks_flops(unit, length, routed_fraction=k / length, routed_length=k)
-        forward += self._head_flops(unit) * self._exits()
+        d = self.config.width_units * unit
+        forward += self._head_flops(unit) + calm.exit_head_flops(d, self.config.vocab_size, self._exits())
         return cost.TRAINING_MULTIPLIER * forward
 
     def sampling_flops_per_token(self, unit: int, stats: dict | None = None) -> int:

@@ -210,8 +210,11 @@ class CalmLanguageModel(LanguageModel):
         logits, routed = None, []
         for layer, block in enumerate(self.blocks):
             if isinstance(block, MixtureOfDepths):
-                routed.append(block.routing_mask(h) & active)
-            new = tf.where(active[..., None], block(h), h)                 # exited tokens keep their state
+                out, routed_mask = block.evaluate(h)
+                routed.append(routed_mask & active)
+            else:
+                out = block(h)
+            new = tf.where(active[..., None], out, h)                      # exited tokens keep their state
             if layer in self.exits[:-1]:
                 exit_logits = self.project(new)                            # [B, S, V]
                 leave = active & (self.exit_confidence(exit_logits, h, new) >= threshold)

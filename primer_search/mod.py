@@ -210,13 +210,19 @@ class MixtureOfDepths(keras.layers.Layer):
     # -- evaluation: causal per-token decision, packed ---------------------------------------------------------------
 
     def _eval_call(self, x):
+        return self.evaluate(x)[0]
+
+    def evaluate(self, x) -> tuple[tf.Tensor, tf.Tensor]:
+        """The evaluation-mode output [B, S, d] and the causal routing mask [B, S] it used (what `call` computes
+        with training off, plus which tokens went through the block)."""
+        x = tf.convert_to_tensor(x)
         routed, gate = self.decide(x)                             # [B, S] depend on token t only
         length = tf.shape(x)[1]
         positions = tf.range(length)[None]                        # [1, S]
         perm = tf.argsort(tf.where(routed, positions, positions + length), axis=-1)  # [B, S] routed first
         x_packed = tf.gather(x, perm, batch_dims=1)               # [B, S, d]
         update = tf.gather(self.block(x_packed) - x_packed, tf.argsort(perm, axis=-1), batch_dims=1)  # [B, S, d]
-        return tf.where(routed[..., None], x + gate[..., None] * update, x)  # [B, S, d]
+        return tf.where(routed[..., None], x + gate[..., None] * update, x), routed  # [B, S, d], [B, S]
 
     def _causal_logits(self, x, r):
         return self._predictor_logits(x) if self.uses_predictor else r  # [B, S]

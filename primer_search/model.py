@@ -157,8 +157,10 @@ class LanguageModel(NextTokenLosses, keras.Model):
         x, routed_counts = self.embed(tokens), []
         for block in self.blocks:
             if isinstance(block, mod.MixtureOfDepths):
-                routed_counts.append(tf.reduce_sum(tf.cast(block.routing_mask(x), tf.float32) * mask))
-            x = block(x, training=False)
+                x, routed_mask = block.evaluate(x)
+                routed_counts.append(tf.reduce_sum(tf.cast(routed_mask, tf.float32) * mask))
+            else:
+                x = block(x, training=False)
         sums = {"nll": tf.reduce_sum(cross_entropy(self.project(x), targets))}
         if routed_counts:
             sums["routed"] = tf.add_n(routed_counts) / len(routed_counts)
