@@ -12,6 +12,7 @@ import dataclasses
 
 import yaml
 
+from primer_search.hurdles import placement_error
 from primer_search.macro_options import SECTIONS as MACRO_SECTIONS
 from primer_search.schema import between, choice, from_mapping
 from primer_search.tokenizer import BYTE_VOCAB_SIZE
@@ -112,7 +113,7 @@ class MutationWeights:
 class SearchConfig:
     """Regularized evolution (Real et al. 2019) with halving hurdles, as in the Primer paper's search."""
 
-    mode: str = choice("evolution", "evolution", "random")     # random: children of seeds, no selection
+    mode: str = choice("evolution", "evolution", "random", "hill_climb")   # baselines: see primer_search.evolution
     num_individuals: int = between(1000, 1)                   # evaluations in the whole run (seeds included)
     population_size: int = between(100, 2)
     tournament_size: int = between(10, 1)
@@ -212,7 +213,17 @@ def load_config(path=None, overrides=()) -> Config:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: found {type(data).__name__}, expected a mapping of sections "
                              f"(model, data, training, search)")
+    min_hurdle_steps: int = between(10, 0)                    # no hurdle before this many steps (nor before
+                                                              # training.warmup_steps): earlier is noise
+    reevaluations: int = between(2, 0)                        # a program proposed again trains again with a
+                                                              # fresh seed, up to this many times; its fitness
+                                                              # is the mean (primer_search.cache)
     try:
         return config_from_dict(data, overrides)
     except ValueError as err:
         raise ValueError(f"{path}: {err}" if path else str(err)) from None
+        training, search = self.training, self.search
+        if training.budget_kind == "steps" and search.hurdles:
+            error = placement_error(search.hurdles, training.budget, training.warmup_steps, search.min_hurdle_steps)
+            if error:
+                raise ValueError(error)

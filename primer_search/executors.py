@@ -11,7 +11,13 @@ The search controller gives each trial an integer id and keeps W of them in flig
 produce a value completes with `value=None` and a one-line `failure`:
     "exception: ValueError: ..."                  fn raised (the program's fault: never retried)
     "timeout after 30 s"                          it ran longer than the per-trial limit and was killed
+    "oom: OutOfMemoryError: ..."                  Ray's memory monitor killed it (never retried)
     "worker died 3 times: WorkerCrashedError: ..."   its process or node died on every attempt
+
+Questions mid-trial: an executor made with `answer=f` calls `fn(payload, ask)`; inside the trial, `ask(question)`
+(JSON-like data) blocks until the controller's `f(trial_id, question)` has answered, and returns the answer. The
+search uses it to hold a trial to a hurdle threshold taken when the trial reaches the hurdle, from every record
+so far. In process, `ask` calls `f` directly; on Ray it goes through a small actor the controller polls.
 
 `InProcessExecutor` runs trials in the calling process, one per `wait()`, in submission order (deterministic;
 for debugging and tests; no timeout, no retries). `RayExecutor` runs each trial as a Ray task.
@@ -56,10 +62,10 @@ def _where() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _call(fn, payload) -> tuple[Any, str | None]:
+def _call(fn, payload, ask=None) -> tuple[Any, str | None]:
     """(value, None), or (None, "exception: ...") when fn raised."""
     try:
-        return fn(payload), None
+        return (fn(payload) if ask is None else fn(payload, ask)), None
     except (Exception, SystemExit) as err:      # sys.exit() in a trial is its own failure, not a dead worker
         return None, f"exception: {type(err).__name__}: {err}"
 
@@ -78,8 +84,9 @@ class InProcessExecutor(_Base):
     No timeout is enforced (a hung trial hangs the caller) and nothing is retried: this is the debugging path.
     """
 
-    def __init__(self):
+    def __init__(self, answer: Callable[[int, Any], Any] | None = None):
         self._queue: collections.deque = collections.deque()
+        self._answer = answer
 
     @property
     def in_flight(self) -> int:
@@ -93,24 +100,64 @@ class InProcessExecutor(_Base):
             return []
         trial_id, fn, payload = self._queue.popleft()
         started = time.time()
-        value, failure = _call(fn, payload)
+        ask = None if self._answer is None else (lambda question: self._answer(trial_id, question))
+        value, failure = _call(fn, payload, ask)
         return [Completion(trial_id, value, failure, _where(), 1, started, time.time())]
 
     def shutdown(self) -> None:
         self._queue.clear()
 
 
-def _trial_stream(fn, payload):
+def _trial_stream(fn, payload, questions=None, trial_id=None):
     """The Ray task: first says where and when it started, then yields the result."""
+    import ray
+
     start = {"worker": _where(), "started_at": time.time()}
     yield start
-    value, failure = _call(fn, payload)
+    ask = None if questions is None else (lambda question: ray.get(questions.ask.remote(trial_id, question)))
+    value, failure = _call(fn, payload, ask)
     yield {**start, "value": value, "failure": failure, "finished_at": time.time()}
 
 
-def _trial(fn, payload):
+def _trial(fn, payload, questions=None, trial_id=None):
     """The same as one plain task (for Ray Client, which cannot stream): only the result."""
-    return list(_trial_stream(fn, payload))[-1]
+    return list(_trial_stream(fn, payload, questions, trial_id))[-1]
+
+
+class _Questions:
+    """A Ray actor (async): trials `ask` and wait; the controller takes the open questions with `take` (which
+    waits until there is one) and `reply`s."""
+
+    def __init__(self):
+        import asyncio
+
+        self._asyncio = asyncio
+        self._open: dict[int, list] = {}         # question id -> [trial id, question, event, answer, taken]
+        self._new = asyncio.Event()
+        self._count = 0
+
+    async def ask(self, trial_id, question):
+        self._count += 1
+        qid, event = self._count, self._asyncio.Event()
+        self._open[qid] = [trial_id, question, event, None, False]
+        self._new.set()
+        await event.wait()
+        return self._open.pop(qid)[3]
+
+    async def take(self):
+        while True:
+            fresh = [(qid, entry[0], entry[1]) for qid, entry in self._open.items() if not entry[4]]
+            if fresh:
+                for qid, *_ in fresh:
+                    self._open[qid][4] = True
+                return fresh
+            self._new.clear()
+            await self._new.wait()
+
+    def reply(self, qid, answer):
+        if qid in self._open:
+            self._open[qid][3] = answer
+            self._open[qid][2].set()
 
 
 @dataclasses.dataclass
@@ -142,7 +189,8 @@ class RayExecutor(_Base):
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, cpus_per_trial: float = 1.0,
                  gpus_per_trial: float = 0.0, evaluations_per_worker: int = 10,
-                 timeout_seconds: float | None = None, max_retries: int = 2, init_kwargs: dict | None = None):
+                 timeout_seconds: float | None = None, max_retries: int = 2, init_kwargs: dict | None = None,
+                 answer: Callable[[int, Any], Any] | None = None):
         import ray
 
         self._ray = ray
@@ -160,6 +208,10 @@ class RayExecutor(_Base):
         self.timeout_seconds = timeout_seconds
         self.max_retries = max_retries
         self._running: dict = {}                                     # ObjectRefGenerator or ObjectRef -> _Trial
+        self._answer, self._questions, self._taking = answer, None, None
+        if answer is not None:                                       # no CPU: it only relays questions
+            self._questions = ray.remote(num_cpus=0)(_Questions).remote()
+            self._taking = self._questions.take.remote()
 
     @property
     def in_flight(self) -> int:
@@ -172,7 +224,7 @@ class RayExecutor(_Base):
         trial.attempts += 1
         trial.start = None
         trial.clock = None if self._streaming else time.monotonic()
-        self._running[self._remote.remote(trial.fn, trial.payload)] = trial
+        self._running[self._remote.remote(trial.fn, trial.payload, self._questions, trial.trial_id)] = trial
 
     def wait(self, timeout: float | None = None) -> list[Completion]:
         end = None if timeout is None else time.monotonic() + timeout
@@ -182,14 +234,23 @@ class RayExecutor(_Base):
             if done:
                 break
             limits = [t - time.monotonic() for t in [end, *self._deadlines()] if t is not None]
-            refs = list(self._running)
+            refs = list(self._running) + ([self._taking] if self._taking is not None else [])
             ready, _ = self._ray.wait(refs, num_returns=1, timeout=max(0.0, min(limits)) if limits else None)
             if ready:                                                # and whatever else is ready by now
                 ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
+            if self._taking is not None and self._taking in ready:
+                ready.remove(self._taking)
+                self._reply()
             done = [c for c in map(self._take, ready) if c is not None]
             if end is not None and time.monotonic() >= end:
                 break
         return sorted(done, key=lambda c: c.finished_at)
+
+    def _reply(self) -> None:
+        """Answer the open questions and wait for the next ones."""
+        for qid, trial_id, question in self._ray.get(self._taking):
+            self._questions.reply.remote(qid, self._answer(trial_id, question))
+        self._taking = self._questions.take.remote()
 
     def _deadlines(self):
         if self.timeout_seconds is not None:
@@ -221,6 +282,9 @@ class RayExecutor(_Base):
         except ray.exceptions.RayTaskError as err:                   # raised in the task, outside fn
             del self._running[ref]                                    # (e.g. a value that cannot be pickled)
             return self._failed(trial, f"exception: {_one_line(err.cause)}")
+        except ray.exceptions.OutOfMemoryError as err:              # killed by Ray's memory monitor
+            del self._running[ref]
+            return self._failed(trial, f"oom: {_one_line(err)}")
         except ray.exceptions.RayError as err:                       # the worker, its node or the object died
             del self._running[ref]
             if trial.attempts <= self.max_retries:
@@ -241,6 +305,9 @@ class RayExecutor(_Base):
         for ref in self._running:
             self._ray.cancel(ref, force=True)
         self._running.clear()
+        if self._questions is not None:
+            self._ray.kill(self._questions)
+            self._questions = self._taking = None
         if self._owns_ray:
             self._ray.shutdown()
             self._owns_ray = False
@@ -251,10 +318,10 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
-def make_executor(search) -> InProcessExecutor | RayExecutor:
-    """The executor a `SearchConfig` (`config.search`) asks for."""
+def make_executor(search, answer: Callable[[int, Any], Any] | None = None) -> InProcessExecutor | RayExecutor:
+    """The executor a `SearchConfig` (`config.search`) asks for; `answer` answers trials' questions."""
     if search.executor == "in_process":
-        return InProcessExecutor()
+        return InProcessExecutor(answer=answer)
     return RayExecutor(address=search.address, num_cpus=search.num_cpus, cpus_per_trial=search.cpus_per_trial,
                        gpus_per_trial=search.gpus_per_trial, evaluations_per_worker=search.evaluations_per_worker,
-                       timeout_seconds=search.trial_timeout_seconds, max_retries=search.max_retries)
+                       timeout_seconds=search.trial_timeout_seconds, max_retries=search.max_retries, answer=answer)

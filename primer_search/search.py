@@ -1,33 +1,44 @@
 """The search controller: propose programs, evaluate them on an executor, record everything in the run store.
 
-One loop, in `Search.run`: keep `max_in_flight` trials running; each proposal is stored before it is submitted
-(with the random state that produced it); a proposal whose program is already known (same canonical hash, or the
-same functional fingerprint, see `primer_search.fec`) reuses the recorded result without training; each completion
-records its hurdle fitnesses and its result and, with a fitness, enters the population. Because the store holds
-every proposal, result and the random state, `Search.resume` rebuilds the population by replaying the results in
-completion order, re-submits the proposals that were in flight, and goes on.
+One loop, in `Search.run`: keep `max_in_flight` trials running. Each proposal is planned by the program cache
+(`primer_search.cache`: train it with a training seed, or reuse a known program's result) and stored with that
+plan and the random state that produced it, before it is submitted. A trial asks the controller at each hurdle
+whether to go on; the verdict is taken then, from every hurdle record so far (trials still running included), and
+recorded at once with its threshold. Each completion records its result and, with a fitness, enters the
+population. Because the store holds every proposal, plan, verdict and result and the random state,
+`Search.resume` rebuilds everything by replaying it, re-submits the proposals that were in flight (a re-run trial
+meets the thresholds recorded for it), and goes on.
 
-Trials run `run_trial(payload)`, a plain function of JSON data, in whatever process the executor chooses.
+Trials run `run_trial(payload, ask)`, a plain function of JSON data, in whatever process the executor chooses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import pathlib
 import random
 import time
 from typing import Callable
 
 from primer_search import hurdles
+from primer_search.cache import ProgramCache
 from primer_search.config import Config, config_from_dict
 from primer_search.dna import DNA
 from primer_search.evolution import Evolution, Member, Proposal
 from primer_search.executors import make_executor
 from primer_search.graph import canonical_hash
+from primer_search.run_events import EventLog
+from primer_search.run_status import Status, read_status
 from primer_search.seeds import load_seed_or_file
 from primer_search.store import MEASURED, RunStore
 
+__all__ = ["Search", "Status", "read_status", "run_trial", "load_seeds", "RESUMABLE_KEYS"]
+
+# What `resume --set` may change: how the run executes, and how long it goes on. Anything else would mix
+# measurements taken under two settings (results and hurdle records are reused by program).
+RESUMABLE_KEYS = ("search.num_individuals", "search.max_in_flight", "search.executor", "search.address",
+                  "search.num_cpus", "search.cpus_per_trial", "search.gpus_per_trial",
+                  "search.evaluations_per_worker", "search.trial_timeout_seconds", "search.max_retries")
 
 
 def _limit_threads(threads: int | None) -> None:
@@ -44,19 +55,31 @@ def _limit_threads(threads: int | None) -> None:
             pass
 
 
-def run_trial(payload: dict) -> dict:
-    """Evaluate one candidate: `payload` holds its DNA, the config, the fitness limit at each hurdle, and the
-    CPU threads it may use (None: leave TensorFlow's default)."""
+def _cpu_only() -> None:
+    """Keep the controller off the accelerators (its fingerprints run on the CPU; trials need the GPUs)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:                          # TensorFlow already started its devices in this process
+        pass
+
+
+def run_trial(payload: dict, ask: Callable[[dict], bool] | None = None) -> dict:
+    """Evaluate one candidate: `payload` holds its DNA, the config, its training seed and the CPU threads it may
+    use (None: leave TensorFlow's default). At each hurdle it asks `ask({hurdle, fraction, value})` whether to go
+    on (without `ask`, every hurdle passes)."""
     from primer_search.fitness import evaluate
 
     _limit_threads(payload.get("threads"))
-    config = config_from_dict(payload["config"])
-    limits = payload["hurdle_limits"]
+    config = config_from_dict(payload["config"], [f"training.seed={payload['training_seed']}"])
     fractions = config.training.checkpoints
 
     def on_checkpoint(checkpoint) -> bool:
-        quality = getattr(checkpoint, config.search.metric)
-        return hurdles.passes(quality, limits[fractions.index(checkpoint.fraction)])
+        if ask is None:
+            return True
+        return bool(ask({"hurdle": fractions.index(checkpoint.fraction), "fraction": checkpoint.fraction,
+                         "value": getattr(checkpoint, config.search.metric)}))
 
     return evaluate(DNA.from_dict(payload["dna"]), config, on_checkpoint=on_checkpoint).to_dict()
 
@@ -77,26 +100,30 @@ def fitness_of(result: dict) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-@dataclasses.dataclass
-class Status:
-    """What `primer-search status` and the progress line show."""
+def check_hurdle_placement(config: Config, seeds: list[DNA]) -> None:
+    """With a FLOPs budget, where the hurdles fall in steps depends on the program: check the seeds'. (A steps
+    budget is checked when the config loads; a seconds budget is known only by measuring: `calibrate`.)"""
+    if config.training.budget_kind != "flops" or not config.search.hurdles:
+        return
+    from primer_search.architecture import Architecture
 
-    done: int
-    in_flight: int
-    target: int
-    by_status: dict
-    best: tuple[int, float] | None           # (id, fitness)
-    evaluations_per_hour: float
-    cache_hits: int
-    hurdle_stops: int
-    hurdle_compute_saved: float              # share of training compute
+    for dna in seeds:
+        arch = Architecture.of(dna, config)
+        per_step = arch.training_flops_per_token(arch.choose_unit()) * config.data.batch_tokens
+        error = hurdles.placement_error(config.search.hurdles, config.training.budget / per_step,
+                                        config.training.warmup_steps, config.search.min_hurdle_steps)
+        if error:
+            raise ValueError(f"{error} (seed {dna.name or 'program'}: {per_step:,} training FLOPs per step)")
 
-    def line(self) -> str:
-        failed = sum(n for s, n in self.by_status.items() if s not in MEASURED)
-        best = f"{self.best[1]:.4f} (#{self.best[0]})" if self.best else "-"
-        return (f"search: done {self.done}/{self.target}  in flight {self.in_flight}  failed {failed}  "
-                f"best {best}  {self.evaluations_per_hour:.0f} evals/h  cache hits {self.cache_hits}  "
-                f"hurdle stops {self.hurdle_stops} (saved {self.hurdle_compute_saved:.0%})")
+
+def check_resume_overrides(overrides) -> None:
+    """Refuse `resume --set` keys that would invalidate stored measurements, naming them and the allowed keys."""
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key not in RESUMABLE_KEYS:
+            raise ValueError(f"--set {item!r}: {key} cannot change when resuming, since the run's results and "
+                             f"hurdle records were measured with its stored value; keys that may change: "
+                             f"{', '.join(RESUMABLE_KEYS)}")
 
 
 class Search:
@@ -105,22 +132,27 @@ class Search:
     def __init__(self, config: Config, store: RunStore, rng: random.Random, seeds: list[DNA]):
         self.config, self.store, self.rng = config, store, rng
         self.evolution = Evolution(config.search, seeds, rng)
+        self.cache = ProgramCache(config.search.reevaluations, config.training.seed)
         fractions = hurdles.hurdle_fractions(config.search.hurdles)
         self.trial_config = config.replace(training={"checkpoints": list(fractions)}).to_dict()
         in_process = config.search.executor == "in_process"
         self.threads = None if in_process else max(1, int(config.search.cpus_per_trial))
+        if not in_process:
+            _cpu_only()
         self.started = time.time()
         self.done_at_start = 0
-        self._writer = None
+        self.events = EventLog(store)
 
     @classmethod
     def start(cls, config: Config, run_dir) -> "Search":
         seeds = load_seeds(config.search.seeds, config.search.metric)   # a bad seed fails before the run exists
+        check_hurdle_placement(config, seeds)
         store = RunStore.create(run_dir, config.to_dict())
         return cls(config, store, random.Random(config.search.seed), seeds)
 
     @classmethod
     def resume(cls, run_dir, overrides=()) -> "Search":
+        check_resume_overrides(overrides)
         store = RunStore.open(run_dir, lock=True)
         try:
             config = config_from_dict(store.config, overrides)
@@ -140,29 +172,27 @@ class Search:
         return search
 
     def _replay(self) -> None:
-        """Rebuild the population from the results in completion order (decoding only the survivors' DNA)."""
-        rows = {}
+        """Rebuild the cache and the population from the store: every proposal in id order, then every result in
+        completion order, through the same steps as a live run (decoding only the survivors' DNA)."""
+        seed_dnas = iter(self.evolution.seeds)
+        for row in self.store.proposals():
+            self.cache.proposed(row.id, row.canonical_hash, row.fingerprint, row.repeat_of, row.training_seed)
+            if row.parent_id is None:
+                self.evolution.add(Member(row.id, next(seed_dnas), None, row.canonical_hash), is_seed=True)
         for row in self.store.completed():
             self.done_at_start += 1
-            if row.fitness is not None:
-                rows[row.id] = row
-                self.evolution.add(Member(row.id, None, row.fitness, row.canonical_hash),
-                                   is_seed=row.parent_id is None)
-        survivors = {*self.evolution.population, *self.evolution.seed_members}
-        dnas = {m.id: DNA.from_dict(rows[m.id].dna) for m in survivors}
+            self._enter(row, None, row.status, fitness_of(row.metrics), row.cached_from)
+        survivors = {m.id for m in (*self.evolution.population, self.evolution.best) if m is not None and m.dna is None}
+        dnas = {i: DNA.from_dict(self.store.individual(i).dna) for i in survivors}
+        fill = lambda m: m if m is None or m.dna is not None else dataclasses.replace(m, dna=dnas[m.id])  # noqa: E731
         self.evolution.population = type(self.evolution.population)(
-            (dataclasses.replace(m, dna=dnas[m.id]) for m in self.evolution.population),
-            maxlen=self.evolution.population.maxlen)
-        self.evolution.seed_members = [dataclasses.replace(m, dna=dnas[m.id]) for m in self.evolution.seed_members]
-
-    def _enter(self, row, dna: DNA, fitness: float | None) -> None:
-        if fitness is not None:
-            self.evolution.add(Member(row.id, dna, fitness, row.canonical_hash), is_seed=row.parent_id is None)
+            map(fill, self.evolution.population), maxlen=self.evolution.population.maxlen)
+        self.evolution.best = fill(self.evolution.best)
 
     # -- proposing -----------------------------------------------------------------------------------------
 
     def _next_proposal(self) -> Proposal | None:
-        """The next program to evaluate, or None (the run is fully proposed, or children wait for a seed)."""
+        """The next program to evaluate, or None when the run is fully proposed (or nothing is left to mutate)."""
         proposed = self.store.proposed_count()
         seeds = self.evolution.initial_proposals()
         if proposed >= self.config.search.num_individuals:
@@ -174,92 +204,78 @@ class Search:
     def _submit(self, executor, proposal: Proposal) -> None:
         dna, mutation = proposal.dna, proposal.mutation
         hash_ = mutation.child_hash if mutation and mutation.child_hash else canonical_hash(dna)
-        individual = self.store.add_proposal(
-            proposal.parent_id, mutation.kind if mutation else None, mutation.detail if mutation else None,
-            dna.to_dict(), hash_, rng_state=self.rng.getstate())
-        self._dispatch(executor, individual, dna, hash_)
-
-    def _dispatch(self, executor, individual: int, dna: DNA, hash_: str) -> None:
-        """Reuse a known result, or submit the trial."""
-        cached = self.store.lookup(canonical_hash=hash_)
-        if cached is None and self.config.search.fec:
+        program, key = self.cache.find(hash_), None
+        if program is None and self.config.search.fec:
             from primer_search.fec import fingerprint
 
             key = fingerprint(dna, self.config.model.width_units)
-            if key is not None:
-                self.store.set_fingerprint(individual, key)
-                cached = self.store.lookup(fingerprint=key)
-        if cached is not None:
-            self._record(self.store.individual(individual), dna, cached.metrics, cached_from=cached.measured_id)
+            program = self.cache.find(fingerprint=key)
+        plan = self.cache.plan(program)
+        individual = self.store.add_proposal(
+            proposal.parent_id, mutation.kind if mutation else None, mutation.detail if mutation else None,
+            dna.to_dict(), hash_, fingerprint=key, rng_state=self.rng.getstate(),
+            training_seed=plan.training_seed, repeat_of=plan.repeat_of)
+        self.cache.proposed(individual, hash_, key, plan.repeat_of, plan.training_seed)
+        if proposal.parent_id is None:
+            self.evolution.add(Member(individual, dna, None, hash_), is_seed=True)
+        self._dispatch(executor, self.store.individual(individual), dna)
+
+    def _dispatch(self, executor, row, dna: DNA) -> None:
+        """Train the proposal `row` with its training seed, or record the result it reuses."""
+        if row.training_seed is None:
+            reused = self.store.individual(self.cache.by_id[row.id].result)
+            self._finish(row, dna, reused.metrics, cached_from=reused.id)
             return
-        limits = [hurdles.threshold(self.store.hurdle_records(i, self.config.search.hurdle_window))
-                  for i in range(self.config.search.hurdles)]
-        executor.submit(individual, run_trial, {"dna": dna.to_dict(), "config": self.trial_config,
-                                                "hurdle_limits": limits, "threads": self.threads})
+        executor.submit(row.id, run_trial, {"dna": dna.to_dict(), "config": self.trial_config,
+                                            "training_seed": row.training_seed, "threads": self.threads})
+
+    def answer(self, individual: int, question: dict) -> bool:
+        """A trial at a hurdle: compare its value with the threshold recorded for it (a re-run after a crash), or
+        else with one taken now from every record so far; record the verdict before answering."""
+        i, value = question["hurdle"], question["value"]
+        recorded = self.store.hurdle_decision(individual, i)
+        if recorded is not None:
+            limit = recorded.threshold
+        else:
+            limit = hurdles.threshold(self.store.hurdle_records(i, self.config.search.hurdle_window))
+        passed = hurdles.passes(value, limit)
+        self.store.record_hurdle(individual, i, question["fraction"], value, passed, threshold=limit)
+        return passed
 
     # -- recording -----------------------------------------------------------------------------------------
 
-    def _record(self, row, dna: DNA, result: dict, cached_from=None, worker=None, attempts=1,
+    def _enter(self, row, dna: DNA | None, status: str, own: float | None, cached_from: int | None):
+        """Apply a result to the cache and the population; returns the fitness the individual holds."""
+        fitness, others = self.cache.completed(row.id, status, own, cached_from)
+        if row.parent_id is None:
+            self.evolution.set_fitness([row.id], fitness)
+        elif fitness is not None:
+            self.evolution.add(Member(row.id, dna, fitness, row.canonical_hash))
+        if others:
+            self.evolution.set_fitness(others, fitness)
+        return fitness
+
+    def _finish(self, row, dna: DNA, result: dict, cached_from=None, worker=None, attempts=1,
                 started_at=None) -> None:
-        """Store the hurdle records and the result of the proposal `row`; a fitness enters the population."""
-        individual = row.id
-        if cached_from is None:
-            stopped = result.get("status") == "stopped"
-            for i, checkpoint in enumerate(result.get("checkpoints", [])):
-                passed = not (stopped and i == len(result["checkpoints"]) - 1)
-                self.store.record_hurdle(individual, i, checkpoint["fraction"],
-                                         checkpoint[self.config.search.metric], passed)
-        fitness = fitness_of(result)
-        self.store.record_result(individual, result["status"], fitness, result, worker=worker,
-                                 attempts=attempts, cached_from=cached_from, started_at=started_at)
-        self._enter(row, dna, fitness)
-        self._log(individual, fitness, result)
+        """Store the result of the proposal `row`; a fitness enters the population."""
+        fitness = self._enter(row, dna, result["status"], fitness_of(result), cached_from)
+        self.store.record_result(row.id, result["status"], fitness, result, worker=worker, attempts=attempts,
+                                 cached_from=cached_from, started_at=started_at)
+        self.events.log(fitness, result, self.evolution.population)
 
     def _complete(self, completion) -> None:
         row = self.store.individual(completion.trial_id)
-        dna = DNA.from_dict(row.dna)
         result = completion.value
         if completion.failure is not None:
-            status = "timeout" if completion.failure.startswith("timeout") else "error"
+            status = next((s for s in ("timeout", "oom") if completion.failure.startswith(s)), "error")
             result = {"status": status, "error": completion.failure}
-        self._record(row, dna, result, worker=completion.worker, attempts=completion.attempts,
+        self._finish(row, DNA.from_dict(row.dna), result, worker=completion.worker, attempts=completion.attempts,
                      started_at=completion.started_at)
 
-    # -- progress ------------------------------------------------------------------------------------------
+    # -- the loop ------------------------------------------------------------------------------------------
 
     def status(self) -> Status:
         return read_status(self.store, self.started, self.done_at_start)
-
-    def _log(self, individual: int, fitness: float | None, result: dict) -> None:
-        """TensorBoard scalars in RUN_DIR/tensorboard, one point per completed individual: savings, fitness, and
-        the individual's quality and sampling cost when measured.
-
-        Written with TensorFlow's own `tf.summary.write` and the scalars plugin's metadata, so viewing them needs
-        TensorBoard but writing them does not."""
-        import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
-
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(str(pathlib.Path(self.store.run_dir) / "tensorboard"))
-        counts = self.store.counts()
-        fitnesses = [m.fitness for m in self.evolution.population]
-        scalars = {"savings/cache_hits": counts["cache_hits"], "savings/hurdle_stops": counts["hurdle_stops"]}
-        if fitness is not None:
-            scalars["fitness/individual"] = fitness
-            scalars["quality/validation_loss"] = result["validation_loss"]
-            scalars["quality/bits_per_byte"] = result["bits_per_byte"]
-            if result.get("sampling_flops_per_token"):
-                scalars["cost/sampling_mflops_per_token"] = result["sampling_flops_per_token"] / 1e6
-        if fitnesses:
-            scalars["fitness/population_best"] = min(fitnesses)
-            scalars["fitness/population_mean"] = sum(fitnesses) / len(fitnesses)
-        metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-        with self._writer.as_default():
-            for tag, value in scalars.items():
-                tf.summary.write(tag, tf.constant(float(value)), step=counts["done"], metadata=metadata)
-
-    # -- the loop ------------------------------------------------------------------------------------------
 
     def run(self, on_progress: Callable[[Status], None] | None = None, progress_every: float = 10.0,
             executor=None) -> Status:
@@ -267,11 +283,11 @@ class Search:
         counts = self.store.counts()
         if counts["in_flight"] == 0 and counts["proposed"] >= self.config.search.num_individuals:
             return self.status()                                     # finished: no executor to start
-        executor = executor or make_executor(self.config.search)
+        executor = executor or make_executor(self.config.search, answer=self.answer)
         last = 0.0
         try:
             for row in self.store.pending():                      # in flight when the last controller stopped
-                self._dispatch(executor, row.id, DNA.from_dict(row.dna), row.canonical_hash)
+                self._dispatch(executor, row, DNA.from_dict(row.dna))
             while True:
                 while executor.in_flight < self.config.search.max_in_flight:
                     proposal = self._next_proposal()                # stored with the random state right after it
@@ -292,8 +308,7 @@ class Search:
                     last = time.monotonic()
         finally:
             executor.shutdown()
-            if self._writer is not None:
-                self._writer.flush()
+            self.events.flush()
         status = self.status()
         if on_progress is not None:
             on_progress(status)
@@ -301,19 +316,3 @@ class Search:
 
     def close(self) -> None:
         self.store.close()
-
-
-def read_status(store: RunStore, since: float | None = None, done_before: int = 0) -> Status:
-    """The status of a run from its store (works while a controller runs)."""
-    counts = store.counts()
-    config = config_from_dict(store.config)
-    top = store.top(1)
-    elapsed = time.time() - (since if since is not None else store.meta_get("created_at"))
-    rate = (counts["done"] - done_before) / elapsed * 3600 if elapsed > 0 else 0.0
-    stopped = store.stopped_fractions()
-    trained = sum(1 for row in store.completed() if row.status == "ok" and row.cached_from is None)
-    return Status(done=counts["done"], in_flight=counts["proposed"] - counts["done"],
-                  target=config.search.num_individuals, by_status=counts["by_status"],
-                  best=(top[0].id, top[0].fitness) if top else None, evaluations_per_hour=rate,
-                  cache_hits=counts["cache_hits"], hurdle_stops=counts["hurdle_stops"],
-                  hurdle_compute_saved=hurdles.compute_saved(stopped, trained))

@@ -16,16 +16,22 @@ Schema (JSON columns hold `json.dumps` text; NaN and infinities round-trip throu
     individuals(id INTEGER PRIMARY KEY,          1, 2, 3... in proposal order
                 parent_id INTEGER NULL,          None for seeds
                 mutation TEXT NULL, mutation_detail TEXT NULL (JSON),
-                dna TEXT (JSON of DNA.to_dict()), canonical_hash TEXT, fingerprint TEXT NULL, proposed_at REAL)
+                dna TEXT (JSON of DNA.to_dict()), canonical_hash TEXT, fingerprint TEXT NULL (JSON, see fec),
+                proposed_at REAL,
+                training_seed INTEGER NULL,      the seed it is trained with (NULL: reuses a result, no training)
+                repeat_of INTEGER NULL)          the first individual of the same program, when this one is a
+                                                 re-evaluation or a cache hit of it
     hurdles(individual_id, hurdle INTEGER, fraction REAL, fitness REAL NULL, passed INTEGER, recorded_at REAL,
-            PRIMARY KEY (individual_id, hurdle))     rowid order = recording order
+            threshold REAL NULL,             the limit it was held to (NULL: too few records, everyone passes)
+            PRIMARY KEY (individual_id, hurdle))     rowid order = decision order (a trial's verdict is recorded
+                                                     the moment it reaches the hurdle)
     results(individual_id INTEGER PRIMARY KEY,
             seq INTEGER UNIQUE,                  completion order 1, 2, 3... (dense: never deleted)
             status TEXT, fitness REAL NULL,      a NaN fitness is stored as NULL
             metrics TEXT (JSON of FitnessResult.to_dict()), worker TEXT NULL, attempts INTEGER,
             cached_from INTEGER NULL,            the individual whose result a cache hit reused
             started_at REAL NULL, finished_at REAL)
-    indexes: individuals(canonical_hash), individuals(fingerprint), hurdles(hurdle); results(seq) by UNIQUE
+    indexes: individuals(canonical_hash), hurdles(hurdle); results(seq) by UNIQUE
 
 Durability: WAL journal with synchronous=FULL, so the WAL is fsynced at every commit and a committed event
 survives a SIGKILL of the controller and also an OS crash or power loss (NORMAL would survive a killed process but
@@ -59,7 +65,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 STORE_FILE = "run.sqlite"
 LOCK_FILE = "controller.lock"
 STATUSES = ("ok", "stopped", "invalid", "diverged", "oom", "timeout", "error")   # of primer_search.fitness
@@ -78,7 +84,9 @@ CREATE TABLE individuals (
     dna TEXT NOT NULL,
     canonical_hash TEXT,
     fingerprint TEXT,
-    proposed_at REAL NOT NULL);
+    proposed_at REAL NOT NULL,
+    training_seed INTEGER,
+    repeat_of INTEGER REFERENCES individuals(id));
 CREATE TABLE hurdles (
     individual_id INTEGER NOT NULL REFERENCES individuals(id),
     hurdle INTEGER NOT NULL,
@@ -86,6 +94,7 @@ CREATE TABLE hurdles (
     fitness REAL,
     passed INTEGER NOT NULL,
     recorded_at REAL NOT NULL,
+    threshold REAL,
     PRIMARY KEY (individual_id, hurdle));
 CREATE TABLE results (
     individual_id INTEGER PRIMARY KEY REFERENCES individuals(id),
@@ -99,12 +108,11 @@ CREATE TABLE results (
     started_at REAL,
     finished_at REAL NOT NULL);
 CREATE INDEX individuals_by_canonical_hash ON individuals(canonical_hash);
-CREATE INDEX individuals_by_fingerprint ON individuals(fingerprint);
 CREATE INDEX hurdles_by_hurdle ON hurdles(hurdle)
 """
 
 _COLUMNS = ("i.id, i.parent_id, i.mutation, i.mutation_detail, i.dna, i.canonical_hash, i.fingerprint, "
-            "i.proposed_at, r.seq, r.status, r.fitness, r.metrics, r.worker, r.attempts, r.cached_from, "
+            "i.proposed_at, i.training_seed, i.repeat_of, r.seq, r.status, r.fitness, r.metrics, r.worker, r.attempts, r.cached_from, "
             "r.started_at, r.finished_at")
 _SELECT = f"SELECT {_COLUMNS} FROM individuals i LEFT JOIN results r ON r.individual_id = i.id"
 _SELECT_DONE = f"SELECT {_COLUMNS} FROM results r JOIN individuals i ON i.id = r.individual_id"
@@ -125,6 +133,19 @@ class HurdleRecord:
     fitness: float | None
     passed: bool
     recorded_at: float
+    threshold: float | None = None   # the limit the verdict compared with (None: everyone passed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposed:
+    """A proposal's identity and plan (see `RunStore.proposals`)."""
+
+    id: int
+    parent_id: int | None
+    canonical_hash: str | None
+    fingerprint: str | None
+    training_seed: int | None
+    repeat_of: int | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +160,8 @@ class Individual:
     canonical_hash: str | None
     fingerprint: str | None
     proposed_at: float
+    training_seed: int | None = None     # None: a cache hit, not trained
+    repeat_of: int | None = None         # the program's first individual, for a re-evaluation or a cache hit
     seq: int | None = None               # completion order, 1, 2, 3...
     status: str | None = None
     fitness: float | None = None         # lower is better
@@ -225,9 +248,30 @@ class RunStore:
             version = self.meta_get("format_version")
         except sqlite3.DatabaseError as err:
             raise ValueError(f"{self.path} is not a primer-search run store ({err})") from None
+        if version == 1:
+            self._migrate_from_1()
+            version = FORMAT_VERSION
         if version != FORMAT_VERSION:
             raise ValueError(f"{self.path} has store format_version {version!r}; this primer-search reads "
                              f"format_version {FORMAT_VERSION}")
+
+    def _migrate_from_1(self) -> None:
+        """Format 1 had no training seeds, program groups or hurdle thresholds: add the columns. Every proposal was
+        trained with the config's training seed, except cache hits, which repeat the individual they reused."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("ALTER TABLE individuals ADD COLUMN training_seed INTEGER")
+            self._db.execute("ALTER TABLE individuals ADD COLUMN repeat_of INTEGER REFERENCES individuals(id)")
+            self._db.execute("ALTER TABLE hurdles ADD COLUMN threshold REAL")
+            seed = (self.config.get("training") or {}).get("seed", 0)
+            self._db.execute("UPDATE individuals SET repeat_of = (SELECT cached_from FROM results "
+                             "WHERE individual_id = individuals.id)")
+            self._db.execute("UPDATE individuals SET training_seed = ? WHERE repeat_of IS NULL", (seed,))
+            self._meta_put("format_version", FORMAT_VERSION)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.rollback()
+            raise
 
     def lock(self) -> None:
         """Become the run's one controller: flock controller.lock, or raise `RunInUse` naming the holder."""
@@ -303,36 +347,38 @@ class RunStore:
             self._db.execute("COMMIT")
 
     def add_proposal(self, parent_id: int | None, mutation: str | None, mutation_detail: Any, dna: dict,
-                     canonical_hash: str | None, fingerprint: str | None = None, rng_state=None) -> int:
+                     canonical_hash: str | None, fingerprint: str | None = None, rng_state=None,
+                     training_seed: int | None = None, repeat_of: int | None = None) -> int:
         """Store a proposal and return its id; `rng_state` (the controller's `random.Random.getstate()` after
         drawing it) is stored in the same commit, so after a crash it matches the last stored proposal."""
         if not isinstance(dna, dict):
             raise TypeError(f"dna must be a dict (DNA.to_dict()), got {type(dna).__name__}")
         with self.transaction():
-            if parent_id is not None:
-                self._require_individual(parent_id, "parent_id")
+            for other, what in ((parent_id, "parent_id"), (repeat_of, "repeat_of")):
+                if other is not None:
+                    self._require_individual(other, what)
             cursor = self._db.execute(
                 "INSERT INTO individuals (parent_id, mutation, mutation_detail, dna, canonical_hash, fingerprint, "
-                "proposed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "proposed_at, training_seed, repeat_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (parent_id, mutation, _dumps_or_none(mutation_detail), _dumps(dna), canonical_hash, fingerprint,
-                 time.time()))
+                 time.time(), training_seed, repeat_of))
             if rng_state is not None:
                 self._meta_put("rng_state", rng_state)
         return cursor.lastrowid
 
-    def set_fingerprint(self, individual_id: int, fingerprint: str) -> None:
-        with self.transaction():
-            self._require_individual(individual_id)
-            self._db.execute("UPDATE individuals SET fingerprint = ? WHERE id = ?", (fingerprint, individual_id))
-
     def record_hurdle(self, individual_id: int, hurdle: int, fraction: float, fitness: float | None,
-                      passed: bool) -> None:
-        """Record a hurdle's verdict; a re-evaluation (resume) replaces the individual's record at that hurdle,
-        which then counts as the newest."""
+                      passed: bool, threshold: float | None = None) -> None:
+        """Record a hurdle's verdict and the threshold it compared with. A trial run again (after a crash) updates
+        its record in place: it keeps its place in the decision order."""
         with self.transaction():
             self._require_individual(individual_id)
-            self._db.execute("INSERT OR REPLACE INTO hurdles VALUES (?, ?, ?, ?, ?, ?)",
-                             (individual_id, hurdle, fraction, _real(fitness), int(bool(passed)), time.time()))
+            values = (fraction, _real(fitness), int(bool(passed)), time.time(), _real(threshold))
+            updated = self._db.execute(
+                "UPDATE hurdles SET fraction = ?, fitness = ?, passed = ?, recorded_at = ?, threshold = ? "
+                "WHERE individual_id = ? AND hurdle = ?", (*values, individual_id, hurdle)).rowcount
+            if not updated:
+                self._db.execute("INSERT INTO hurdles (fraction, fitness, passed, recorded_at, threshold, "
+                                 "individual_id, hurdle) VALUES (?, ?, ?, ?, ?, ?, ?)", (*values, individual_id, hurdle))
 
     def record_result(self, individual_id: int, status: str, fitness: float | None, metrics: dict,
                       worker: str | None = None, attempts: int = 1, cached_from: int | None = None,
@@ -395,6 +441,11 @@ class RunStore:
             raise ValueError(f"no individual {individual_id!r} in {self.run_dir} (ids 1..{self.proposed_count()})")
         return self._individuals(rows)[0]
 
+    def proposals(self) -> list[Proposed]:
+        """Every proposal's identity and plan, in id order (no DNA or metrics: cheap for a whole run)."""
+        return [Proposed(*row) for row in self._db.execute(
+            "SELECT id, parent_id, canonical_hash, fingerprint, training_seed, repeat_of FROM individuals ORDER BY id")]
+
     def pending(self) -> list[Individual]:
         """Proposals without a result, in id order: those in flight at a crash, to re-submit on resume."""
         return self._individuals(self._db.execute(f"{_SELECT} WHERE r.individual_id IS NULL ORDER BY i.id"))
@@ -409,21 +460,9 @@ class RunStore:
         rows = self._db.execute(f"{_SELECT_DONE} {where} ORDER BY r.seq", () if last is None else (last,))
         return self._individuals(rows)
 
-    def lookup(self, canonical_hash: str | None = None, fingerprint: str | None = None) -> Individual | None:
-        """A completed individual whose result the cache may reuse, matched by canonical hash, else by
-        fingerprint; only REUSABLE_STATUSES, preferring an original measurement, then the earliest."""
-        if canonical_hash is None and fingerprint is None:
-            raise ValueError("lookup needs a canonical_hash or a fingerprint, got neither")
-        marks = ", ".join("?" * len(REUSABLE_STATUSES))
-        for column, value in (("canonical_hash", canonical_hash), ("fingerprint", fingerprint)):
-            if value is None:
-                continue
-            rows = self._db.execute(f"{_SELECT} WHERE i.{column} = ? AND r.status IN ({marks}) "
-                                    f"ORDER BY r.cached_from IS NOT NULL, r.seq LIMIT 1",
-                                    (value, *REUSABLE_STATUSES)).fetchall()
-            if rows:
-                return self._individuals(rows)[0]
-        return None
+    def hurdle_decision(self, individual_id: int, hurdle: int) -> HurdleRecord | None:
+        """The verdict recorded for an individual at a hurdle, if any."""
+        return next((h for h in self._hurdles([individual_id]).get(individual_id, ()) if h.hurdle == hurdle), None)
 
     def hurdle_records(self, hurdle: int, limit: int) -> list[float]:
         """The fitnesses of the most recent `limit` records at `hurdle` (NULL fitness left out), newest first."""
@@ -474,13 +513,47 @@ class RunStore:
         by_id: dict[int, list[HurdleRecord]] = {}
         if not ids:
             return by_id
-        rows = self._db.execute("SELECT individual_id, hurdle, fraction, fitness, passed, recorded_at FROM hurdles "
+        rows = self._db.execute("SELECT individual_id, hurdle, fraction, fitness, passed, recorded_at, threshold "
+                                "FROM hurdles "
                                 "WHERE individual_id IN (SELECT value FROM json_each(?)) "
                                 "ORDER BY individual_id, hurdle", (json.dumps(ids),))
-        for individual_id, hurdle, fraction, fitness, passed, recorded_at in rows:
+        for individual_id, hurdle, fraction, fitness, passed, recorded_at, threshold in rows:
             by_id.setdefault(individual_id, []).append(
-                HurdleRecord(hurdle, fraction, fitness, bool(passed), recorded_at))
+                HurdleRecord(hurdle, fraction, fitness, bool(passed), recorded_at, threshold))
         return by_id
+
+    # -- confirmations (primer_search.confirmation) ----------------------------------------------------------
+    # A table of its own, created on the first write (CONFIRMATIONS_SCHEMA), so stores written before it open as
+    # they are and a run without confirmations reads as having none.
+
+    def record_confirmation(self, individual_id: int, training_seed: int, budget_multiplier: float, setup: str,
+                            result: dict, curve: list) -> None:
+        """Store one confirmation training of an individual (its FitnessResult dict and its validation curve),
+        replacing an earlier one with the same (individual, training seed, multiplier, setup)."""
+        if result.get("status") not in STATUSES:
+            raise ValueError(f"status {result.get('status')!r} is not one of {', '.join(STATUSES)}")
+        with self.transaction():
+            self._require_individual(individual_id)
+            self._db.execute(CONFIRMATIONS_SCHEMA)
+            self._db.execute("INSERT OR REPLACE INTO confirmations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (individual_id, training_seed, float(budget_multiplier), setup, result["status"],
+                              _real(result.get("validation_loss")), _real(result.get("bits_per_byte")),
+                              _dumps(result), _dumps(curve), time.time()))
+
+    def confirmations(self, setup: str | None = None,
+                      budget_multiplier: float | None = None) -> list[ConfirmationRecord]:
+        """The stored confirmation trainings (all, or those of one setup and multiplier), oldest first."""
+        exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'confirmations'")
+        if exists.fetchone() is None:
+            return []
+        where, args = [], []
+        if setup is not None:
+            where, args = where + ["setup = ?"], args + [setup]
+        if budget_multiplier is not None:
+            where, args = where + ["budget_multiplier = ?"], args + [float(budget_multiplier)]
+        rows = self._db.execute("SELECT * FROM confirmations" + (f" WHERE {' AND '.join(where)}" if where else "")
+                                + " ORDER BY recorded_at, rowid", args)
+        return [ConfirmationRecord(*row[:7], json.loads(row[7]), json.loads(row[8]), row[9]) for row in rows]
 
 
 def _connect(path: pathlib.Path) -> sqlite3.Connection:
@@ -492,9 +565,9 @@ def _connect(path: pathlib.Path) -> sqlite3.Connection:
 
 
 def _individual(row, hurdles: tuple[HurdleRecord, ...]) -> Individual:
-    detail, metrics = row[3], row[11]
-    return Individual(*row[:3], None if detail is None else json.loads(detail), *row[4:11],
-                      None if metrics is None else json.loads(metrics), *row[12:], hurdles=hurdles)
+    detail, metrics = row[3], row[13]
+    return Individual(*row[:3], None if detail is None else json.loads(detail), *row[4:13],
+                      None if metrics is None else json.loads(metrics), *row[14:], hurdles=hurdles)
 
 
 def _dumps(value) -> str:
@@ -512,3 +585,37 @@ def _real(value: float | None) -> float | None:
 def _tuples(value):
     """JSON lists back to tuples, recursively (random.Random.getstate() is tuples all the way)."""
     return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
+
+
+# -- confirmations: the table and its rows -------------------------------------------------------------------------
+
+CONFIRMATIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS confirmations (
+    individual_id INTEGER NOT NULL REFERENCES individuals(id),
+    training_seed INTEGER NOT NULL,
+    budget_multiplier REAL NOT NULL,
+    setup TEXT NOT NULL,
+    status TEXT NOT NULL,
+    validation_loss REAL,
+    bits_per_byte REAL,
+    metrics TEXT NOT NULL,
+    curve TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (individual_id, training_seed, budget_multiplier, setup))
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmationRecord:
+    """One retraining of an individual by `primer-search confirm`, measured on the test split."""
+
+    individual_id: int
+    training_seed: int
+    budget_multiplier: float
+    setup: str                   # names the trial config apart from the seed (primer_search.confirmation)
+    status: str
+    validation_loss: float | None
+    bits_per_byte: float | None
+    metrics: dict                # FitnessResult.to_dict()
+    curve: list                  # [{step, flops, train_seconds, validation_loss, bits_per_byte}], the end last
+    recorded_at: float

@@ -10,13 +10,15 @@ import yaml
 
 from conftest import FAST
 from primer_search.config import config_from_dict
-from primer_search.dna import save_dna
+from primer_search import hurdles
+from primer_search.dna import DNA, save_dna
+from primer_search.executors import InProcessExecutor
 from primer_search.search import Search, read_status
 from primer_search.store import RunStore
 from test_training import exploding_dna
 
 SEARCH = {"executor": "in_process", "num_individuals": 8, "population_size": 4, "tournament_size": 2,
-          "max_in_flight": 2, "hurdles": 1, "hurdle_window": 10}
+          "max_in_flight": 2, "hurdles": 1, "hurdle_window": 10, "min_hurdle_steps": 0}
 
 
 def _config(**search):
@@ -55,14 +57,25 @@ def _tensorboard_tags(directory) -> set[str]:
     return tags
 
 
-def test_identical_programs_reuse_the_result(tmp_path):
-    search = Search.start(_config(seeds=["transformer", "transformer"], num_individuals=2, max_in_flight=1),
+def test_a_repeated_program_trains_again_with_a_fresh_seed_then_reuses_the_mean(tmp_path):
+    search = Search.start(_config(seeds=["transformer"] * 3, num_individuals=3, max_in_flight=1, reevaluations=1),
                           tmp_path / "run")
     status = search.run()
+    population = {m.id: m.fitness for m in search.evolution.population}
     search.close()
-    assert status.cache_hits == 1
+    assert status.cache_hits == 1 and status.cache_hit_rate == pytest.approx(1 / 3)
     with RunStore.open(tmp_path / "run") as store:
-        assert store.individual(2).cached_from == 1 and store.individual(2).fitness == store.individual(1).fitness
+        first, second, third = (store.individual(i) for i in (1, 2, 3))
+    assert (first.training_seed, second.training_seed, third.training_seed) == (0, 1, None)
+    assert (second.repeat_of, third.repeat_of, third.cached_from) == (1, 1, 1)
+    own = [first.metrics["fitness"], second.metrics["fitness"]]
+    assert own[0] != own[1]                                     # another initialization and data order
+    mean = sum(own) / 2
+    assert second.fitness == pytest.approx(mean) and third.fitness == pytest.approx(mean)
+    assert set(population) == {1, 2, 3} and all(f == pytest.approx(mean) for f in population.values())
+    replayed = Search.resume(tmp_path / "run")
+    assert {m.id: m.fitness for m in replayed.evolution.population} == population
+    replayed.close()
 
 
 def test_a_diverging_program_is_recorded_and_the_search_goes_on(tmp_path):
@@ -175,3 +188,150 @@ def test_non_finite_fitness_never_enters_the_population():
     assert fitness_of({"status": "ok", "fitness": float("nan")}) is None
     assert fitness_of({"status": "ok", "fitness": 2.0}) == 2.0
     assert fitness_of({"status": "diverged", "fitness": 2.0}) is None
+
+
+# -- the controller's logic on a simulated trial (no training: fast, deterministic) ------------------------
+
+def fake_trial(payload, ask=None):
+    """A deterministic stand-in for `run_trial`: the final fitness comes from the program's hash and the training
+    seed; at each hurdle the value is a little higher, and the trial asks whether to go on."""
+    from primer_search.graph import canonical_hash
+
+    dna = DNA.from_dict(payload["dna"])
+    final = 1 + int(canonical_hash(dna)[:6], 16) % 1000 / 1000 + 0.01 * payload["training_seed"]
+    checkpoints = []
+    for i, fraction in enumerate(payload["config"]["training"]["checkpoints"]):
+        value = final + 0.5 * (1 - fraction)
+        checkpoints.append({"fraction": fraction, "step": i + 1, "validation_loss": value, "bits_per_byte": value,
+                            "train_seconds": 0.0})
+        if ask is not None and not ask({"hurdle": i, "fraction": fraction, "value": value}):
+            return {"status": "stopped", "fitness": value, "validation_loss": value, "bits_per_byte": value,
+                    "checkpoints": checkpoints, "budget_fraction": fraction}
+    return {"status": "ok", "fitness": final, "validation_loss": final, "bits_per_byte": final,
+            "checkpoints": checkpoints, "budget_fraction": 1.0}
+
+
+class Killing(InProcessExecutor):
+    """Runs trials in process and kills the controller after `after` completions (a trial boundary), or right
+    after answering its `question`-th hurdle question (mid-trial, the verdict recorded)."""
+
+    def __init__(self, answer, after=None, question=None):
+        self.asked = 0
+
+        def answer_then_die(trial_id, q):
+            verdict = answer(trial_id, q)
+            self.asked += 1
+            if self.asked == question:
+                raise KeyboardInterrupt
+            return verdict
+
+        super().__init__(answer=answer_then_die)
+        self.after, self.completed = after, 0
+
+    def wait(self, timeout=None):
+        if self.after is not None and self.completed >= self.after:
+            raise KeyboardInterrupt
+        done = super().wait(timeout)
+        self.completed += len(done)
+        return done
+
+
+SIMULATED = {"num_individuals": 14, "population_size": 5, "tournament_size": 2, "max_in_flight": 3,
+             "hurdles": 2, "hurdle_window": 6, "reevaluations": 1}
+
+
+def _simulated_config():
+    base = {**FAST, "training": {**FAST["training"], "warmup_steps": 0}}
+    return config_from_dict({**base, "search": {**SEARCH, **SIMULATED, "min_hurdle_steps": 0}})
+
+
+def _everything(run_dir):
+    with RunStore.open(run_dir) as store:
+        rows = sorted(store.completed(), key=lambda r: r.id)
+        return [(r.id, r.parent_id, r.mutation_detail, r.canonical_hash, r.training_seed, r.repeat_of, r.status,
+                 r.fitness, r.cached_from, [(h.hurdle, h.fitness, h.passed, h.threshold) for h in r.hurdles])
+                for r in rows]
+
+
+def _simulate(run_dir, monkeypatch, kill_after=None, kill_at_question=None):
+    monkeypatch.setattr("primer_search.search.run_trial", fake_trial)
+    search = Search.start(_simulated_config(), run_dir)
+    try:
+        search.run(executor=Killing(search.answer, kill_after, kill_at_question))
+    except KeyboardInterrupt:
+        pass
+    search.close()
+    while True:
+        search = Search.resume(run_dir)
+        try:
+            status = search.run(executor=Killing(search.answer))
+            return status
+        finally:
+            search.close()
+
+
+def test_children_are_proposed_at_once_and_thresholds_are_taken_on_arrival(tmp_path, monkeypatch):
+    _simulate(tmp_path / "run", monkeypatch)
+    with RunStore.open(tmp_path / "run") as store:
+        seed = store.individual(1)
+        assert [store.individual(i).parent_id for i in (2, 3)] == [1, 1]    # proposed beside the seed
+        assert store.individual(3).proposed_at < seed.finished_at
+        for hurdle in (0, 1):
+            rows = store._db.execute("SELECT fitness, threshold FROM hurdles WHERE hurdle = ? ORDER BY rowid",
+                                     (hurdle,)).fetchall()
+            for n, (_, threshold) in enumerate(rows):          # the median of the records before it, in flight too
+                earlier = [f for f, _ in rows[max(0, n - SIMULATED["hurdle_window"]):n]]
+                assert threshold == hurdles.threshold(earlier[::-1])
+        assert any(not h.passed for r in store.completed() for h in r.hurdles)
+
+
+def test_killed_at_every_trial_boundary_the_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    _simulate(tmp_path / "whole", monkeypatch)
+    whole = _everything(tmp_path / "whole")
+    assert len(whole) == SIMULATED["num_individuals"] and any(r[6] == "stopped" for r in whole)
+    for after in range(1, SIMULATED["num_individuals"]):
+        _simulate(tmp_path / f"killed{after}", monkeypatch, kill_after=after)
+        assert _everything(tmp_path / f"killed{after}") == whole, after
+    for question in range(1, 20, 3):                            # mid-trial, right after a recorded verdict
+        _simulate(tmp_path / f"question{question}", monkeypatch, kill_at_question=question)
+        assert _everything(tmp_path / f"question{question}") == whole, question
+
+
+def test_a_trial_killed_mid_way_is_held_to_its_recorded_thresholds(tmp_path, monkeypatch):
+    monkeypatch.setattr("primer_search.search.run_trial", fake_trial)
+    search = Search.start(_simulated_config(), tmp_path / "run")
+    (individual,) = [search.store.add_proposal(None, None, None, search.evolution.seeds[0].to_dict(), "h")]
+    for other in range(4):                                       # four records: a threshold exists
+        search.store.record_hurdle(search.store.add_proposal(None, None, None, {}, f"o{other}"), 0, 0.1,
+                                   2.0 + other, True)
+    assert search.answer(individual, {"hurdle": 0, "fraction": 0.1, "value": 3.4}) is True   # median 3.5
+    for other in range(4):                                       # later records would lower the median
+        search.store.record_hurdle(search.store.add_proposal(None, None, None, {}, f"p{other}"), 0, 0.1, 1.0, True)
+    assert search.answer(individual, {"hurdle": 0, "fraction": 0.1, "value": 3.4}) is True   # re-run: same limit
+    assert search.store.hurdle_decision(individual, 0).threshold == 3.5
+    search.close()
+
+
+def test_resume_refuses_keys_that_would_mix_measurements(tmp_path, monkeypatch):
+    _simulate(tmp_path / "run", monkeypatch)
+    for item in ("training.budget=8", "search.hurdles=1", "model.num_layers=2", "search.reevaluations=0"):
+        with pytest.raises(ValueError, match=rf"--set '{item}': .* cannot change when resuming.*search.num_individuals"):
+            Search.resume(tmp_path / "run", [item])
+    search = Search.resume(tmp_path / "run", ["search.num_individuals=16", "search.max_in_flight=1"])
+    assert search.config.search.num_individuals == 16
+    search.close()
+
+
+def test_the_hill_climber_mutates_the_best_program_so_far(tmp_path, monkeypatch):
+    monkeypatch.setattr("primer_search.search.run_trial", fake_trial)
+    search = Search.start(_simulated_config().replace(search={"mode": "hill_climb", "max_in_flight": 1}),
+                          tmp_path / "run")
+    search.run(executor=Killing(search.answer))
+    search.close()
+    with RunStore.open(tmp_path / "run") as store:
+        best, parents = None, []
+        for row in sorted(store.completed(), key=lambda r: r.id):
+            parents.append((row.parent_id, best[0] if best else 1))
+            if row.fitness is not None and (best is None or row.fitness < best[1]):
+                best = (row.id, row.fitness)
+    assert all(parent == expected for parent, expected in parents[1:])

@@ -39,7 +39,7 @@ def test_create_stores_the_config_and_refuses_an_existing_run(tmp_path):
     with pytest.raises(ValueError, match=r"already holds a run .*use `primer-search resume .*run`"):
         RunStore.create(run_dir, CONFIG)
     with RunStore.open(run_dir) as store:
-        assert store.config == CONFIG and store.meta_get("format_version") == 1
+        assert store.config == CONFIG and store.meta_get("format_version") == 2
         assert store.meta_get("created_at") > 0 and store.rng_state() is None and not store.locked
     with contextlib.closing(sqlite3.connect(run_dir / "run.sqlite")) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)    # persistent in the file
@@ -76,14 +76,18 @@ def test_a_second_controller_is_refused_naming_the_holder(store):
 
 
 def test_proposals_and_individuals(store):
-    seed = store.add_proposal(None, None, None, DNA, "h1", fingerprint=None)
-    child = store.add_proposal(seed, "insert", {"subprogram": 0, "index": 3}, DNA, "h2", "fp2")
+    seed = store.add_proposal(None, None, None, DNA, "h1", fingerprint="fp1", training_seed=0)
+    child = store.add_proposal(seed, "insert", {"subprogram": 0, "index": 3}, DNA, "h2", "fp2", repeat_of=seed)
     assert (seed, child) == (1, 2)
-    store.set_fingerprint(seed, "fp1")
-    store.record_hurdle(child, 1, 0.2, 3.5, True)
+    store.record_hurdle(child, 1, 0.2, 3.5, True, threshold=3.6)
     store.record_hurdle(child, 0, 0.1, 4.0, True)
     one, two = store.individual(seed), store.individual(child)
     assert one.parent_id is None and one.fingerprint == "fp1" and one.hurdles == ()
+    assert (one.training_seed, one.repeat_of, two.training_seed, two.repeat_of) == (0, None, None, seed)
+    assert [(p.id, p.parent_id, p.canonical_hash, p.fingerprint, p.training_seed, p.repeat_of)
+            for p in store.proposals()] == [(1, None, "h1", "fp1", 0, None), (2, 1, "h2", "fp2", None, 1)]
+    assert store.hurdle_decision(child, 1).threshold == 3.6 and store.hurdle_decision(child, 0).threshold is None
+    assert store.hurdle_decision(seed, 0) is None
     assert not one.done and one.seq is None and one.status is None and one.metrics is None
     assert two.parent_id == 1 and two.mutation == "insert" and two.mutation_detail == {"subprogram": 0, "index": 3}
     assert two.dna == DNA and two.canonical_hash == "h2" and two.proposed_at > 0
@@ -125,30 +129,6 @@ def test_nan_fitness_is_stored_as_null_and_metrics_keep_non_finite_values(store)
     assert result.fitness is None and math.isnan(result.metrics["fitness"]) and result.metrics["perplexity"] == math.inf
 
 
-def test_lookup_reuses_only_real_measurements(store):
-    ids = propose(store, 6, canonical_hash="same")
-    store.record_result(ids[0], "timeout", None, metrics("timeout"))
-    store.record_result(ids[1], "oom", None, metrics("oom"))
-    assert store.lookup(canonical_hash="same") is None
-    store.record_result(ids[2], "error", None, metrics("error"))
-    assert store.lookup(canonical_hash="same") is None        # infrastructure failures are evaluated again
-    store.record_result(ids[3], "ok", 3.0, metrics(fitness=3.0))
-    store.record_result(ids[4], "ok", 3.0, metrics(fitness=3.0), cached_from=ids[3])
-    found = store.lookup(canonical_hash="same")
-    assert found.id == ids[3] and found.measured_id == ids[3] and found.fitness == 3.0
-    assert store.individual(ids[4]).measured_id == ids[3]
-    assert store.lookup(canonical_hash="other") is None and store.lookup(fingerprint="fp") is None
-    store.set_fingerprint(ids[4], "fp")
-    by_fingerprint = store.lookup(canonical_hash="other", fingerprint="fp")   # falls back to the fingerprint
-    assert by_fingerprint.id == ids[4] and by_fingerprint.measured_id == ids[3]
-    with pytest.raises(ValueError, match="lookup needs a canonical_hash or a fingerprint"):
-        store.lookup()
-    for status in ("stopped", "invalid", "diverged"):
-        (i,) = propose(store, 1, canonical_hash=status)
-        store.record_result(i, status, None, metrics(status))
-        assert store.lookup(canonical_hash=status).id == i
-
-
 def test_hurdle_records_newest_first_limited_per_hurdle(store):
     ids = propose(store, 5)
     for i, fitness in zip(ids, [5.0, 4.0, 6.0, None, 3.0], strict=True):
@@ -156,8 +136,8 @@ def test_hurdle_records_newest_first_limited_per_hurdle(store):
     store.record_hurdle(ids[0], 1, 0.3, 2.0, True)
     assert store.hurdle_records(0, 10) == [3.0, 6.0, 4.0, 5.0]     # NULL fitness left out
     assert store.hurdle_records(0, 2) == [3.0, 6.0] and store.hurdle_records(1, 10) == [2.0]
-    store.record_hurdle(ids[1], 0, 0.1, 4.5, True)                 # a re-evaluation replaces, as the newest
-    assert store.hurdle_records(0, 10) == [4.5, 3.0, 6.0, 5.0]
+    store.record_hurdle(ids[1], 0, 0.1, 4.5, True)                 # a re-run updates it in its place
+    assert store.hurdle_records(0, 10) == [3.0, 6.0, 4.5, 5.0]
     assert store.hurdle_records(2, 10) == []
 
 
@@ -254,3 +234,25 @@ def test_the_store_imports_no_tensorflow():
     code = "import sys, primer_search.store; print(sorted(m for m in sys.modules if 'tensorflow' in m or 'keras' in m))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.replace("'", '"')) == []
+
+
+def test_a_format_1_store_is_migrated_on_open(tmp_path):
+    """Format 1 had no training seeds, program groups or hurdle thresholds."""
+    import sqlite3
+
+    with RunStore.create(tmp_path, CONFIG) as store:
+        a, b = propose(store, 2)
+        store.record_result(a, "ok", 3.0, metrics(fitness=3.0))
+        store.record_result(b, "ok", 3.0, metrics(fitness=3.0), cached_from=a)
+        store.record_hurdle(a, 0, 0.1, 4.0, True)
+    db = sqlite3.connect(tmp_path / "run.sqlite")
+    for table, column in (("individuals", "training_seed"), ("individuals", "repeat_of"), ("hurdles", "threshold")):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+    db.commit()
+    db.close()
+    with RunStore.open(tmp_path) as store:
+        assert store.meta_get("format_version") == 2
+        assert [(p.training_seed, p.repeat_of) for p in store.proposals()] == [(0, None),
+                                                                             (None, a)]
+        assert store.hurdle_decision(a, 0).threshold is None

@@ -1,0 +1,54 @@
+"""A search's progress from its run store: what `primer-search status` and the progress line show."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from primer_search import hurdles
+from primer_search.config import config_from_dict
+from primer_search.store import MEASURED, RunStore
+
+
+@dataclasses.dataclass
+class Status:
+    done: int
+    in_flight: int
+    target: int
+    by_status: dict
+    best: tuple[int, float] | None           # (id, fitness)
+    evaluations_per_hour: float
+    cache_hits: int
+    hurdle_stops: int
+    hurdle_compute_saved: float              # share of training compute
+    compute_factor: float = 1.0              # individuals per full training budget spent (hurdles and cache)
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return self.cache_hits / self.done if self.done else 0.0
+
+    def line(self) -> str:
+        failed = sum(n for s, n in self.by_status.items() if s not in MEASURED)
+        best = f"{self.best[1]:.4f} (#{self.best[0]})" if self.best else "-"
+        return (f"search: done {self.done}/{self.target}  in flight {self.in_flight}  failed {failed}  "
+                f"best {best}  {self.evaluations_per_hour:.0f} evals/h  cache hits {self.cache_hits}  "
+                f"hurdle stops {self.hurdle_stops} (saved {self.hurdle_compute_saved:.0%})  "
+                f"compute saved {self.compute_factor:.1f}x")
+
+
+def read_status(store: RunStore, since: float | None = None, done_before: int = 0) -> Status:
+    """The status of a run from its store (works while a controller runs)."""
+    counts = store.counts()
+    config = config_from_dict(store.config)
+    top = store.top(1)
+    elapsed = time.time() - (since if since is not None else store.meta_get("created_at"))
+    rate = (counts["done"] - done_before) / elapsed * 3600 if elapsed > 0 else 0.0
+    completed = store.completed()
+    trained = sum(1 for row in completed if row.status == "ok" and row.cached_from is None)
+    spent = sum(row.metrics.get("budget_fraction") or 0.0 for row in completed if row.cached_from is None)
+    return Status(done=counts["done"], in_flight=counts["proposed"] - counts["done"],
+                  target=config.search.num_individuals, by_status=counts["by_status"],
+                  best=(top[0].id, top[0].fitness) if top else None, evaluations_per_hour=rate,
+                  cache_hits=counts["cache_hits"], hurdle_stops=counts["hurdle_stops"],
+                  hurdle_compute_saved=hurdles.compute_saved(store.stopped_fractions(), trained),
+                  compute_factor=counts["done"] / spent if spent > 0 else 1.0)
