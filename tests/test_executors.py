@@ -42,6 +42,11 @@ def crash(payload):
     os._exit(1)
 
 
+def asking(payload, ask):
+    """Asks two questions mid-trial and returns the answers."""
+    return [ask({"n": n}) for n in payload["questions"]]
+
+
 def collect(executor, n, timeout=60):
     """The next n completions, in the order wait() gave them."""
     done, end = [], time.monotonic() + timeout
@@ -75,6 +80,19 @@ def test_in_process_exception_is_a_failure():
         failed, ok = executor.wait() + executor.wait()
     assert failed.value is None and failed.failure == "exception: ValueError: bad program"
     assert ok.value == 1 and ok.failure is None
+
+
+def test_in_process_trials_ask_the_controller():
+    asked = []
+
+    def answer(trial_id, question):
+        asked.append((trial_id, question["n"]))
+        return question["n"] * 10
+
+    with InProcessExecutor(answer=answer) as executor:
+        executor.submit(4, asking, {"questions": [1, 2]})
+        [done] = executor.wait()
+    assert done.value == [10, 20] and asked == [(4, 1), (4, 2)]
 
 
 def test_make_executor_follows_the_search_config(ray_session):
@@ -126,6 +144,21 @@ def test_ray_exception_is_a_failure_without_retry(ray_executor):
     assert done == Completion(5, None, "exception: ValueError: bad program", done.worker, 1, done.started_at,
                               done.finished_at)
     assert done.worker is not None
+
+
+def test_ray_trials_ask_the_controller_mid_trial(ray_executor):
+    asked = []
+
+    def answer(trial_id, question):
+        asked.append((trial_id, question["n"]))
+        return f"{trial_id}:{question['n']}"
+
+    executor = ray_executor(answer=answer)
+    executor.submit(0, asking, {"questions": [1, 2, 3]})
+    executor.submit(1, asking, {"questions": [7]})
+    done = sorted(collect(executor, 2), key=lambda c: c.trial_id)
+    assert [c.value for c in done] == [["0:1", "0:2", "0:3"], ["1:7"]] and all(c.failure is None for c in done)
+    assert sorted(asked) == [(0, 1), (0, 2), (0, 3), (1, 7)]
 
 
 def test_ray_dead_worker_is_retried(ray_executor, tmp_path):
