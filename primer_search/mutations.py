@@ -1,23 +1,29 @@
 """The six mutation types of the Primer search (So et al. 2021, appendix A.4), and one for the macro-options.
 
-Every mutation takes `(dna, rng, max_instructions)` and returns `(child, detail)`: the child DNA (validated by
-its constructor) or None when the mutation does not apply to this DNA, and a one-line detail such as
-"insert S2.3 CONV_1X1 in1=1 dim=d[2]" (or why it does not apply). All randomness comes from the
-`random.Random` passed in. Subprograms, instructions, fields and bank entries are picked uniformly (the paper:
-"selections and decisions are performed uniform randomly unless specified otherwise"). States are numbered as in
-`primer_search.dna`: a subprogram's inputs are h0 and h1, instruction i writes h(i + 2), the last state is the
-output. A child has the parent's banks, macro-options and subprogram names unless the mutation changes them,
-and the name "" (it is a new program; naming candidates is the controller's job).
+Every mutation takes `(dna, rng, max_instructions)` (insert and delete_insert also `priors`) and returns
+`(child, detail)`: the child DNA (validated by its constructor) or None when the mutation does not apply to this
+DNA, and a one-line detail such as "insert S2.3 CONV_1X1 in1=1 dim=d[2]" (or why it does not apply). All
+randomness comes from the `random.Random` passed in. Subprograms, instructions, fields and bank entries are picked
+uniformly (the paper: "selections and decisions are performed uniform randomly unless specified otherwise"),
+except where `search.priors` (`SearchPriors`) shapes an insert; `SearchPriors(preset="uniform")` is the paper's
+uniform draw. States are numbered as in `primer_search.dna`: a subprogram's inputs are h0 and h1, instruction i
+writes h(i + 2), the last state is the output. A child has the parent's banks, macro-options and subprogram names
+unless the mutation changes them, and the name "" (it is a new program; naming candidates is the controller's
+job).
 
 delete         Remove an instruction (a subprogram keeps at least one). Later reads of the removed state are
                redirected to the removed instruction's input 1, so the graph stays connected: the instruction is
                cut out of its wire (x -> op -> y becomes x -> y). Later states shift down by one.
-insert         Insert `search_space.random_instruction` at a random position 0..len of a subprogram that has
-               fewer than `max_instructions` instructions, splicing it into the wire of its input 1: later reads
-               of that state x now read the new state (like an in-place update `x = op(x, ...)` in a register
-               machine), and later states shift up by one. Without the splice a new instruction before the end
-               could never be read (no existing reference can name a new state), so it would always be dead code
-               and rejected as a no-op; with it, delete exactly undoes insert.
+insert         Insert a new instruction (`search_space.new_instruction`, drawn under the `SearchPriors`) into a
+               subprogram that has fewer than `max_instructions` instructions, splicing it into the wire of its
+               input 1: later reads of that state x now read the new state (like an in-place update
+               `x = op(x, ...)` in a register machine), and later states shift up by one. Without the splice a new
+               instruction before the end could never be read (no existing reference can name a new state), so it
+               would always be dead code and rejected as a no-op; with it, delete exactly undoes insert. Where it
+               lands: `insert_placement: anywhere` (the paper) draws the subprogram, a position 0..len and input 1
+               uniformly, so many inserts splice into a wire no live instruction reads and are rejected as
+               no-ops; `live` draws them uniformly among the subprograms that run, the positions with a live wire
+               and the live wires there (`search_space.live_wires`), so an insert is never dead code.
 delete_insert  A delete followed by an insert (Helmuth et al.), each in its own uniformly drawn subprogram.
 mutate_field   Change one field the instruction reads (its op always; in1/in2/const/dim as its op reads them,
                calls read in1 and in2; and branch) to a different valid value: a state 0..i+1, a bank index, a
@@ -59,12 +65,12 @@ import random
 from typing import Callable
 
 import primitives
-from primer_search.config import MutationWeights
+from primer_search.config import MutationWeights, SearchPriors
 from primer_search.dna import BRANCHING, DNA, NUM_CONSTANTS, NUM_DIMENSIONS, RELATIVE_DIMENSIONS, DNAError, \
     Instruction
 from primer_search.graph import canonical_hash
 from primer_search.macro_options import MUTATION_GRIDS, SECTIONS, mutable_knobs
-from primer_search.search_space import random_instruction
+from primer_search.search_space import live_wires, new_instruction
 
 Result = tuple["DNA | None", str]
 Programs = list[tuple[Instruction, ...]]     # the instructions of each subprogram, replaced one subprogram at a time
@@ -134,6 +140,10 @@ def _add(instructions: tuple, p: int, new: Instruction) -> tuple:
     return instructions[:p] + (new,) + tuple(_renumber(ins, remap) for ins in instructions[p:])
 
 
+def _where(priors: SearchPriors) -> str:
+    return "running " if priors.insert_placement == "live" else ""
+
+
 def _pick(rng: random.Random, candidates: list):
     return rng.choice(candidates) if candidates else None
 
@@ -148,12 +158,25 @@ def _delete_in(programs: Programs, rng: random.Random) -> str | None:
     return detail
 
 
-def _insert_in(programs: Programs, rng: random.Random, max_instructions: int | None) -> str | None:
-    s = _pick(rng, [s for s, ins in enumerate(programs) if max_instructions is None or len(ins) < max_instructions])
-    if s is None:
-        return None
-    p = rng.randint(0, len(programs[s]))
-    new = random_instruction(rng, s, p, len(programs))
+def _insert_in(programs: Programs, rng: random.Random, max_instructions: int | None, priors: SearchPriors,
+               dna: DNA) -> str | None:
+    def room(s: int) -> bool:
+        return max_instructions is None or len(programs[s]) < max_instructions
+
+    if priors.insert_placement == "anywhere":
+        s = _pick(rng, [s for s in range(len(programs)) if room(s)])
+        if s is None:
+            return None
+        p = rng.randint(0, len(programs[s]))
+        new = new_instruction(rng, priors, s, p, len(programs))
+    else:
+        wires = live_wires(programs, [sp.memo if sp.instructions is ins else None     # unchanged: memoized
+                                      for sp, ins in zip(dna.subprograms, programs)])
+        s = _pick(rng, [s for s in range(len(programs)) if wires[s] is not None and room(s)])
+        if s is None:
+            return None
+        p = rng.choice([p for p, states in enumerate(wires[s]) if states])     # the end always qualifies
+        new = new_instruction(rng, priors, s, p, len(programs), inputs=wires[s][p])
     rewired = sum(getattr(ins, field) == new.in1 for ins in programs[s][p:] for field in ins.reads()
                   if field in ("in1", "in2"))
     programs[s] = _add(programs[s], p, new)
@@ -172,24 +195,27 @@ def delete(dna: DNA, rng: random.Random, max_instructions: int | None = None) ->
     return _child(dna, programs), detail
 
 
-def insert(dna: DNA, rng: random.Random, max_instructions: int | None = None) -> Result:
+def insert(dna: DNA, rng: random.Random, max_instructions: int | None = None,
+           priors: SearchPriors = SearchPriors()) -> Result:
     """Insert a random instruction into a random subprogram with fewer than `max_instructions` (None: no limit)."""
     programs = _programs(dna)
-    detail = _insert_in(programs, rng, max_instructions)
+    detail = _insert_in(programs, rng, max_instructions, priors, dna)
     if detail is None:
-        return None, f"insert: not applicable, every subprogram has max_instructions={max_instructions}"
+        return None, f"insert: not applicable, every {_where(priors)}subprogram has max_instructions={max_instructions}"
     return _child(dna, programs), detail
 
 
-def delete_insert(dna: DNA, rng: random.Random, max_instructions: int | None = None) -> Result:
+def delete_insert(dna: DNA, rng: random.Random, max_instructions: int | None = None,
+                  priors: SearchPriors = SearchPriors()) -> Result:
     """A delete followed by an insert."""
     programs = _programs(dna)
     removed = _delete_in(programs, rng)
     if removed is None:
         return None, "delete_insert: not applicable, every subprogram has a single instruction"
-    added = _insert_in(programs, rng, max_instructions)
+    added = _insert_in(programs, rng, max_instructions, priors, dna)
     if added is None:
-        return None, f"delete_insert: not applicable, no subprogram below max_instructions={max_instructions}"
+        return None, (f"delete_insert: not applicable, no {_where(priors)}subprogram below "
+                      f"max_instructions={max_instructions}")
     return _child(dna, programs), f"delete_insert: {removed}; {added}"
 
 
@@ -318,25 +344,31 @@ MUTATIONS: dict[str, MutationFn] = {
 # ------------------------------------------------------------------------------------------------------ mutate
 
 
-def _check_arguments(weights, max_instructions, max_tries) -> None:
+def _check_arguments(weights, priors, max_instructions, max_tries) -> None:
     if not isinstance(weights, MutationWeights):
         raise TypeError(f"mutate: weights must be a MutationWeights, found {type(weights).__name__}")
+    if not isinstance(priors, SearchPriors):
+        raise TypeError(f"mutate: priors must be a SearchPriors, found {type(priors).__name__}")
     for name, value in (("max_instructions", max_instructions), ("max_tries", max_tries)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"mutate: {name} must be an integer >= 1, found {value!r}")
 
 
 def mutate(dna: DNA, rng: random.Random, weights: MutationWeights, max_instructions: int, max_tries: int = 1000,
-           parent_hash: str | None = None, macro_sections: tuple[str, ...] = SECTIONS) -> tuple[DNA, Mutation]:
+           parent_hash: str | None = None, macro_sections: tuple[str, ...] = SECTIONS,
+           priors: SearchPriors = SearchPriors()) -> tuple[DNA, Mutation]:
     """One mutation that changes the computation: a type drawn by `weights`, retried on no-ops.
 
     A try fails when the type does not apply, the child is invalid (DNAError) or its canonical hash equals the
     parent's. `parent_hash` (the parent's `canonical_hash`, when the caller keeps it) saves lowering the parent.
-    `macro_sections` are the macro-options a `macro` mutation may switch on.
+    `macro_sections` are the macro-options a `macro` mutation may switch on; `priors` (the config's
+    `search.priors`) how inserts draw their instruction.
     After `max_tries` failed tries, raise a ValueError that counts what happened.
     """
-    _check_arguments(weights, max_instructions, max_tries)
-    functions = dict(MUTATIONS, macro=functools.partial(mutate_macro, sections=macro_sections))
+    _check_arguments(weights, priors, max_instructions, max_tries)
+    functions = dict(MUTATIONS, insert=functools.partial(insert, priors=priors),
+                     delete_insert=functools.partial(delete_insert, priors=priors),
+                     macro=functools.partial(mutate_macro, sections=macro_sections))
     kinds = list(functions)
     probabilities = [getattr(weights, kind) for kind in kinds]
     if parent_hash is None:
@@ -360,4 +392,5 @@ def mutate(dna: DNA, rng: random.Random, weights: MutationWeights, max_instructi
     counts = ", ".join(f"{what}: {n}" for what, n in sorted(failures.items()))
     raise ValueError(f"mutate: no mutation of DNA {dna.name or '<unnamed>'!r} changed its computation in "
                      f"{max_tries} tries ({counts}); expected a positive weight on a mutation type that applies "
-                     f"(weights: {dataclasses.asdict(weights)}, max_instructions={max_instructions})")
+                     f"(weights: {dataclasses.asdict(weights)}, max_instructions={max_instructions}, "
+                     f"insert_placement={priors.insert_placement})")

@@ -2,7 +2,7 @@ import pathlib
 
 import pytest
 
-from primer_search.config import Config, apply_overrides, config_from_dict, load_config
+from primer_search.config import OP_FAMILY_NAMES, Config, apply_overrides, config_from_dict, load_config
 
 
 def test_every_shipped_config_loads():
@@ -60,10 +60,32 @@ def test_replace_returns_a_checked_copy():
     ({"data": {"source": "text_files"}}, "data.train_files: found none, expected at least one glob pattern"),
     ({"data": {"tokenizer": "bytes"}}, "model.vocab_size: found 8192, expected 258 with data.tokenizer: bytes"),
     ({"data": []}, r"data: found \[\], expected a mapping"),
+    ({"search": {"priors": {"op_families": {"attention": 1}}}},
+     "search.priors.op_families: unknown key 'attention', allowed keys: arithmetic, math, nonlinearity"),
+    ({"search": {"priors": {"op_families": {"dconv": -1}}}},
+     r"search.priors.op_families.dconv: found -1.0, expected a value in \[0.0, inf\)"),
+    ({"search": {"priors": {"op_families": dict.fromkeys(OP_FAMILY_NAMES, 0)}}},
+     "search.priors.op_families: found all weights zero, expected at least one positive weight"),
+    ({"search": {"priors": {"preset": "paper"}}},
+     r"search.priors.preset: found 'paper', expected one of \['default', 'uniform'\]"),
+    ({"search": {"priors": {"insert_placement": "dead"}}},
+     r"search.priors.insert_placement: found 'dead', expected one of \['live', 'anywhere'\]"),
+    ({"search": {"priors": {"call_probability": 1.5}}},
+     r"search.priors.call_probability: found 1.5, expected a value in \[0.0, 1.0\]"),
 ])
 def test_bad_configs_name_the_key(data, message):
     with pytest.raises(ValueError, match=message):
         config_from_dict(data)
+
+
+def test_priors_preset_fills_the_keys_left_unset():
+    default = Config().search.priors
+    assert (default.preset, default.insert_placement, default.op_families.dconv) == ("default", "live", 2.0)
+    uniform = load_config(None, ["search.priors={preset: uniform, op_families: {reduction: 0}}"]).search.priors
+    assert uniform.insert_placement == "anywhere" and uniform.call_probability == 0.2
+    assert uniform.op_families.reduction == 0.0 and uniform.op_families.dconv == 1.0   # unset: the preset's
+    config = config_from_dict({"search": {"priors": {"preset": "uniform", "branch_probability": 0}}})
+    assert config_from_dict(config.to_dict()) == config and config.search.priors.branch_probability == 0.0
 
 
 @pytest.mark.parametrize("item", ["training.budget", "budget=3", "a.b.c=1", ".x=1"])

@@ -8,16 +8,17 @@ import statistics
 import pytest
 
 from primer_search import mutations
-from primer_search.config import MutationWeights
+from primer_search.config import MutationWeights, OpFamilyWeights, SearchPriors
 from primer_search.dna import DNA, RELATIVE_DIMENSIONS, Instruction, Subprogram, validate
 from primer_search.graph import canonical_hash
 from primer_search.macro_options import MUTATION_GRIDS, Calm, MacroOptions, MixtureOfDepths
 from primer_search.mutations import MUTATIONS, Mutation, mutate
-from primer_search.search_space import random_dna
+from primer_search.search_space import OP_FAMILIES, family_of, random_dna, random_instruction
 from primer_search.seeds import SEED_NAMES, load_seed
 
 KINDS = tuple(MUTATIONS)
 MAX = 40
+UNIFORM = SearchPriors(preset="uniform")                          # the paper's draw, and this project's before priors
 
 
 def _program(*subprograms, **fields) -> DNA:
@@ -189,7 +190,7 @@ def test_delete_undoes_insert():
             s = rng.randrange(len(dna.subprograms))
             instructions = dna.subprograms[s].instructions
             p = rng.randint(0, len(instructions))
-            new = mutations.random_instruction(rng, s, p, len(dna.subprograms))
+            new = random_instruction(rng, s, p, len(dna.subprograms))
             assert mutations._remove(mutations._add(instructions, p, new), p) == instructions, (name, k)
 
 
@@ -200,13 +201,78 @@ def test_insert_respects_max_instructions():
             child, _ = mutations.insert(dna, random.Random(k), limit)
             assert child is None or max(_lengths(child)) <= limit
     full = _program([Instruction("EXP"), Instruction("SIN", in1=2)], [Instruction("COS"), Instruction("TANH")])
-    assert mutations.insert(full, random.Random(0), 2) == (
+    assert mutations.insert(full, random.Random(0), 2, UNIFORM) == (
         None, "insert: not applicable, every subprogram has max_instructions=2")
+    assert mutations.insert(full, random.Random(0), 2) == (
+        None, "insert: not applicable, every running subprogram has max_instructions=2")
     rng = random.Random(1)
     child = full
     for _ in range(60):
         child, _ = mutate(child, rng, MutationWeights(delete=0.2, mutate_bank=0), 3)
         assert max(_lengths(child)) <= 3
+
+
+# ------------------------------------------------------------------------------------------------------ priors
+
+
+def _inserted_ops(dna, priors, draws):
+    """The op of each insert drawn with Random(0..draws-1) (None where the insert does not apply)."""
+    ops = []
+    for k in range(draws):
+        _, detail = mutations.insert(dna, random.Random(k), MAX, priors)
+        match = re.match(r"insert S\d+\.\d+ (\S+)", detail)
+        ops.append(match and match.group(1))
+    return ops
+
+
+def test_a_family_with_weight_zero_is_never_inserted():
+    priors = SearchPriors(op_families=OpFamilyWeights(math=0, nonlinearity=0, reduction=0), call_probability=0)
+    excluded = set(OP_FAMILIES["math"] + OP_FAMILIES["nonlinearity"] + OP_FAMILIES["reduction"])
+    for name in ("transformer", "random3"):
+        ops = _inserted_ops(DNAS[name], priors, 400)
+        assert not excluded & set(ops)
+        assert {"dconv", "arithmetic", "scale_shift"} <= {family_of(op) for op in ops}
+    assert excluded & set(_inserted_ops(DNAS["transformer"], UNIFORM, 400))
+
+
+@pytest.mark.parametrize("name", ["transformer", "primer_ez", "primer", "random1", "random5", "random7", "random10"])
+def test_live_inserts_are_never_dead_code(name):
+    dna = DNAS[name]
+    parent = canonical_hash(dna)
+    for k in range(150):
+        child, detail = mutations.insert(dna, random.Random(k), MAX)
+        assert child is not None and canonical_hash(child) != parent, detail
+
+
+def test_inserts_anywhere_often_land_on_dead_code():
+    dna = load_seed("transformer")
+    parent = canonical_hash(dna)
+    dead = sum(canonical_hash(mutations.insert(dna, random.Random(k), MAX, UNIFORM)[0]) == parent for k in range(300))
+    assert 60 < dead < 200                       # about 4 in 10 on the Transformer
+
+
+def test_live_placement_gives_inserts_their_weight_among_children():
+    weights = MutationWeights(**{k: float(k in ("insert", "delete")) for k in KINDS})    # 1:1
+
+    def inserts(priors):
+        rng, dna = random.Random(0), load_seed("transformer")
+        return sum(mutate(dna, rng, weights, MAX, priors=priors)[1].kind == "insert" for _ in range(400))
+
+    anywhere, live = inserts(UNIFORM), inserts(SearchPriors(preset="uniform", insert_placement="live"))
+    assert 170 < live < 230 and anywhere < 170, (anywhere, live)       # dead inserts are redrawn, often as deletes
+
+
+def test_mutate_passes_the_priors_to_inserts():
+    only_dconv = SearchPriors(op_families=OpFamilyWeights(**{f: float(f == "dconv") for f in OP_FAMILIES}),
+                              call_probability=0, branch_probability=0)
+    weights = MutationWeights(**{k: float(k in ("insert", "delete_insert")) for k in KINDS})
+    rng, dna = random.Random(0), load_seed("transformer")
+    for _ in range(20):
+        _, mutation = mutate(dna, rng, weights, MAX, priors=only_dconv)
+        inserted = re.search(r"insert S\d+\.\d+ (\S+) in1=\d+( \(rewires \d+ reads of h\d+\))?$", mutation.detail)
+        assert inserted.group(1).startswith("DCONV_"), mutation.detail
+    with pytest.raises(TypeError, match="priors must be a SearchPriors, found dict"):
+        mutate(dna, rng, weights, MAX, priors={"preset": "uniform"})
 
 
 # ---------------------------------------------------------------------------------------------- mutate_field
@@ -353,11 +419,11 @@ def test_mutate_uses_the_parent_hash_given():
     assert mutation.child_hash == canonical_hash(child)
 
 
-def _run(seed, steps=15, weights=None):
-    rng, dna, out = random.Random(seed), load_seed("primer_ez"), []
+def _run(seed, steps=15, weights=None, priors=UNIFORM, dna=None):
+    rng, dna, out = random.Random(seed), dna or load_seed("primer_ez"), []
     weights = weights or MutationWeights()
     for _ in range(steps):
-        dna, mutation = mutate(dna, rng, weights, MAX)
+        dna, mutation = mutate(dna, rng, weights, MAX, priors=priors)
         out.append((dna, mutation))
     return out
 
@@ -367,12 +433,16 @@ def test_mutate_is_deterministic_for_a_seeded_rng():
     assert _run(7) != _run(8)
 
 
-def test_mutation_sequence_is_permanent():
-    # Pins the exact seeded behaviour (draw order, vocabularies, hashing). Change this digest only on purpose,
-    # when a change to the mutations is meant to change which children a seeded search proposes.
-    details = "\n".join(m.detail for _, m in _run(0, steps=10))
+@pytest.mark.parametrize("priors, expected", [(UNIFORM, "69118c4011ea22ee"), (SearchPriors(), "d6deb3f2fd92384b")])
+def test_mutation_sequence_is_permanent(priors, expected):
+    # Pins the exact seeded behaviour (draw order, vocabularies, hashing) on a fixed program (not a seed, whose
+    # listing may change). Change a digest only on purpose, when a change to the mutations or the priors is meant
+    # to change which children a seeded search proposes. The uniform preset's digest is the one the mutations
+    # gave before the priors existed: the paper-faithful setting draws exactly as they did.
+    dna = random_dna(random.Random(11), num_subprograms=4, max_instructions=8, chain_probability=0.5)
+    details = "\n".join(m.detail for _, m in _run(0, steps=12, priors=priors, dna=dna))
     digest = hashlib.sha256(details.encode()).hexdigest()[:16]
-    assert digest == "3a58913770f3cd16", details
+    assert digest == expected, details
 
 
 @pytest.mark.parametrize("kind", KINDS)
