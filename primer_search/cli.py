@@ -128,6 +128,33 @@ def _train(args) -> int:
     return 0 if result.status in MEASURED else 1
 
 
+def _calibrate(args) -> None:
+    from primer_search.calibration import calibrate
+    from primer_search.reports import calibration_text
+
+    config = load_config(args.config, args.set)
+    _check_writable(args.json)
+
+    def progress(program, seed, result):
+        value = result.get(config.search.metric)
+        detail = f"{value:.4f}" if result["status"] == "ok" and value is not None else result.get("error") or ""
+        print(f"calibrate: {program} training seed {seed}: {result['status']} {detail}", file=sys.stderr, flush=True)
+
+    calibration = calibrate(config, args.k, on_result=progress)
+    print(calibration_text(calibration))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(calibration.to_dict(), f, indent=2)
+        print(f"wrote {args.json}")
+
+
+def _check_writable(path) -> None:
+    """Refuse an output file that could not be written, before spending compute on what goes in it."""
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise ValueError(f"--json {path}: found no directory {os.path.dirname(os.path.abspath(path))}, expected "
+                         f"an existing one")
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -190,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("run_dir")
     top.add_argument("-n", type=_positive, default=10, help="how many (default 10)")
     top.set_defaults(run=_top)
+
+    calibrate = commands.add_parser("calibrate", help="measure a config's noise: evaluate its seeds with K training "
+                                                      "seeds; spread at each hurdle and at the end, cost of hurdles")
+    calibrate.add_argument("config", help="a search config YAML (e.g. search_configs/tiny.yaml)")
+    calibrate.add_argument("-k", type=_positive, default=8, help="evaluations per seed program (default 8)")
+    calibrate.add_argument("--json", metavar="PATH", help="also write the calibration as JSON")
+    calibrate.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                           help="override a config key, e.g. --set search.executor=in_process (repeatable)")
+    calibrate.set_defaults(run=_calibrate)
+
     return parser
 
 

@@ -104,3 +104,58 @@ def describe_individual(store: RunStore, individual_id: int) -> str:
             parts += ["", f"versus seed {seed.id}:",
                       _diff(to_listing(DNA.from_dict(seed.dna)), listing, (f"#{seed.id}", f"#{ind.id}"))]
     return "\n".join(parts)
+
+
+# -- calibration and confirmation (primer_search.calibration, primer_search.confirmation) --------------------------
+
+def _align(rows: list[tuple[str, ...]], indent: str = "") -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _steps(point) -> str:
+    if point.steps is None:
+        return "-"
+    low, high = point.steps
+    return str(low) if low == high else f"{point.step:.0f} ({low}-{high})"
+
+
+def calibration_text(calibration) -> str:
+    """What `primer-search calibrate` prints: per seed program the metric's spread at each hurdle and at the end,
+    where the hurdles fall, the smallest detectable difference, and the cost of a candidate with hurdles."""
+    c = calibration
+    seeds = c.training_seeds
+    seed_text = f", training seeds {seeds[0]}..{seeds[-1]}" if seeds else ""
+    k = max((len(p.statuses) for p in c.programs), default=0)
+    lines = [f"calibration: {c.metric}, budget {c.budget:g} {c.budget_kind} (warmup {c.warmup_steps} steps), "
+             f"{k} evaluations per program{seed_text}"]
+    z = c.detectable(1.0)
+    for program in c.programs:
+        lines += ["", f"{program.program} (hash {program.canonical_hash or '-'}): {program.ok} of "
+                      f"{len(program.statuses)} evaluations ok"]
+        lines += [f"  failed: {error}" for error in program.errors]
+        rows = [("point", "step", "train s", "mean", "std", "detectable", "rank corr. with end")]
+        points = [(f"hurdle {i + 1} ({p.fraction:.1%})", p) for i, p in enumerate(program.hurdles)]
+        for label, p in points + [("end", program.final)]:
+            rows.append((label, _steps(p), _number(p.train_seconds, ".1f"), _number(p.mean, ".4f"),
+                         _number(p.std, ".4f"), _number(c.detectable(p.std), ".4f"),
+                         _number(p.rank_correlation, ".2f") if label != "end" else ""))
+        lines.append(_align(rows, "  "))
+        sigma = program.final.std
+        if sigma is not None:
+            n = program.final.runs
+            lines.append(f"  smallest detectable difference at the end: {c.detectable(sigma):.4f} with one evaluation "
+                         f"per program, {c.detectable(sigma, n):.4f} with {n}")
+    lines += ["", f"detectable: the smallest true difference a one-sided two-sample z rule finds at level {c.alpha:g} "
+                  f"with power {c.power:g}:", f"  (z_{1 - c.alpha:g} + z_{c.power:g}) x std x sqrt(2 / n) = "
+                  f"{z:.2f} std with one evaluation per program (n = 1)"]
+    if c.hurdle_fractions:
+        h = len(c.hurdle_fractions)
+        terms = " + ".join(["f1"] + [f"(f{i + 1} - f{i})/{2 ** i}" for i in range(1, h)] + [f"(1 - f{h})/{2 ** h}"])
+        lines += [f"hurdles at {', '.join(f'{f:.1%}' for f in c.hurdle_fractions)} of the budget, each passing half "
+                  f"the candidates: a candidate costs", f"  E = {terms} = {c.expected_cost:.3f} of a full "
+                  f"evaluation: compute saved {c.compute_saved:.2f}x"]
+    else:
+        lines.append("no hurdles: every candidate trains for the whole budget")
+    return "\n".join(lines)
+
