@@ -5,7 +5,8 @@ Both are deterministic and machine-independent.
 Counted per token, forward pass, from the lowered graph at a size unit and sequence length S:
     an op with a kernel (CONV_*, DCONV_*)   2 x kernel elements (one multiply-add per weight)
     MAT_MUL  [S, S] x [S, W] -> [S, W]       2 x S x W
-    T_MAT_MUL [S, W] x [S, W]^T -> [S, S]    2 x S x W  (W: the contracted width; S when inputs are positions)
+    T_MAT_MUL [S, W] x [S, W]^T -> [S, S]    2 x S x W + W  (W: the contracted width; the + W scales x by
+                                            1/sqrt(W)); two positions inputs: 2 x S x S, unscaled
     fused SOFTMAX over [S, S]               5 x S
     any other primitive                     1 x its largest operand (W for features, S for positions)
 each times the node's branch multiplicity; SPLIT, MERGE, INPUT and OUTPUT are free. The model adds the output
@@ -39,6 +40,8 @@ def node_flops(node: Node, unit: int, length: int) -> int:
     if node.op in ("MAT_MUL", "T_MAT_MUL"):
         contracted = node.sig if node.op == "MAT_MUL" else node.input_sigs[0]
         per_token = 2 * length * _elements(contracted, unit, length)
+        if node.op == "T_MAT_MUL" and any(sig.kind == FEATURES for sig in node.input_sigs):
+            per_token += _elements(contracted, unit, length)          # x / sqrt(W), the scaled dot product
     elif node.op == "SOFTMAX":
         per_token = 5 * length
     elif node.op.startswith(("CONV_", "DCONV_")):

@@ -9,15 +9,13 @@ against it and the benchmark can compare the compiled block's speed with a conve
 
 Seed semantics reproduced exactly:
 - layer norm with no epsilon: (x - mean) / sqrt(mean((x - mean)^2)) * gamma + beta (LayerNormalization, epsilon=0);
-- attention scores (0.125 q) k^T whatever the head size (the DNA's constant c[1], not 1 / sqrt(head_dim));
+- attention scores q k^T / sqrt(head_dim), the standard scale (T_MAT_MUL's, at every size unit);
 - Primer-EZ: a causal depthwise 3-tap conv over positions after each of the Q, K and V projections.
 
 B batch, S sequence, D model width, N heads, H head size, F feed-forward width.
 """
 
 from __future__ import annotations
-
-import math
 
 import keras
 import numpy as np
@@ -32,11 +30,10 @@ def squared_relu(x):
 class ReferenceTransformerBlock(keras.layers.Layer):
     """Pre-norm decoder block [B, S, D] -> [B, S, D]; `primer_ez=True` adds the Primer-EZ changes."""
 
-    def __init__(self, d_model: int, num_heads: int, head_dim: int, d_ff: int, primer_ez: bool = False,
-                 attention_scale: float = 0.125, **kwargs):
+    def __init__(self, d_model: int, num_heads: int, head_dim: int, d_ff: int, primer_ez: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.d_model, self.num_heads, self.head_dim, self.d_ff = d_model, num_heads, head_dim, d_ff
-        self.primer_ez, self.attention_scale = primer_ez, attention_scale
+        self.primer_ez = primer_ez
         self.norm1 = keras.layers.LayerNormalization(epsilon=0.0)
         self.norm2 = keras.layers.LayerNormalization(epsilon=0.0)
         inner = num_heads * head_dim
@@ -48,9 +45,7 @@ class ReferenceTransformerBlock(keras.layers.Layer):
                                   keras.layers.DepthwiseConv1D(3, use_bias=False)]) for _ in range(3))
             self.out_proj = keras.layers.Dense(d_model, use_bias=False)
         else:
-            # MHA scales scores by 1/sqrt(H); the query is pre-scaled so the overall factor is attention_scale.
-            self.mha = keras.layers.MultiHeadAttention(num_heads, key_dim=head_dim, use_bias=False)
-            self.query_factor = attention_scale * math.sqrt(head_dim)
+            self.mha = keras.layers.MultiHeadAttention(num_heads, key_dim=head_dim, use_bias=False)  # 1/sqrt(H)
         self.dense1 = keras.layers.Dense(d_ff, activation=squared_relu if primer_ez else "relu")
         self.dense2 = keras.layers.Dense(d_model)
 
@@ -70,12 +65,12 @@ class ReferenceTransformerBlock(keras.layers.Layer):
 
     def _attention(self, x):                                     # x: [B, S, D]
         if not self.primer_ez:
-            return self.mha(x * self.query_factor, x, x, use_causal_mask=True)   # [B, S, D]
+            return self.mha(x, x, x, use_causal_mask=True)                       # [B, S, D]
         heads = (-1, ops.shape(x)[1], self.num_heads, self.head_dim)
         q = ops.reshape(self.dconv_q(self.q(x)), heads)          # [B, S, N, H]
         k = ops.reshape(self.dconv_k(self.k(x)), heads)          # [B, S, N, H]
         v = ops.reshape(self.dconv_v(self.v(x)), heads)          # [B, S, N, H]
-        o = ops.dot_product_attention(q, k, v, scale=self.attention_scale, is_causal=True)  # [B, S, N, H]
+        o = ops.dot_product_attention(q, k, v, is_causal=True)  # [B, S, N, H]; scale 1/sqrt(H)
         return self.out_proj(ops.reshape(o, heads[:2] + (self.num_heads * self.head_dim,)))  # [B, S, D]
 
     def call(self, x):                                           # x: [B, S, D]
@@ -88,7 +83,7 @@ class ReferenceTransformerBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(d_model=self.d_model, num_heads=self.num_heads, head_dim=self.head_dim, d_ff=self.d_ff,
-                      primer_ez=self.primer_ez, attention_scale=self.attention_scale)
+                      primer_ez=self.primer_ez)
         return config
 
 
@@ -105,13 +100,13 @@ def reference_for(compiled_block, primer_ez: bool | None = None) -> ReferenceTra
 
 
 # Compiled seed node (path, op) -> reference weight. Paths name the seed's instructions: S0.i is instruction i of
-# `main` (0 norm1, 1 attention, 2 output projection, 4 norm2, 5 feed-forward); inside attention S1.0 / S1.1 / S1.3
+# `main` (0 norm1, 1 attention, 2 output projection, 4 norm2, 5 feed-forward); inside attention S1.0 / S1.1 / S1.2
 # are key / query / value, whose S3.0 is the CONV_1X1 projection and S3.1 the DCONV_3X1.
 _NORMS = {"S0.0-S5.1-S7.0": ("norm1", "gamma"), "S0.0-S5.1-S7.1": ("norm1", "beta"),
           "S0.4-S5.1-S7.0": ("norm2", "gamma"), "S0.4-S5.1-S7.1": ("norm2", "beta")}
 _FFN = {("S0.5-S2.0", "CONV_1X1"): ("dense1", "kernel"), ("S0.5-S2.1", "SHIFT"): ("dense1", "bias"),
         ("S0.5-S2.3", "CONV_1X1"): ("dense2", "kernel"), ("S0.5-S2.4", "SHIFT"): ("dense2", "bias")}
-_QKV = {"S0.1-S1.0": "k", "S0.1-S1.1": "q", "S0.1-S1.3": "v"}
+_QKV = {"S0.1-S1.0": "k", "S0.1-S1.1": "q", "S0.1-S1.2": "v"}
 
 
 def copy_weights(compiled_block, reference_block: ReferenceTransformerBlock) -> None:

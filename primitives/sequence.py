@@ -3,10 +3,15 @@
 Causality is built in, for every program: cumulative ops run forward along the sequence; reductions reduce the
 feature axis of features tensors and the key axis of positions tensors with future keys (j > t) replaced by the
 reduction's identity; matrix products mask the future keys of a positions operand before contracting over them.
+T_MAT_MUL over features is the scaled dot product x @ y^T / sqrt(W), W the contracted width: a stated deviation
+from Table 2's plain tf.matmul, so a program's attention temperature does not change with the size unit (the
+paper's seed multiplies Q by a constant 0.125 = 1/sqrt(64), right only at heads of 64).
 Shapes: features [B, m, S, W], positions [B, m, S, S].
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -71,15 +76,24 @@ register(OpSpec(
 
 def _t_mat_mul(call: OpCall):
     x, y = call.x, call.y
-    if call.sig_x.kind == POSITIONS and call.sig_y.kind == POSITIONS:
+    if call.sig_x.kind == POSITIONS and call.sig_y.kind == POSITIONS:   # contracts keys: not scaled
         return tf.matmul(axes.mask_future(x), axes.mask_future(y), transpose_b=True)  # [B, m, S, S]
     x, sig_x = axes.as_features(x, call.sig_x), _as_features_sig(call.sig_x)
     y, sig_y = axes.as_features(y, call.sig_y), _as_features_sig(call.sig_y)
     if sig_x.width.is_single and not sig_y.width.is_single:
-        x = axes.fit(x, sig_x, y.shape[-1])
+        width = y.shape[-1]
+        x = axes.fit(x, sig_x, width)                   # [B, m|1, S, W]
     else:
-        y = axes.fit(y, sig_y, x.shape[-1])
-    return tf.matmul(x, y, transpose_b=True)  # [B, m, S, W] @ [B, m, W, S] -> [B, m, S, S]
+        width = x.shape[-1]
+        y = axes.fit(y, sig_y, width)                   # [B, m|1, S, W]
+    return tf.matmul(scale_by_width(x, width), y, transpose_b=True)  # [B, m, S, W] @ [B, m, W, S] -> [B, m, S, S]
+
+
+def scale_by_width(x: tf.Tensor, width) -> tf.Tensor:
+    """x / sqrt(width), the scaled dot product's factor on the contracted width (static when known)."""
+    if width is None:
+        return x * tf.math.rsqrt(tf.cast(tf.shape(x)[-1], x.dtype))
+    return x if width == 1 else x * tf.cast(1.0 / math.sqrt(width), x.dtype)
 
 
 def _as_features_sig(sig: Sig) -> Sig:
@@ -90,7 +104,8 @@ register(OpSpec(
     name="T_MAT_MUL", arity=2, reads=(IN1, IN2), shape=lambda a, b, dim=None: POSITIONS_SIG, fn=_t_mat_mul,
     tf_name="tf.matmul(transpose_b=True)", shape_doc="[S, S] (y cut/padded to x's width)",
     sequence="makes positions; positions inputs contract keys j <= t",
-    doc="position-by-position scores: x @ y^T"))
+    doc="position-by-position scores: x @ y^T / sqrt(W) on features, W the contracted width (the scaled dot "
+        "product; Table 2 has the plain matmul: see Rules); two positions inputs: x @ y^T, unscaled"))
 
 
 def masked_softmax(x: tf.Tensor) -> tf.Tensor:

@@ -11,11 +11,24 @@ def test_transformer_flops_by_hand():
     for node in graph.nodes:
         by_op[node.op] = by_op.get(node.op, 0) + cost.node_flops(node, 64, S)
     assert by_op["CONV_1X1"] == 2 * (4 * D * D + 2 * D * 4 * D)        # Q, K, V, O and the feed-forward
-    assert by_op["T_MAT_MUL"] == by_op["MAT_MUL"] == 2 * S * D          # scores and weighted values, 8 heads
+    assert by_op["MAT_MUL"] == 2 * S * D                                # weighted values, 8 heads
+    assert by_op["T_MAT_MUL"] == 2 * S * D + D                          # scores, and q / sqrt(64)
     assert by_op["SOFTMAX"] == 5 * S * 8
     assert by_op["SPLIT"] == by_op["MERGE"] == 0
     total = cost.block_flops(graph, 64, S)
     assert 0 < total - sum(by_op[k] for k in ("CONV_1X1", "T_MAT_MUL", "MAT_MUL", "SOFTMAX")) < 40 * D
+    assert "C_MUL" not in by_op                                         # the scale is T_MAT_MUL's
+
+
+def test_positions_t_mat_mul_is_not_scaled():
+    from primer_search.dna import DNA, Instruction, Subprogram
+
+    dna = DNA(subprograms=(Subprogram((Instruction("T_MAT_MUL", in1=0, in2=0), Instruction("T_MAT_MUL", in1=2,
+                                                                                           in2=2))),),
+              constants=(0.0, 0.0), dimensions=(1, 2, 4, 8, 12, 16))
+    features_product, positions_product = [n for n in lower(dna).nodes if n.op == "T_MAT_MUL"]
+    assert cost.node_flops(features_product, 64, S) == 2 * S * D + D
+    assert cost.node_flops(positions_product, 64, S) == 2 * S * S
 
 
 def test_model_and_training_flops():

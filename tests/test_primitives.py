@@ -91,6 +91,30 @@ def test_reductions_on_positions_only_see_keys_up_to_t():
         np.testing.assert_allclose(got, values, err_msg=name)
 
 
+def test_t_mat_mul_is_the_scaled_dot_product_on_features(np_rng):
+    t_mat_mul = primitives.get("T_MAT_MUL")
+
+    def run(x, sig_x, y, sig_y):
+        return t_mat_mul.fn(OpCall(x=tf.constant(x), sig_x=sig_x, y=tf.constant(y), sig_y=sig_y,
+                                   out=primitives.POSITIONS_SIG)).numpy()
+
+    x, y = (np_rng.normal(size=(1, 1, 5, 6)).astype(np.float32) for _ in range(2))          # [B, m, S, 2u]
+    wide = features(Width(2))
+    expected = x[0, 0] @ y[0, 0].T / np.sqrt(6)                                               # W = 6 at unit 3
+    np.testing.assert_allclose(run(x, wide, y, wide)[0, 0], expected, rtol=1e-5, atol=1e-6)
+    short = y[..., :4]                                                                        # y padded to x's width
+    np.testing.assert_allclose(run(x, wide, short, features(Width(1, 1)))[0, 0],
+                               x[0, 0, :, :4] @ short[0, 0].T / np.sqrt(6), rtol=1e-5, atol=1e-6)
+    column = x[..., :1]                                                                       # broadcast to W = 6
+    np.testing.assert_allclose(run(column, features(SINGLE), y, wide)[0, 0],
+                               column[0, 0] * y[0, 0].sum(-1)[None, :] / np.sqrt(6), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(column, features(SINGLE), column, features(SINGLE))[0, 0],
+                               column[0, 0] @ column[0, 0].T, rtol=1e-6)                      # W = 1: unscaled
+    p, q = (np.tril(np_rng.normal(size=(1, 1, 5, 5))).astype(np.float32) for _ in range(2))  # positions
+    pos = primitives.POSITIONS_SIG
+    np.testing.assert_allclose(run(p, pos, q, pos)[0, 0], p[0, 0] @ q[0, 0].T, rtol=1e-5, atol=1e-6)  # unscaled
+
+
 def test_convolutions_are_causal_shifts():
     x = tf.constant(np.arange(1, 6, dtype=np.float32).reshape(1, 1, 5, 1))
     sig = features(SINGLE)

@@ -1,5 +1,7 @@
 """The compiled transformer / primer_ez seeds agree with the hand-written Keras reference blocks."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -7,12 +9,13 @@ from primer_search.compiler import compile_block
 from primer_search.reference import ReferenceTransformerBlock, copy_weights, reference_for
 from primer_search.seeds import load_seed
 
-UNIT, D = 4, 32          # heads of 4, d_model 32, d_ff 128: the DNA's 0.125 scale differs from 1/sqrt(4)
+UNIT, D = 4, 32          # heads of 4, d_model 32, d_ff 128
+UNITS = (4, 13, 19)      # the attention scale 1/sqrt(head size) must follow the unit (19: tiny.yaml's)
 
 
-def _randomized_block(seed_name: str, x: np.ndarray, rng: np.random.Generator):
+def _randomized_block(seed_name: str, x: np.ndarray, rng: np.random.Generator, unit: int = UNIT):
     """A built compiled block with every weight random (so a wrong mapping of SCALE/SHIFT/taps shows)."""
-    block = compile_block(load_seed(seed_name), unit=UNIT)
+    block = compile_block(load_seed(seed_name), unit=unit)
     block(x)
     for node in block.graph.nodes:
         for variable in block._weights.get(node.id, {}).values():
@@ -27,14 +30,15 @@ def _randomized_block(seed_name: str, x: np.ndarray, rng: np.random.Generator):
     return block
 
 
+@pytest.mark.parametrize("unit", UNITS)
 @pytest.mark.parametrize("seed_name", ["transformer", "primer_ez"])
-def test_compiled_seed_matches_reference(seed_name):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 12, D)).astype("float32")                    # [B, S, D]
-    block = _randomized_block(seed_name, x, rng)
+def test_compiled_seed_matches_reference(seed_name, unit):
+    rng = np.random.default_rng(unit)
+    x = rng.normal(size=(2, 12, 8 * unit)).astype("float32")             # [B, S, D]
+    block = _randomized_block(seed_name, x, rng, unit)
     reference = reference_for(block)
     assert reference.primer_ez == (seed_name == "primer_ez")
-    assert (reference.num_heads, reference.head_dim, reference.d_ff) == (8, UNIT, 32 * UNIT)
+    assert (reference.num_heads, reference.head_dim, reference.d_ff) == (8, unit, 32 * unit)
     copy_weights(block, reference)
     compiled, expected = np.asarray(block(x)), np.asarray(reference(x))
     assert compiled.shape == expected.shape == x.shape
@@ -58,7 +62,12 @@ def test_reference_is_causal(primer_ez):
 def test_copy_weights_rejects_other_programs():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1, 4, D)).astype("float32")
-    block = compile_block(load_seed("primer"), unit=UNIT)
+    dna = load_seed("primer_ez")
+    main = dna.subprograms[0]
+    convolved = tuple(dataclasses.replace(ins, op="CONV_3X1") if ins.op == "CONV_1X1" else ins
+                      for ins in main.instructions)                 # a 3-tap output projection
+    block = compile_block(dna.replace(subprograms=(dataclasses.replace(main, instructions=convolved),)
+                                      + dna.subprograms[1:]), unit=UNIT)
     block(x)
     with pytest.raises(ValueError, match="copy_weights"):
         copy_weights(block, ReferenceTransformerBlock(D, 8, UNIT, 128, primer_ez=True))
