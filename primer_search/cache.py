@@ -58,11 +58,14 @@ class ProgramCache:
             program = self.by_id[root] if root is not None else None
         return program
 
-    def plan(self, program: Program | None) -> Plan:
+    def plan(self, program: Program | None, calibration: bool = False) -> Plan:
         """Train a new program with the base seed; train a known one again with its next seed while it has fewer
-        than 1 + reevaluations; else reuse its result (or train again while it has none yet)."""
+        than 1 + reevaluations, or always for a `calibration` (a seed's repeated evaluation); else reuse its
+        result (or train again while it has none yet)."""
         if program is None:
             return Plan(training_seed=self.base_seed)
+        if calibration:
+            return Plan(program.root, self.base_seed + program.trained)
         if program.result_status == "invalid":                 # cannot be built: no seed changes that
             return Plan(program.root, reuse=program.result)
         if program.trained <= self.reevaluations or program.result is None:

@@ -213,6 +213,14 @@ class SearchConfig:
         unknown = [name for name in self.macro_options if name not in MACRO_SECTIONS]
         if unknown:
             raise ValueError(f"macro_options: found {unknown[0]!r}, expected names from {list(MACRO_SECTIONS)}")
+    min_hurdle_steps: int = between(10, 0)                    # no hurdle before this many steps (nor before
+                                                              # training.warmup_steps): earlier is noise
+    seed_evaluations: int = between(1, 1)                     # each seed is trained this many times first
+                                                              # (fresh training seeds): the run's noise
+                                                              # calibration, and the seed's fitness is the mean
+    reevaluations: int = between(2, 0)                        # a program proposed again trains again with a
+                                                              # fresh seed, up to this many times; its fitness
+                                                              # is the mean (primer_search.cache)
         if (self.metric == "validation_loss" and self.mutation_weights.macro > 0
                 and "megabyte" in self.macro_options):
             raise ValueError("metric: found validation_loss while macro mutations may switch on megabyte, expected "

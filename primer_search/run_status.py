@@ -22,6 +22,7 @@ class Status:
     hurdle_stops: int
     hurdle_compute_saved: float              # share of training compute
     compute_factor: float = 1.0              # individuals per full training budget spent (hurdles and cache)
+    noise: tuple[float, int] | None = None   # the first seed's final metric: (standard deviation, evaluations)
 
     @property
     def cache_hit_rate(self) -> float:
@@ -33,7 +34,8 @@ class Status:
         return (f"search: done {self.done}/{self.target}  in flight {self.in_flight}  failed {failed}  "
                 f"best {best}  {self.evaluations_per_hour:.0f} evals/h  cache hits {self.cache_hits}  "
                 f"hurdle stops {self.hurdle_stops} (saved {self.hurdle_compute_saved:.0%})  "
-                f"compute saved {self.compute_factor:.1f}x")
+                f"compute saved {self.compute_factor:.1f}x"
+                + (f"  noise {self.noise[0]:.4f} ({self.noise[1]} seeds)" if self.noise else ""))
 
 
 def read_status(store: RunStore, since: float | None = None, done_before: int = 0) -> Status:
@@ -46,9 +48,12 @@ def read_status(store: RunStore, since: float | None = None, done_before: int = 
     completed = store.completed()
     trained = sum(1 for row in completed if row.status == "ok" and row.cached_from is None)
     spent = sum(row.metrics.get("budget_fraction") or 0.0 for row in completed if row.cached_from is None)
+    calibration = store.meta_get("calibration")
+    final = calibration["programs"][0]["final"] if calibration else None
     return Status(done=counts["done"], in_flight=counts["proposed"] - counts["done"],
                   target=config.search.num_individuals, by_status=counts["by_status"],
                   best=(top[0].id, top[0].fitness) if top else None, evaluations_per_hour=rate,
                   cache_hits=counts["cache_hits"], hurdle_stops=counts["hurdle_stops"],
                   hurdle_compute_saved=hurdles.compute_saved(store.stopped_fractions(), trained),
-                  compute_factor=counts["done"] / spent if spent > 0 else 1.0)
+                  compute_factor=counts["done"] / spent if spent > 0 else 1.0,
+                  noise=(final["std"], final["runs"]) if final and final["std"] is not None else None)

@@ -100,6 +100,14 @@ def fitness_of(result: dict) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _stored_seeds(config: Config, store: RunStore) -> list[DNA]:
+    """The seeds as the run proposed them (seed i first as individual i x seed_evaluations + 1), the rest as the
+    config names them."""
+    k, proposed = config.search.seed_evaluations, store.proposed_count()
+    return [DNA.from_dict(store.individual(i * k + 1).dna) if i * k + 1 <= proposed else load_seeds([name],
+            config.search.metric)[0] for i, name in enumerate(config.search.seeds)]
+
+
 def check_hurdle_placement(config: Config, seeds: list[DNA]) -> None:
     """With a FLOPs budget, where the hurdles fall in steps depends on the program: check the seeds'. (A steps
     budget is checked when the config loads; a seconds budget is known only by measuring: `calibrate`.)"""
@@ -162,9 +170,7 @@ class Search:
             state = store.rng_state()
             if state is not None:
                 rng.setstate(state)
-            stored = [DNA.from_dict(row.dna) for row in store.individuals_without_parent()]
-            seeds = stored + load_seeds(config.search.seeds[len(stored):], config.search.metric)   # as evaluated
-            search = cls(config, store, rng, seeds)
+            search = cls(config, store, rng, _stored_seeds(config, store))
             search._replay()
         except BaseException:
             store.close()
@@ -174,11 +180,11 @@ class Search:
     def _replay(self) -> None:
         """Rebuild the cache and the population from the store: every proposal in id order, then every result in
         completion order, through the same steps as a live run (decoding only the survivors' DNA)."""
-        seed_dnas = iter(self.evolution.seeds)
         for row in self.store.proposals():
             self.cache.proposed(row.id, row.canonical_hash, row.fingerprint, row.repeat_of, row.training_seed)
-            if row.parent_id is None:
-                self.evolution.add(Member(row.id, next(seed_dnas), None, row.canonical_hash), is_seed=True)
+            if row.parent_id is None and not self._is_seed_repeat(None, row.id):
+                dna = DNA.from_dict(self.store.individual(row.id).dna)
+                self.evolution.add(Member(row.id, dna, None, row.canonical_hash), is_seed=True)
         for row in self.store.completed():
             self.done_at_start += 1
             self._enter(row, None, row.status, fitness_of(row.metrics), row.cached_from)
@@ -191,14 +197,18 @@ class Search:
 
     # -- proposing -----------------------------------------------------------------------------------------
 
+    def _is_seed_repeat(self, parent_id: int | None, individual: int) -> bool:
+        """Whether this individual is a seed's 2nd, 3rd... evaluation (`seed_evaluations`): always trained."""
+        return parent_id is None and (individual - 1) % self.config.search.seed_evaluations != 0
+
     def _next_proposal(self) -> Proposal | None:
         """The next program to evaluate, or None when the run is fully proposed (or nothing is left to mutate)."""
         proposed = self.store.proposed_count()
-        seeds = self.evolution.initial_proposals()
+        seeds, k = self.evolution.initial_proposals(), self.config.search.seed_evaluations
         if proposed >= self.config.search.num_individuals:
             return None
-        if proposed < len(seeds):                                  # the seeds are the first individuals
-            return seeds[proposed]
+        if proposed < len(seeds) * k:                              # the seeds are the first individuals
+            return seeds[proposed // k]
         return self.evolution.propose() if self.evolution.ready else None
 
     def _submit(self, executor, proposal: Proposal) -> None:
@@ -210,13 +220,14 @@ class Search:
 
             key = fingerprint(dna, self.config.model.width_units)
             program = self.cache.find(fingerprint=key)
-        plan = self.cache.plan(program)
+        calibration = self._is_seed_repeat(proposal.parent_id, self.store.proposed_count() + 1)
+        plan = self.cache.plan(program, calibration=calibration)
         individual = self.store.add_proposal(
             proposal.parent_id, mutation.kind if mutation else None, mutation.detail if mutation else None,
             dna.to_dict(), hash_, fingerprint=key, rng_state=self.rng.getstate(),
             training_seed=plan.training_seed, repeat_of=plan.repeat_of)
         self.cache.proposed(individual, hash_, key, plan.repeat_of, plan.training_seed)
-        if proposal.parent_id is None:
+        if proposal.parent_id is None and not calibration:
             self.evolution.add(Member(individual, dna, None, hash_), is_seed=True)
         self._dispatch(executor, self.store.individual(individual), dna)
 
@@ -234,6 +245,9 @@ class Search:
         else with one taken now from every record so far; record the verdict before answering."""
         i, value = question["hurdle"], question["value"]
         recorded = self.store.hurdle_decision(individual, i)
+        if self.store.individual(individual).parent_id is None:   # a seed is the baseline: never stopped
+            self.store.record_hurdle(individual, i, question["fraction"], value, True)
+            return True
         if recorded is not None:
             limit = recorded.threshold
         else:
@@ -261,7 +275,21 @@ class Search:
         fitness = self._enter(row, dna, result["status"], fitness_of(result), cached_from)
         self.store.record_result(row.id, result["status"], fitness, result, worker=worker, attempts=attempts,
                                  cached_from=cached_from, started_at=started_at)
+        if row.parent_id is None:
+            self._store_calibration()
         self.events.log(fitness, result, self.evolution.population)
+
+    def _store_calibration(self) -> None:
+        """Once every seed evaluation has a result, the noise they show goes into the store (`calibration`)."""
+        k, names = self.config.search.seed_evaluations, self.config.search.seeds
+        seeds = self.store.individuals_without_parent()
+        if k < 2 or len(seeds) < k * len(names) or not all(s.done for s in seeds) or self.store.meta_get("calibration"):
+            return
+        from primer_search.calibration import summarize
+
+        results = {name: [s.metrics for s in seeds[i * k:(i + 1) * k]] for i, name in enumerate(names)}
+        training_seeds = [s.training_seed for s in seeds[:k]]
+        self.store.meta_set("calibration", summarize(results, self.config, training_seeds).to_dict())
 
     def _complete(self, completion) -> None:
         row = self.store.individual(completion.trial_id)

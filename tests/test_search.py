@@ -207,8 +207,8 @@ def fake_trial(payload, ask=None):
         if ask is not None and not ask({"hurdle": i, "fraction": fraction, "value": value}):
             return {"status": "stopped", "fitness": value, "validation_loss": value, "bits_per_byte": value,
                     "checkpoints": checkpoints, "budget_fraction": fraction}
-    return {"status": "ok", "fitness": final, "validation_loss": final, "bits_per_byte": final,
-            "checkpoints": checkpoints, "budget_fraction": 1.0}
+    return {"status": "ok", "fitness": final, "validation_loss": final, "bits_per_byte": final, "steps": 10,
+            "train_seconds": 1.0, "checkpoints": checkpoints, "budget_fraction": 1.0}
 
 
 class Killing(InProcessExecutor):
@@ -300,7 +300,8 @@ def test_killed_at_every_trial_boundary_the_run_resumes_to_the_same_result(tmp_p
 def test_a_trial_killed_mid_way_is_held_to_its_recorded_thresholds(tmp_path, monkeypatch):
     monkeypatch.setattr("primer_search.search.run_trial", fake_trial)
     search = Search.start(_simulated_config(), tmp_path / "run")
-    (individual,) = [search.store.add_proposal(None, None, None, search.evolution.seeds[0].to_dict(), "h")]
+    seed = search.store.add_proposal(None, None, None, search.evolution.seeds[0].to_dict(), "h")
+    individual = search.store.add_proposal(seed, "insert", None, search.evolution.seeds[0].to_dict(), "h2")
     for other in range(4):                                       # four records: a threshold exists
         search.store.record_hurdle(search.store.add_proposal(None, None, None, {}, f"o{other}"), 0, 0.1,
                                    2.0 + other, True)
@@ -335,3 +336,20 @@ def test_the_hill_climber_mutates_the_best_program_so_far(tmp_path, monkeypatch)
             if row.fitness is not None and (best is None or row.fitness < best[1]):
                 best = (row.id, row.fitness)
     assert all(parent == expected for parent, expected in parents[1:])
+
+
+def test_seeds_evaluated_several_times_calibrate_the_run(tmp_path, monkeypatch):
+    monkeypatch.setattr("primer_search.search.run_trial", fake_trial)
+    config = _simulated_config().replace(search={"seed_evaluations": 3, "num_individuals": 8})
+    search = Search.start(config, tmp_path / "run")
+    status = search.run(executor=Killing(search.answer))
+    search.close()
+    with RunStore.open(tmp_path / "run") as store:
+        seeds = store.individuals_without_parent()
+        calibration = store.meta_get("calibration")
+    assert [(s.id, s.training_seed, s.repeat_of) for s in seeds] == [(1, 0, None), (2, 1, 1), (3, 2, 1)]
+    assert all(s.status == "ok" for s in seeds)                  # a seed is never stopped at a hurdle
+    finals = [s.metrics["fitness"] for s in seeds]
+    assert seeds[-1].fitness == pytest.approx(sum(finals) / 3)     # the mean, which member 1 carried
+    assert calibration["training_seeds"] == [0, 1, 2] and calibration["programs"][0]["final"]["runs"] == 3
+    assert status.noise is not None and status.noise[1] == 3 and "noise" in status.line()
