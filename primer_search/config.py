@@ -56,6 +56,13 @@ class DataConfig:
     batch_tokens: int = between(4096, 2)                      # tokens per batch (a multiple of sequence_length)
     validation_tokens: int = between(65_536, 1)               # at least this many, in whole validation documents
     shuffle_buffer: int = between(10_000, 1)                  # documents (streamed sources such as lm1b)
+    # A test split, held out for `primer-search confirm` (never ranked on by a search; off by default). pydoc and
+    # text_files: `test_fraction` of the training documents (those whose text's CRC32 falls in the top fraction of
+    # its range) are taken out of training, or text_files reads `test_files`; lm1b: `test_split`, e.g. 'test'.
+    test_fraction: float = between(0.0, 0.0, 0.5)
+    test_files: tuple[str, ...] = ()
+    test_split: str | None = None
+    evaluation: str = choice("validation", "validation", "test")   # the held-out set measured; confirm sets test
 
     def __post_init__(self):
         if self.batch_tokens % self.sequence_length:
@@ -63,6 +70,27 @@ class DataConfig:
                              f"({self.sequence_length})")
         if self.source == "text_files" and not self.train_files:
             raise ValueError("train_files: found none, expected at least one glob pattern with source: text_files")
+        self._check_test_split()
+
+    TEST_SPLIT_KEYS = {"pydoc": ("test_fraction",), "text_files": ("test_fraction", "test_files"),
+                       "lm1b": ("test_split",)}
+
+    def _check_test_split(self) -> None:
+        given = [key for key in ("test_fraction", "test_files", "test_split") if getattr(self, key)]
+        allowed = self.TEST_SPLIT_KEYS[self.source]
+        for key in given:
+            if key not in allowed:
+                raise ValueError(f"{key}: found {getattr(self, key)!r} with source: {self.source}, expected "
+                                 f"{' or '.join(allowed)} to name its test split")
+        if len(given) > 1:
+            raise ValueError(f"{given[1]}: found it together with {given[0]}, expected one of them")
+        if self.evaluation == "test" and not given:
+            raise ValueError(f"evaluation: found test without a test split, expected {' or '.join(allowed)} set "
+                             f"(source: {self.source})")
+
+    @property
+    def has_test_split(self) -> bool:
+        return bool(self.test_fraction or self.test_files or self.test_split)
 
     @property
     def batch_size(self) -> int:
@@ -185,6 +213,14 @@ class SearchConfig:
     max_instructions: int = between(40, 1)                    # per subprogram, a limit on insert mutations
     hurdles: int = between(4, 0)                              # H halving hurdles at (2^i - 1)/(2^(H+1) - 1)
     hurdle_window: int = between(100, 1)                      # a hurdle compares with this many recent records
+    min_hurdle_steps: int = between(10, 0)                    # no hurdle before this many steps (nor before
+                                                              # training.warmup_steps): earlier is noise
+    seed_evaluations: int = between(1, 1)                     # each seed is trained this many times first
+                                                              # (fresh training seeds): the run's noise
+                                                              # calibration, and the seed's fitness is the mean
+    reevaluations: int = between(2, 0)                        # a program proposed again trains again with a
+                                                              # fresh seed, up to this many times; its fitness
+                                                              # is the mean (primer_search.cache)
     fec: bool = True                                          # functional-equivalence cache
     metric: str = choice("validation_loss", "validation_loss", "bits_per_byte")   # quality, lower is better
     # macro-options the `macro` mutation may switch on (mixture_of_depths, calm, megabyte)
@@ -213,14 +249,6 @@ class SearchConfig:
         unknown = [name for name in self.macro_options if name not in MACRO_SECTIONS]
         if unknown:
             raise ValueError(f"macro_options: found {unknown[0]!r}, expected names from {list(MACRO_SECTIONS)}")
-    min_hurdle_steps: int = between(10, 0)                    # no hurdle before this many steps (nor before
-                                                              # training.warmup_steps): earlier is noise
-    seed_evaluations: int = between(1, 1)                     # each seed is trained this many times first
-                                                              # (fresh training seeds): the run's noise
-                                                              # calibration, and the seed's fitness is the mean
-    reevaluations: int = between(2, 0)                        # a program proposed again trains again with a
-                                                              # fresh seed, up to this many times; its fitness
-                                                              # is the mean (primer_search.cache)
         if (self.metric == "validation_loss" and self.mutation_weights.macro > 0
                 and "megabyte" in self.macro_options):
             raise ValueError("metric: found validation_loss while macro mutations may switch on megabyte, expected "
@@ -236,6 +264,11 @@ class Config:
     search: SearchConfig = SearchConfig()
 
     def __post_init__(self):
+        training, search = self.training, self.search
+        if training.budget_kind == "steps" and search.hurdles:
+            error = placement_error(search.hurdles, training.budget, training.warmup_steps, search.min_hurdle_steps)
+            if error:
+                raise ValueError(error)
         if self.data.tokenizer == "bytes" and self.model.vocab_size != BYTE_VOCAB_SIZE:
             raise ValueError(f"model.vocab_size: found {self.model.vocab_size}, expected {BYTE_VOCAB_SIZE} with "
                              f"data.tokenizer: bytes (256 byte values, padding and end of document)")
@@ -282,17 +315,7 @@ def load_config(path=None, overrides=()) -> Config:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: found {type(data).__name__}, expected a mapping of sections "
                              f"(model, data, training, search)")
-    min_hurdle_steps: int = between(10, 0)                    # no hurdle before this many steps (nor before
-                                                              # training.warmup_steps): earlier is noise
-    reevaluations: int = between(2, 0)                        # a program proposed again trains again with a
-                                                              # fresh seed, up to this many times; its fitness
-                                                              # is the mean (primer_search.cache)
     try:
         return config_from_dict(data, overrides)
     except ValueError as err:
         raise ValueError(f"{path}: {err}" if path else str(err)) from None
-        training, search = self.training, self.search
-        if training.budget_kind == "steps" and search.hurdles:
-            error = placement_error(search.hurdles, training.budget, training.warmup_steps, search.min_hurdle_steps)
-            if error:
-                raise ValueError(error)
