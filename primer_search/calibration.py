@@ -246,3 +246,19 @@ def calibrate(config: Config, k: int = 8, executor=None,
     results = run_evaluations(config.search, jobs, executor, report)
     grouped = {name: results[i * k:(i + 1) * k] for i, name in enumerate(names)}
     return summarize(grouped, config, seeds)
+
+
+# -- the promotion rule ------------------------------------------------------------------------------------------
+
+PROMOTION_ALPHA = 0.001
+
+
+def promotion_margin(sigma: float, seed_runs: int, program_runs: int = 1, alpha: float = PROMOTION_ALPHA) -> float:
+    """How far below the seed's mean a program's mean must fall for the run to call it better than the seed: a
+    one-sided t rule at level `alpha` with the seed's degrees of freedom,
+    t_(1 - alpha, k - 1) x sigma x sqrt(1 / n + 1 / k), k the seed's evaluations and n the program's. At the default
+    level a program equal to the seed passes it about once in a thousand evaluations (bench/null_rate.py)."""
+    if seed_runs < 2 or program_runs < 1:
+        raise ValueError(f"promotion_margin: found {seed_runs} seed and {program_runs} program evaluations, "
+                         f"expected at least 2 and 1")
+    return stats.t_quantile(1 - alpha, seed_runs - 1) * sigma * math.sqrt(1 / program_runs + 1 / seed_runs)

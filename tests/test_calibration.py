@@ -130,3 +130,22 @@ def test_calibrate_command_refuses_bad_input_and_writes_nothing(tmp_path, capsys
     assert "unknown key 'budgt'" in capsys.readouterr().err
     assert main(["calibrate", str(config), "-k", "1"]) == 2
     assert "k: found 1" in capsys.readouterr().err
+
+
+def test_the_promotion_margin_lets_an_equal_program_through_at_its_level():
+    """A program equal to the seed beats the seed's mean by the margin with probability alpha: the t rule."""
+    import numpy as np
+
+    from primer_search.calibration import PROMOTION_ALPHA, promotion_margin
+
+    assert promotion_margin(0.01, 8) == pytest.approx(4.785 * 0.01 * (1 + 1 / 8) ** 0.5, rel=1e-3)
+    assert promotion_margin(0.01, 8, 4) < promotion_margin(0.01, 8, 1)          # more evaluations, smaller margin
+    rng = np.random.default_rng(0)
+    trials = 20_000
+    seeds = rng.normal(size=(trials, 8))
+    nulls = rng.normal(size=trials)
+    margins = np.array([promotion_margin(s, 8) for s in seeds.std(axis=1, ddof=1)])
+    promoted = int(np.sum(nulls < seeds.mean(axis=1) - margins))
+    assert abs(promoted - trials * PROMOTION_ALPHA) < 5 * (trials * PROMOTION_ALPHA) ** 0.5, promoted
+    with pytest.raises(ValueError, match="expected at least 2 and 1"):
+        promotion_margin(0.01, 1)

@@ -353,3 +353,22 @@ def test_seeds_evaluated_several_times_calibrate_the_run(tmp_path, monkeypatch):
     assert seeds[-1].fitness == pytest.approx(sum(finals) / 3)     # the mean, which member 1 carried
     assert calibration["training_seeds"] == [0, 1, 2] and calibration["programs"][0]["final"]["runs"] == 3
     assert status.noise is not None and status.noise[1] == 3 and "noise" in status.line()
+
+
+def test_the_status_counts_programs_better_than_the_seed_beyond_the_noise(tmp_path, monkeypatch):
+    from primer_search.calibration import promotion_margin
+
+    monkeypatch.setattr("primer_search.search.run_trial", fake_trial)
+    search = Search.start(_simulated_config().replace(search={"seed_evaluations": 3}), tmp_path / "run")
+    status = search.run(executor=Killing(search.answer))
+    search.close()
+    with RunStore.open(tmp_path / "run") as store:
+        final = store.meta_get("calibration")["programs"][0]["final"]
+        latest = {}
+        for row in store.completed():
+            if row.parent_id is not None and row.status == "ok":
+                n, _ = latest.get(row.repeat_of or row.id, (0, None))
+                latest[row.repeat_of or row.id] = (n + (row.cached_from is None), row.fitness)
+    expected = sum(1 for n, mean in latest.values()
+                   if n and mean < final["mean"] - promotion_margin(final["std"], final["runs"], n))
+    assert status.improvements == expected and f"better than the seed {expected}" in status.line()
