@@ -23,7 +23,8 @@ insert         Insert a new instruction (`search_space.new_instruction`, drawn u
                lands: `insert_placement: anywhere` (the paper) draws the subprogram, a position 0..len and input 1
                uniformly, so many inserts splice into a wire no live instruction reads and are rejected as
                no-ops; `live` draws them uniformly among the subprograms that run, the positions with a live wire
-               and the live wires there (`search_space.live_wires`), so an insert is never dead code.
+               and the live wires there (`search_space.live_wires`; at the end, the output's), so an insert is
+               never dead code and every instruction that was live stays live.
 delete_insert  A delete followed by an insert (Helmuth et al.), each in its own uniformly drawn subprogram.
 mutate_field   Change one field the instruction reads (its op always; in1/in2/const/dim as its op reads them,
                calls read in1 and in2; and branch) to a different valid value: a state 0..i+1, a bank index, a

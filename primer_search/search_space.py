@@ -115,16 +115,19 @@ def _subprogram_wires(instructions, uses) -> tuple:
             wires[p].append(state)
     calls = tuple(instructions[i].callee for i, _ in alive if instructions[i].callee is not None)
     return (tuple(sorted(needed & {0, 1})), calls,
-            tuple(tuple(w) for w in wires) + (tuple(range(len(instructions) + 2)),))
+            tuple(tuple(w) for w in wires) + ((len(instructions) + 1,),))      # at the end: the output's wire
 
 
 def live_wires(programs, memos=None) -> list[tuple[tuple[int, ...], ...] | None]:
     """Where an insert changes the computation, for instruction lists `programs` (one tuple per subprogram).
 
     An insert at position p with input 1 on state x is spliced into x's wire: later readers of x read the new
-    state instead. It is live when a live instruction at p or later reads x, or when p is the end of the
-    subprogram (the new instruction becomes the output). For each subprogram: None when it never runs (no live
-    instruction of a running subprogram calls it; MAIN runs), else for each position 0..len the live states x.
+    state instead. x is a live wire at p when a live instruction at p or later reads it; at the end (p = len)
+    the live wire is the output, which the subprogram's caller reads (the new instruction becomes the output and
+    reads the old one). An insert on a live wire is always read, and every instruction that was live stays live
+    (an insert at the end reading another state would make the old output dead instead). For each subprogram:
+    None when it never runs (no live instruction of a running subprogram calls it; MAIN runs), else for each
+    position 0..len the live wires there.
     `memos` (optional, one dict or None per subprogram, e.g. `Subprogram.memo`) keeps each subprogram's part,
     which depends only on its instructions and on what the subprograms after it use.
     """

@@ -106,17 +106,33 @@ def _splice(dna, op, s, p, state):
                                                                                               dna.subprograms)))
 
 
+def _copies(graph, s: int) -> int:
+    """How many times subprogram s is inlined in the graph (its call paths)."""
+    return len({node.path.partition(f"S{s}.")[0] for node in graph.nodes if f"S{s}." in node.path
+                and (node.path.startswith(f"S{s}.") or f"-S{s}." in node.path)})
+
+
 @pytest.mark.parametrize("index", range(15))
-def test_live_wires_are_exactly_the_inserts_that_change_the_graph(index):
+def test_live_wires_are_the_inserts_that_change_the_graph_and_kill_nothing(index):
     dna = list(_dnas())[index]
     parent, wires = canonical_hash(dna), live_wires(_programs(dna))
+    graph = lower(dna, fuse=False)
     used = {ins.op for ins in itertools.chain(*_programs(dna))}
     op = next(op for op in ("TANH", "SIN", "COS", "SIGMOID", "ABS", "SIGN", "SQUARE") if op not in used)  # a new node
     for s, instructions in enumerate(_programs(dna)):
-        for p in range(len(instructions) + 1):
+        end = len(instructions)
+        for p in range(end + 1):
             for state in range(p + 2):
-                changed = canonical_hash(_splice(dna, op, s, p, state)) != parent
-                assert changed == (wires[s] is not None and state in wires[s][p]), (s, p, state)
+                child = _splice(dna, op, s, p, state)
+                changed = canonical_hash(child) != parent
+                live = wires[s] is not None and state in wires[s][p]
+                if p < end or wires[s] is None:
+                    assert changed == live, (s, p, state)
+                else:                            # at the end, any input changes the output; only its own wire
+                    assert changed and live == (state == end + 1), (s, p, state)   # keeps every node
+                if live:                         # one more node per inlined copy of S<s>, none fewer (unfused)
+                    added = len(lower(child, fuse=False).nodes) - len(graph.nodes)
+                    assert added == _copies(graph, s), (s, p, state)
 
 
 def test_the_subprograms_with_wires_are_those_the_graph_runs():
@@ -129,4 +145,4 @@ def test_the_subprograms_with_wires_are_those_the_graph_runs():
 def test_a_subprogram_no_live_instruction_calls_has_no_wires():
     dna = DNA(subprograms=(Subprogram((Instruction("S1", in1=0), Instruction("EXP", in1=0))),
                            Subprogram((Instruction("SIN", in1=0),)), Subprogram((Instruction("COS", in1=0),))))
-    assert live_wires(_programs(dna)) == [((0,), (0,), (0, 1, 2, 3)), None, None]
+    assert live_wires(_programs(dna)) == [((0,), (0,), (3,)), None, None]
