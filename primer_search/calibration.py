@@ -182,15 +182,16 @@ def _point(fraction: float, found: list[tuple[float, int, float]], rank_correlat
 
 
 def summarize_program(program: str, results: Sequence[dict], config: Config) -> ProgramCalibration:
-    """One program's calibration from its FitnessResult dicts: the hurdles count every measured result (ok or
-    stopped) with a checkpoint there, the end only the results that trained to the end (status ok)."""
+    """One program's calibration from its FitnessResult dicts: a hurdle counts every result with a checkpoint
+    there (a run stopped, timed out or failed later measured it all the same), the end only the results that
+    trained to the end (status ok)."""
     metric, fractions = config.search.metric, hurdle_fractions(config.search.hurdles)
     rows, at_hurdles = [], [[] for _ in fractions]
     finals = []
     for result in results:
         row = []
         for i, fraction in enumerate(fractions):
-            checkpoint = _checkpoint_at(result, fraction) if result.get("status") in ("ok", "stopped") else None
+            checkpoint = _checkpoint_at(result, fraction)
             value = checkpoint.get(metric) if checkpoint else None
             row.append(value if _finite(value) else None)
             if row[-1] is not None:

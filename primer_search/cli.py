@@ -148,6 +148,19 @@ def _calibrate(args) -> None:
         print(f"wrote {args.json}")
 
 
+def _confirm(args) -> None:
+    from primer_search.confirmation import confirm
+    from primer_search.reports import confirmation_text
+
+    def progress(individual, seed, result):
+        detail = "" if result["status"] == "ok" else result.get("error") or ""
+        print(f"confirm: individual {individual} training seed {seed}: {result['status']} {detail}",
+              file=sys.stderr, flush=True)
+
+    print(confirmation_text(confirm(args.run_dir, args.k, args.seeds, args.budget_multiplier, args.set,
+                                    on_result=progress)))
+
+
 def _check_writable(path) -> None:
     """Refuse an output file that could not be written, before spending compute on what goes in it."""
     if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
@@ -159,6 +172,16 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
 
 
@@ -227,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
                            help="override a config key, e.g. --set search.executor=in_process (repeatable)")
     calibrate.set_defaults(run=_calibrate)
 
+    confirm = commands.add_parser("confirm", help="retrain a run's top programs and its seeds with several training "
+                                                  "seeds on the test split: CI, speedup factor, paired p-value")
+    confirm.add_argument("run_dir", help="the run directory of a search")
+    confirm.add_argument("-k", type=_positive, default=5, help="top programs to confirm (default 5)")
+    confirm.add_argument("--seeds", type=_positive, default=5, help="training seeds per program (default 5)")
+    confirm.add_argument("--budget-multiplier", type=_positive_number, default=1.0, metavar="M",
+                         help="train for M x the search's training budget (default 1)")
+    confirm.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                         help="override a config key, e.g. --set data.test_fraction=0.1 (repeatable)")
+    confirm.set_defaults(run=_confirm)
     return parser
 
 

@@ -12,6 +12,9 @@ same. Three kinds exist:
     lm1b        the One Billion Word benchmark through tensorflow-datasets (`primer_search.lm1b`)
 Without a separate validation set, a document is held out when a hash of its text falls under
 `validation_fraction`: the split is stable, independent of document order, and never shares a document.
+A test split (`primer-search confirm` measures on it; none by default): the documents whose CRC32 falls in the top
+`test_fraction` of its range leave training (disjoint from the validation slice at the bottom), or `test_files`;
+LM1B names a TFDS split. `test_documents()` reads it, in stored order.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class InMemorySource:
     key: str
     train: tuple[str, ...]
     validation: tuple[str, ...]
+    test: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.train or not self.validation:
@@ -52,6 +56,12 @@ class InMemorySource:
 
     def validation_documents(self) -> Iterator[str]:
         return iter(self.validation)
+
+    def test_documents(self) -> Iterator[str]:
+        if not self.test:
+            raise ValueError(f"corpus {self.key}: found no test documents, expected data.test_fraction large enough "
+                             f"to hold out at least one, or data.test_files")
+        return iter(self.test)
 
 
 def _content_key(prefix: str, documents) -> str:
@@ -71,13 +81,24 @@ def hash_split(documents, fraction: float) -> tuple[tuple[str, ...], tuple[str, 
     return tuple(train), tuple(validation)
 
 
-def pydoc_source(validation_fraction: float = 0.05) -> InMemorySource:
+def split_off_test(documents, fraction: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(rest, test): a document is a test document when the CRC32 of its text falls in the top `fraction` of its
+    range (so never one `hash_split` holds out for validation, whose fraction is at most one half)."""
+    rest, test = [], []
+    for document in documents:
+        held_out = zlib.crc32(document.encode("utf-8")) >= (1.0 - fraction) * 2 ** 32
+        (test if held_out else rest).append(document)
+    return tuple(rest), tuple(test)
+
+
+def pydoc_source(validation_fraction: float = 0.05, test_fraction: float = 0.0) -> InMemorySource:
     """Paragraphs of the standard library's pydoc topics (about 0.47 MB of English in CPython 3.12)."""
     from pydoc_data.topics import topics
 
     paragraphs = [p.strip() for name in sorted(topics) for p in topics[name].split("\n\n") if p.strip()]
     train, validation = hash_split(paragraphs, validation_fraction)
-    return InMemorySource(_content_key("pydoc", train), train, validation)
+    train, test = split_off_test(train, test_fraction) if test_fraction else (train, ())
+    return InMemorySource(_content_key("pydoc", train), train, validation, test)
 
 
 def _expand(patterns) -> list[str]:
@@ -113,7 +134,12 @@ def text_file_source(config: DataConfig) -> InMemorySource:
                                                                     config.document))
     else:
         train, validation = hash_split(documents, config.validation_fraction)
-    return InMemorySource(_content_key("files", train), train, validation)
+    test: tuple[str, ...] = ()
+    if config.test_files:
+        test = tuple(_read_documents(_expand(config.test_files), config.document))
+    elif config.test_fraction:
+        train, test = split_off_test(train, config.test_fraction)
+    return InMemorySource(_content_key("files", train), train, validation, test)
 
 
 def _lm1b(config: DataConfig):
@@ -122,7 +148,7 @@ def _lm1b(config: DataConfig):
 
 
 _SOURCES: dict[str, Callable[[DataConfig], object]] = {
-    "pydoc": lambda config: pydoc_source(config.validation_fraction),
+    "pydoc": lambda config: pydoc_source(config.validation_fraction, config.test_fraction),
     "text_files": text_file_source,
     "lm1b": _lm1b,
 }

@@ -16,6 +16,8 @@ loss). `num_bytes` is the UTF-8 size of that text counting one byte per document
     bits per byte = (sum of target NLL in nats) / (ln 2 * num_bytes)
 
 compares models across tokenizers: every tokenizer predicts the same text, documents ends included.
+With `data.evaluation: test` (set by `primer-search confirm`) the same is built from the source's test documents
+instead, so every metric called "validation" is measured on the test split.
 """
 
 from __future__ import annotations
@@ -163,6 +165,11 @@ class Prefetcher:
         self.close()
 
 
+def held_out_documents(config: DataConfig, source) -> Iterator[str]:
+    """The documents `data.evaluation` names: the validation documents, or the test documents."""
+    return source.test_documents() if config.evaluation == "test" else source.validation_documents()
+
+
 def make_tokenizer(config: DataConfig, source, vocab_size: int):
     if config.tokenizer == "bytes":
         return ByteTokenizer()
@@ -175,7 +182,7 @@ def load_data(config: DataConfig, vocab_size: int) -> LanguageData:
     """Open the source, load (or train once) its tokenizer and build the validation set; cached per process."""
     source = open_source(config)
     tokenizer = make_tokenizer(config, source, vocab_size)
-    validation = validation_set(source.validation_documents(), tokenizer, config.sequence_length,
+    validation = validation_set(held_out_documents(config, source), tokenizer, config.sequence_length,
                                 config.validation_tokens)
     return LanguageData(config, source, tokenizer, validation)
 
@@ -190,6 +197,6 @@ def load_byte_data(config: DataConfig, vocab_size: int, bytes_per_position: int)
     config = dataclasses.replace(config, tokenizer="bytes",
                                  sequence_length=config.sequence_length * bytes_per_position,
                                  batch_tokens=config.batch_tokens * bytes_per_position)
-    validation = validation_set(tokens.source.validation_documents(), ByteTokenizer(), config.sequence_length,
+    validation = validation_set(held_out_documents(config, tokens.source), ByteTokenizer(), config.sequence_length,
                                 config.validation_tokens, num_documents=tokens.validation.num_documents)
     return LanguageData(config, tokens.source, ByteTokenizer(), validation)

@@ -9,7 +9,8 @@ $TFDS_DATA_DIR or ~/tensorflow_datasets):
 `python -m primer_search.lm1b [DATA_DIR]` prepares it ahead of a run (the `tfds build` command of TFDS 4.9.10 needs
 apache-beam just to start).
 Every document is one line of the benchmark (a tokenized English news sentence). The config's split expressions
-(`train[:98%]`, `train[98%:]`, `test`, ...) pick the training and validation documents.
+(`train[:98%]`, `train[98%:]`, `test`, ...) pick the training and validation documents, and `data.test_split`
+(e.g. `test`, LM1B's own test split) the documents `primer-search confirm` measures on.
 
 Online and offline. A prepared dataset is read as it is, without network. Otherwise it is prepared once: from the
 archive in downloads/manual/ when it is there (no network needed; TFDS checks its size and SHA-256), else by
@@ -63,6 +64,7 @@ class Lm1bSource:
     train_split: str
     validation_split: str
     shuffle_buffer: int
+    test_split: str | None = None
 
     def _texts(self, split: str, seed: int | None = None) -> tf.data.Dataset:
         """Scalar tf.string documents of `split`, non-empty; shards shuffled by `seed` unless it is None."""
@@ -80,6 +82,11 @@ class Lm1bSource:
     def validation_documents(self) -> Iterator[str]:
         return _strings(self._texts(self.validation_split))
 
+    def test_documents(self) -> Iterator[str]:
+        if self.test_split is None:
+            raise ValueError("LM1B: found no data.test_split, expected a TFDS split expression such as 'test'")
+        return _strings(self._texts(self.test_split))
+
 
 def _strings(texts: tf.data.Dataset) -> Iterator[str]:
     for batch in texts.batch(READ_BATCH).prefetch(2).as_numpy_iterator():   # batch: [<= READ_BATCH] bytes
@@ -92,8 +99,10 @@ def lm1b_source(config: DataConfig) -> Lm1bSource:
     builder = tfds.builder(NAME, data_dir=config.tfds_data_dir)
     if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):   # is_prepared(), quietly
         _prepare(builder)
-    for field in ("train_split", "validation_split"):
+    for field in ("train_split", "validation_split", "test_split"):
         split = getattr(config, field)
+        if split is None:
+            continue
         try:
             count = builder.info.splits[split].num_examples
         except (KeyError, ValueError, AssertionError) as err:
@@ -103,7 +112,7 @@ def lm1b_source(config: DataConfig) -> Lm1bSource:
         if count <= 0:
             raise ValueError(f"data.{field}: {split!r} selects no LM1B documents")
     return Lm1bSource(source_key(str(builder.version), config.train_split, config.validation_split), builder,
-                      config.train_split, config.validation_split, config.shuffle_buffer)
+                      config.train_split, config.validation_split, config.shuffle_buffer, config.test_split)
 
 
 def _prepare(builder: tfds.core.DatasetBuilder) -> None:

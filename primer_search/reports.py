@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 
+from primer_search.confirmation import stored_confirmation
 from primer_search.dna import DNA
 from primer_search.listing import to_listing
 from primer_search.store import Individual, RunStore
@@ -49,7 +50,8 @@ def top_table(store: RunStore, n: int = 10, statuses=("ok",)) -> str:
     """The best `n` completed programs as an aligned table: fitness, quality, size, model, sampling cost."""
     rows = [("id", "fitness", "loss", "bits/byte", "params", "model", "sample MFLOP/tok", "tok/s", "step ms",
              "hurdles", "mutation", "parent")]
-    for ind in store.top(n, statuses=statuses):
+    individuals = store.top(n, statuses=statuses)
+    for ind in individuals:
         m = ind.metrics or {}
         step = m.get("mean_step_seconds")
         sampling = m.get("sampling_flops_per_token")
@@ -59,6 +61,11 @@ def top_table(store: RunStore, n: int = 10, statuses=("ok",)) -> str:
                      _number(m.get("sampling_tokens_per_second"), ".0f"),
                      f"{step * 1000:.0f}" if step else "-", _hurdle_reached(ind),
                      ind.mutation or "seed", str(ind.parent_id) if ind.parent_id is not None else "-"))
+    confirmation = stored_confirmation(store)
+    if confirmation is not None:                 # confirmed figures beside the search's
+        seed = next((p.individual_id for p in confirmation.programs if p.role == "seed"), "-")
+        rows[0] += ("confirmed", f"speedup vs #{seed}", "p")
+        rows[1:] = [row + _confirmed_cells(confirmation, ind.id) for row, ind in zip(rows[1:], individuals)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
@@ -94,6 +101,9 @@ def describe_individual(store: RunStore, individual_id: int) -> str:
                      f"validation loss {metrics['validation_loss']:.4f}, {metrics['bits_per_byte']:.4f} bits/byte"
                      + (f"; sampling {sampling / 1e6:.2f} MFLOPs/token" if sampling else "")
                      + (f", {speed:.0f} tokens/s" if speed else ""))
+    confirmed = confirmed_line(stored_confirmation(store), ind.id)
+    if confirmed:
+        parts.append(confirmed)
     parts += ["", listing.rstrip()]
     if ind.parent_id is not None:
         parent = store.individual(ind.parent_id)
@@ -159,3 +169,80 @@ def calibration_text(calibration) -> str:
         lines.append("no hurdles: every candidate trains for the whole budget")
     return "\n".join(lines)
 
+
+def _plus_minus(mean, half_width, fmt: str) -> str:
+    if mean is None:
+        return "-"
+    return format(mean, fmt) + (f" ± {format(half_width, fmt)}" if half_width is not None else "")
+
+
+def _speedup(comparison) -> str:
+    """Mean ± CI of the per-seed speedups; '>=' when all are lower bounds, '<' when all never reached the target."""
+    if comparison.speedup_mean is None:
+        return "-"
+    lower, upper = comparison.bounds
+    runs = sum(s is not None for s in comparison.speedups)
+    text = _plus_minus(comparison.speedup_mean, comparison.speedup_ci, ".2f")
+    if lower == runs:
+        return f">= {text}"
+    if upper == runs:
+        return f"< {text}"
+    return text + (f" ({lower + upper} of {runs} bounds)" if lower + upper else "")
+
+
+def _p(value) -> str:
+    return "-" if value is None else f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+
+
+def confirmation_text(confirmation) -> str:
+    """What `primer-search confirm` prints: each program's final metric on the test split with its CI, and against
+    each seed program its speedup factor and the paired test's p-value."""
+    c = confirmation
+    seeds = [p.individual_id for p in c.programs if p.role == "seed"]
+    s = c.training_seeds
+    lines = [f"confirmation on the test split ({c.test_split}): {c.metric} after {c.budget_multiplier:g}x the search "
+             f"budget ({c.budget:g} {c.budget_kind}),",
+             f"training seeds {s[0]}..{s[-1]} (the same for every program): {c.trained} trainings run, "
+             f"{c.reused} reused from the run store", ""]
+    header = ["id", "role", "search fitness", f"test {c.metric}", "runs ok"]
+    for seed in seeds:
+        header += [f"speedup vs #{seed}", f"p vs #{seed}"]
+    rows = [tuple(header)]
+    for p in c.programs:
+        row = [str(p.individual_id), p.role, _number(p.search_fitness, ".4f"), _plus_minus(p.mean, p.ci, ".4f"),
+               f"{sum(v is not None for v in p.values)}/{len(p.values)}"]
+        compared = {x.seed_id: x for x in p.comparisons}
+        for seed in seeds:
+            x = compared.get(seed)
+            row += ["-", "-"] if x is None else [_speedup(x), _p(x.p_value)]
+        rows.append(tuple(row))
+    lines += [_align(rows), "",
+              f"test {c.metric}: mean ± half width of the 95% t confidence interval over the training seeds.",
+              f"speedup vs #N: the training FLOPs seed #N spent to reach its final test {c.metric}, over the FLOPs",
+              "  the program needs to reach it (So et al. 2021, section 4), per training seed, then mean ± 95% CI;",
+              "  '>=': lower bounds (better already at its first point), '<': upper bounds (never reached).",
+              f"p vs #N: two-sided paired t-test of the final test {c.metric} against seed #N's, paired by training "
+              f"seed."]
+    return "\n".join(lines)
+
+
+def _confirmed_cells(confirmation, individual_id: int) -> tuple[str, str, str]:
+    """(confirmed metric, speedup against the first seed, p) of an individual, or dashes."""
+    program = confirmation.program(individual_id) if confirmation else None
+    if program is None:
+        return "-", "-", "-"
+    first = program.comparisons[0] if program.comparisons else None
+    return (_plus_minus(program.mean, program.ci, ".4f"), "-" if first is None else _speedup(first),
+            "-" if first is None else _p(first.p_value))
+
+
+def confirmed_line(confirmation, individual_id: int) -> str | None:
+    """`show`'s line of confirmed figures, or None when the individual was not confirmed."""
+    program = confirmation.program(individual_id) if confirmation else None
+    if program is None:
+        return None
+    c = confirmation
+    parts = [f"confirmed ({c.budget_multiplier:g}x budget, {len(program.values)} training seeds, test split "
+             f"{c.test_split}): {c.metric} {_plus_minus(program.mean, program.ci, '.4f')}"]
+    parts += [f"speedup vs seed {x.seed_id} {_speedup(x)} (p {_p(x.p_value)})" for x in program.comparisons]
+    return "; ".join(parts)

@@ -39,14 +39,16 @@ def test_summarize_matches_hand_computed_statistics():
                _result("ok", [(h1, 1, 6.3), (h2, 3, 5.5)], 5.4),
                _result("ok", [(h1, 1, 6.6), (h2, 3, 5.9)], 5.2),
                _result("stopped", [(h1, 2, 6.1)], 6.1, steps=2),     # counts at hurdle 1 only
+               _result("timeout", [(h1, 1, 6.2)]),                    # so does a run that timed out later
                _result("error", [])]
-    c = summarize({"transformer": results}, _config(), training_seeds=[1, 2, 3, 4, 5])
+    c = summarize({"transformer": results}, _config(), training_seeds=[1, 2, 3, 4, 5, 6])
     p = c.programs[0]
-    assert p.statuses == ("ok", "ok", "ok", "stopped", "error") and p.ok == 3 and p.errors == ("error: boom",)
+    assert p.statuses == ("ok", "ok", "ok", "stopped", "timeout", "error") and p.ok == 3
+    assert p.errors == ("timeout: boom", "error: boom")
     first, second = p.hurdles
-    assert first.runs == 4 and first.mean == pytest.approx(6.25)
-    assert first.std == pytest.approx(math.sqrt((0.25 ** 2 + 0.05 ** 2 + 0.35 ** 2 + 0.15 ** 2) / 3))
-    assert first.steps == (1, 2) and first.step == pytest.approx(1.25)
+    assert first.runs == 5 and first.mean == pytest.approx(6.24)              # 6.0, 6.3, 6.6, 6.1, 6.2
+    assert first.std == pytest.approx(math.sqrt((0.24 ** 2 + 0.06 ** 2 + 0.36 ** 2 + 0.14 ** 2 + 0.04 ** 2) / 4))
+    assert first.steps == (1, 2) and first.step == pytest.approx(1.2)
     assert first.rank_correlation == pytest.approx(0.5)          # ranks (1, 2, 3) against (1, 3, 2)
     assert second.runs == 3 and second.mean == pytest.approx(17 / 3) and second.rank_correlation == pytest.approx(-0.5)
     assert p.final.runs == 3 and p.final.mean == pytest.approx(5.2) and p.final.std == pytest.approx(0.2)

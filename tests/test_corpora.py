@@ -57,3 +57,37 @@ def test_text_files_errors_name_the_file(tmp_path):
     (tmp_path / "one.txt").write_text("only one line\n")
     with pytest.raises(ValueError, match="found 1 training and 0 validation documents"):
         text_file_source(DataConfig(source="text_files", train_files=(str(tmp_path / "one.txt"),)))
+
+
+def test_a_test_split_leaves_training_and_never_meets_validation():
+    plain, split = pydoc_source(0.1), pydoc_source(0.1, 0.1)
+    assert split.validation == plain.validation and split.test and not set(split.test) & set(split.train)
+    assert set(split.test) | set(split.train) == set(plain.train) and len(split.test) < 0.2 * len(plain.train)
+    assert split.key != plain.key and list(split.test_documents()) == list(split.test)
+    assert set(split.test) < set(pydoc_source(0.1, 0.2).test)             # a larger slice holds the smaller
+    with pytest.raises(ValueError, match="no test documents"):
+        plain.test_documents()
+
+
+def test_text_files_take_a_test_fraction_or_test_files(tmp_path):
+    (tmp_path / "train.txt").write_text("\n".join(f"line {i} of the training text" for i in range(200)))
+    (tmp_path / "test.txt").write_text("held out one\nheld out two\n")
+    base = {"source": "text_files", "train_files": (str(tmp_path / "train.txt"),)}
+    files = text_file_source(DataConfig(**base, test_files=(str(tmp_path / "test.txt"),)))
+    assert files.test == ("held out one", "held out two") and len(files.train) + len(files.validation) == 200
+    carved = text_file_source(DataConfig(**base, test_fraction=0.2))
+    assert carved.test and len(carved.train) + len(carved.validation) + len(carved.test) == 200
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"test_split": "test"}, "data.test_split: found 'test' with source: pydoc, expected test_fraction"),
+    ({"source": "lm1b", "test_fraction": 0.1}, "data.test_fraction: found 0.1 with source: lm1b, expected test_split"),
+    ({"source": "text_files", "train_files": ["a"], "test_fraction": 0.1, "test_files": ["b"]},
+     "data.test_files: found it together with test_fraction"),
+    ({"evaluation": "test"}, "data.evaluation: found test without a test split, expected test_fraction set"),
+])
+def test_test_split_config_errors_name_the_key(data, message):
+    from primer_search.config import config_from_dict
+
+    with pytest.raises(ValueError, match=message):
+        config_from_dict({"data": data})

@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 
 import numpy as np
@@ -83,3 +84,16 @@ def test_prefetcher_hands_over_errors_and_stops():
     endless.close()
     endless._thread.join(timeout=5)
     assert not endless._thread.is_alive()
+
+
+def test_evaluation_on_the_test_split_measures_the_test_documents():
+    from primer_search.corpora import pydoc_source
+
+    config = DataConfig(tokenizer="bytes", sequence_length=16, batch_tokens=128, validation_tokens=10**9,
+                        test_fraction=0.05, evaluation="test")
+    data = load_data(config, 258)
+    test = pydoc_source(config.validation_fraction, 0.05).test
+    assert data.validation.num_documents == len(test)
+    assert data.validation.num_bytes == sum(len(d.encode()) + 1 for d in test)
+    assert load_data(dataclasses.replace(config, evaluation="validation"), 258).validation.num_bytes != \
+        data.validation.num_bytes

@@ -1,0 +1,213 @@
+import dataclasses
+import json
+import math
+
+import pytest
+
+from conftest import FAST
+from primer_search import stats
+from primer_search.cli import main
+from primer_search.config import SearchConfig, config_from_dict
+from primer_search.confirmation import (SEED_OFFSET, Speedup, compute_to_reach, confirm, curve_of, select_programs,
+                                        setup_key, speedup_factor, stored_confirmation, summarize, trial_config)
+from primer_search.seeds import load_seed
+from primer_search.store import ConfirmationRecord, RunStore
+
+
+def _curve(flops, losses):
+    return [{"flops": f, "validation_loss": v, "bits_per_byte": v / 2} for f, v in zip(flops, losses)]
+
+
+SEED = _curve([10, 20, 30, 40], [5.0, 4.5, 4.2, 4.0])     # reaches its final 4.0 after 40 FLOPs
+
+
+@pytest.mark.parametrize("program, expected", [
+    (_curve([10, 20, 30, 40], [4.8, 4.3, 3.9, 3.7]), Speedup(40 / 27.5, "at")),      # 4.3 -> 3.9: 4.0 at 27.5
+    (_curve([5, 10, 15, 20], [4.8, 4.4, 4.1, 4.0]), Speedup(2.0, "at")),             # cheaper steps, reached at 20
+    (_curve([10, 20, 30, 40], [3.9, 3.6, 3.5, 3.4]), Speedup(4.0, "lower_bound")),   # better at its first point
+    (_curve([10, 20, 30, 40], [5.2, 4.8, 4.5, 4.2]), Speedup(1.0, "upper_bound")),   # never reaches 4.0
+    (_curve([10, 20, 30, 50], [5.2, 4.8, 4.5, 4.2]), Speedup(0.8, "upper_bound")),   # never, at 50 FLOPs
+    (SEED, Speedup(1.0, "at")),                                                       # the seed against itself
+])
+def test_speedup_factor_on_synthetic_curves(program, expected):
+    result = speedup_factor(SEED, program, "validation_loss")
+    assert result.kind == expected.kind and result.value == pytest.approx(expected.value)
+
+
+def test_speedup_factor_reads_the_metric_it_is_given():
+    program = _curve([10, 20, 30, 40], [4.8, 4.3, 3.9, 3.7])
+    assert speedup_factor(SEED, program, "bits_per_byte").value == pytest.approx(40 / 27.5)
+    assert compute_to_reach(program, 4.3, "validation_loss") == ("at", pytest.approx(20.0))
+    assert compute_to_reach(program, 3.0, "validation_loss") == ("never", 40)
+
+
+def test_curve_of_a_result_counts_training_flops_and_drops_repeated_steps():
+    result = {"status": "ok", "steps": 4, "tokens_seen": 4 * 128, "flops_per_token": 1000, "train_seconds": 2.0,
+              "validation_loss": 4.0, "bits_per_byte": 2.0,
+              "checkpoints": [{"fraction": 0.05, "step": 1, "validation_loss": 5.5, "bits_per_byte": 2.7,
+                               "train_seconds": 0.0},
+                              {"fraction": 0.1, "step": 1, "validation_loss": 5.5, "bits_per_byte": 2.7,
+                               "train_seconds": 0.0},
+                              {"fraction": 0.95, "step": 4, "validation_loss": 4.0, "bits_per_byte": 2.0,
+                               "train_seconds": 2.0}]}
+    curve = curve_of(result)
+    assert [p["step"] for p in curve] == [1, 4] and [p["flops"] for p in curve] == [128_000, 512_000]
+    assert curve_of({"status": "invalid", "steps": 0}) == []
+
+
+def _record(individual, seed, loss, curve_losses, status="ok"):
+    return ConfirmationRecord(individual, seed, 2.0, "setup", status, loss if status == "ok" else None, None,
+                              {}, _curve([10, 20, 30, 40], curve_losses) if status == "ok" else [], 0.0)
+
+
+@dataclasses.dataclass
+class _Individual:
+    id: int
+    parent_id: int | None
+    canonical_hash: str
+    fitness: float
+
+
+def test_summarize_pairs_programs_with_the_seed_by_training_seed():
+    records = [_record(1, 11, 4.0, [5.0, 4.5, 4.2, 4.0]), _record(1, 12, 4.1, [5.1, 4.6, 4.3, 4.1]),
+               _record(1, 13, 4.05, [5.0, 4.6, 4.2, 4.05]),
+               _record(7, 11, 3.7, [4.8, 4.3, 3.9, 3.7]), _record(7, 12, 3.9, [4.9, 4.4, 4.0, 3.9]),
+               _record(7, 13, 0.0, [], status="diverged")]
+    c = summarize(records, [_Individual(1, None, "a", 5.0), _Individual(7, 3, "b", 4.5)], "validation_loss",
+                  [11, 12, 13], (2.0, 8.0, "steps"), "data.test_fraction 0.1")
+    seed, program = c.programs
+    assert seed.role == "seed" and seed.comparisons == () and seed.values == (4.0, 4.1, 4.05)
+    assert seed.mean == pytest.approx(4.05) and seed.ci == pytest.approx(4.302652730 * 0.05 / math.sqrt(3))
+    assert program.statuses == ("ok", "ok", "diverged") and program.mean == pytest.approx(3.8)
+    assert program.ci == pytest.approx(12.706204736 * stats.stdev([3.7, 3.9]) / math.sqrt(2))
+    x, = program.comparisons
+    assert x.seed_id == 1 and x.speedups[2] is None
+    assert x.speedups[0].value == pytest.approx(40 / 27.5)                     # 4.3 -> 3.9 crosses 4.0 at 27.5
+    assert x.speedups[1].value == pytest.approx(40 / 27.5)                     # 4.4 -> 4.0 crosses 4.1 at 27.5
+    assert x.speedup_mean == pytest.approx(40 / 27.5) and x.speedup_ci == pytest.approx(0.0)
+    assert x.difference == pytest.approx(-0.25)                               # (3.7 - 4.0 + 3.9 - 4.1) / 2
+    assert x.p_value == pytest.approx(stats.paired_t_test([3.7, 3.9], [4.0, 4.1])[1])
+    assert x.bounds == (0, 0) and c.program(7) is program and c.program(2) is None
+
+
+def test_trial_config_scales_the_budget_and_measures_the_test_split():
+    config = config_from_dict({**FAST, "data": {**FAST["data"], "test_fraction": 0.1},
+                               "training": {**FAST["training"], "timeout_seconds": 60}, "search": {"hurdles": 0}})
+    trial = trial_config(config, 2.5, 10_001)
+    assert trial.training.budget == 10 and trial.training.budget_kind == "steps" and trial.training.seed == 10_001
+    assert trial.training.timeout_seconds == 150 and trial.data.evaluation == "test"
+    assert len(trial.training.checkpoints) == 19 and trial.training.checkpoints[0] == pytest.approx(0.05)
+    assert setup_key(trial) == setup_key(trial_config(config, 2.5, 10_002))        # the seed is not part of it
+    assert setup_key(trial) != setup_key(trial_config(config.replace(data={"test_fraction": 0.2}), 2.5, 10_001))
+
+
+def test_select_programs_takes_distinct_top_hashes_besides_the_seeds(tmp_path):
+    dna = load_seed("transformer").to_dict()
+    with RunStore.create(tmp_path / "run", {}) as store:
+        for parent, hash_, fitness in [(None, "seed", 5.0), (1, "a", 4.0), (1, "a", 4.0), (1, "seed", 3.0),
+                                       (1, "b", 4.5), (1, "c", 4.2), (1, "d", None)]:
+            individual = store.add_proposal(parent, None if parent is None else "insert", None, dna, hash_)
+            status = "ok" if fitness is not None else "diverged"
+            store.record_result(individual, status, fitness, {"status": status})
+        chosen = select_programs(store, 2)
+        assert [(i.id, i.canonical_hash) for i in chosen] == [(1, "seed"), (2, "a"), (6, "c")]
+        assert [i.id for i in select_programs(store, 10)] == [1, 2, 6, 5]
+
+
+def test_the_store_keeps_confirmations_in_a_table_made_on_first_write(tmp_path):
+    dna = load_seed("transformer").to_dict()
+    with RunStore.create(tmp_path / "run", {}) as store:
+        store.add_proposal(None, None, None, dna, "h")
+        assert store.confirmations() == []                               # no table yet: none
+        assert store._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'confirmations'").fetchone()[0] == 0
+        result = {"status": "ok", "validation_loss": 4.0, "bits_per_byte": float("nan")}
+        store.record_confirmation(1, 11, 2.0, "s", result, [{"step": 1}])
+        store.record_confirmation(1, 11, 2.0, "s", {**result, "validation_loss": 3.9}, [{"step": 2}])   # replaced
+        store.record_confirmation(1, 12, 3.0, "s", result, [])
+        with pytest.raises(ValueError, match="status 'fine'"):
+            store.record_confirmation(1, 13, 2.0, "s", {"status": "fine"}, [])
+        with pytest.raises(ValueError, match="no such individual"):
+            store.record_confirmation(9, 13, 2.0, "s", result, [])
+    with RunStore.open(tmp_path / "run") as store:                       # readers need no lock
+        first, = store.confirmations("s", 2.0)
+        assert (first.training_seed, first.validation_loss, first.bits_per_byte, first.curve) == (11, 3.9, None,
+                                                                                                  [{"step": 2}])
+        assert len(store.confirmations()) == 2 and store.confirmations("other") == []
+
+
+# -- end to end on a tiny in-process run ---------------------------------------------------------------------------
+
+TOY_SEARCH = {"executor": "in_process", "num_individuals": 2, "population_size": 2, "tournament_size": 1,
+              "max_in_flight": 1, "hurdles": 1, "hurdle_window": 10,
+              **({"min_hurdle_steps": 0} if "min_hurdle_steps" in {f.name for f in dataclasses.fields(SearchConfig)}
+                 else {})}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from primer_search.search import Search
+
+    config = config_from_dict({**FAST, "training": {**FAST["training"], "budget": 3, "warmup_steps": 1},
+                               "search": TOY_SEARCH})
+    run_dir = tmp_path_factory.mktemp("confirm") / "run"
+    search = Search.start(config, run_dir)
+    search.run()
+    search.close()
+    return run_dir
+
+
+def test_confirm_refuses_a_run_without_a_test_split_or_with_bad_arguments(tmp_path, capsys):
+    config = config_from_dict({**FAST, "search": TOY_SEARCH})
+    RunStore.create(tmp_path / "run", config.to_dict()).close()
+    with pytest.raises(ValueError, match=r"no test split to confirm on; expected --set data.test_fraction="):
+        confirm(tmp_path / "run", 1, 2, 2.0)
+    assert main(["confirm", str(tmp_path / "run"), "-k", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "data.test_fraction" in err
+    with pytest.raises(ValueError, match="budget multiplier: found 0"):
+        confirm(tmp_path / "run", 1, 2, 0.0)
+    with pytest.raises(ValueError, match="no run in"):
+        confirm(tmp_path / "elsewhere", 1, 2, 1.0)
+    with RunStore.open(tmp_path / "run") as store:
+        assert store.confirmations() == []
+
+
+@pytest.mark.slow
+def test_confirm_retrains_top_and_seed_with_paired_seeds_and_reuses_the_store(tiny_run, capsys):
+    args = ["confirm", str(tiny_run), "-k", "1", "--seeds", "2", "--budget-multiplier", "2",
+            "--set", "data.test_fraction=0.05"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    with RunStore.open(tiny_run) as store:
+        records = store.confirmations()
+        seed_row, child = store.individual(1), store.individual(2)
+    assert sorted((r.individual_id, r.training_seed) for r in records) == \
+        [(1, SEED_OFFSET + 1), (1, SEED_OFFSET + 2), (2, SEED_OFFSET + 1), (2, SEED_OFFSET + 2)]
+    assert {r.budget_multiplier for r in records} == {2.0} and len({r.setup for r in records}) == 1
+    for r in records:
+        assert r.status == "ok" and r.metrics["steps"] == 6 and r.curve[-1]["step"] == 6     # 2 x 3 steps
+        assert r.validation_loss == r.metrics["validation_loss"] == r.curve[-1]["validation_loss"]
+        assert [p["step"] for p in r.curve] == sorted({p["step"] for p in r.curve})
+    assert "confirmation on the test split (data.test_fraction 0.05)" in text and "4 trainings run, 0 reused" in text
+    by_id = {r.individual_id: [] for r in records}
+    for r in sorted(records, key=lambda r: r.training_seed):
+        by_id[r.individual_id].append(r.validation_loss)
+    lines = {line.split()[0]: line for line in text.splitlines() if line[:1].isdigit()}
+    assert lines["1"].split()[:3] == ["1", "seed", f"{seed_row.fitness:.4f}"]
+    assert f"{stats.mean(by_id[1]):.4f} ± {stats.confidence_half_width(by_id[1]):.4f}" in lines["1"]
+    p_value = stats.paired_t_test(by_id[2], by_id[1])[1]
+    assert lines["2"].split()[:3] == ["2", "top", f"{child.fitness:.4f}"] and lines["2"].rstrip().endswith(
+        f"{p_value:.3f}" if p_value >= 0.001 else f"{p_value:.2g}")
+
+    assert main(args) == 0                                                     # everything is stored: no training
+    assert "0 trainings run, 4 reused" in capsys.readouterr().out
+    with RunStore.open(tiny_run) as store:
+        assert len(store.confirmations()) == 4
+        confirmation = stored_confirmation(store)
+    assert confirmation.program(2).values == tuple(by_id[2])
+    assert main(["top", str(tiny_run)]) == 0
+    top = capsys.readouterr().out
+    assert "confirmed" in top.splitlines()[0] and f"{stats.mean(by_id[2]):.4f} ±" in top
+    assert main(["show", str(tiny_run), "2"]) == 0
+    assert "confirmed (2x budget, 2 training seeds, test split data.test_fraction 0.05)" in capsys.readouterr().out
+    json.dumps(dataclasses.asdict(confirmation))
