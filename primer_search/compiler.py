@@ -12,12 +12,27 @@ Rules (also in the README and primitives/README.md):
   zero-padded to input 1's width); the final state is brought to width d the same way (a positions tensor is
   first collapsed to its causal mean over keys).
 - Causality is enforced by the primitives for every program, whatever the DNA contains.
+- T_MAT_MUL over features is the scaled dot product x @ y^T / sqrt(W), a stated deviation from the paper's plain
+  matmul so attention's temperature does not change with the unit (`primitives.sequence`).
 - Rewrite: DIVIDE(MASK(EXP(x)), RED_SUM(MASK(EXP(x)))) on a positions tensor runs as a max-subtracted softmax over
   keys j <= t (`primitives.masked_softmax`); mathematically identical, and it cannot overflow.
+
+Weight initialization (common random numbers): a weight's initial value depends only on the block seed, the weight's
+name and shape, and its node's identity (`node_identity`): along the node's call path, each instruction is named
+by (op, resolved relative dimension if the op reads one, branching, ordinal among the live instructions of its
+subprogram with that same op, dimension and branching), so "S0.1-S1.2-S3.0" is "S1/-/8/0 > S3/-/1/2 >
+CONV_1X1/1/1/0" (value projection). These are hashed (SHA-256, stable across processes) into the initializer's
+seed. An edit thus re-draws only the weights it adds or changes: a weight keeps its value when instructions are
+inserted or deleted around it, when constants change, and across programs that share the instruction (the
+Transformer and Primer-EZ seeds share all their projection and feed-forward kernels). Limits: a new shape
+re-draws (a changed dimension, or a new input width); inserting, deleting or moving an instruction with the same
+op, dimension and branching before another in the same subprogram (also by making one live or dead) re-deals the
+later ones' values in order; a constant-initialized weight (SCALE 1, SHIFT 0, DCONV taps) is the same anyway.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import keras
@@ -27,7 +42,7 @@ import tensorflow as tf
 import primitives
 from primitives import FEATURES, OpCall, axes
 from primer_search.dna import DNA
-from primer_search.graph import Graph, Node, lower
+from primer_search.graph import Graph, Node, lower, used_inputs_and_live
 
 
 def _initializer(spec: primitives.WeightSpec, shape: tuple[int, ...], seed: int):
@@ -45,6 +60,41 @@ def _initializer(spec: primitives.WeightSpec, shape: tuple[int, ...], seed: int)
     fan_out = math.prod(per_branch[:-2]) * per_branch[-1]
     limit = math.sqrt(6.0 / max(1, fan_in + fan_out))
     return keras.initializers.RandomUniform(-limit, limit, seed=seed)
+
+
+def _instruction_names(dna: DNA) -> list[dict[int, str]]:
+    """For each subprogram, its live instructions' stable names "op/dim/branch/ordinal" by position."""
+    _, live = used_inputs_and_live(dna)
+    names = []
+    for s, subprogram in enumerate(dna.subprograms):
+        seen: dict[tuple, int] = {}
+        by_position = {}
+        for i in sorted(live[s]):
+            ins = subprogram.instructions[i]
+            reads_dim = primitives.is_primitive(ins.op) and primitives.DIM in primitives.get(ins.op).reads
+            key = (ins.op, dna.dimensions[ins.dim] if reads_dim else "-", ins.branch)
+            by_position[i] = "/".join(map(str, key + (seen.get(key, 0),)))
+            seen[key] = seen.get(key, 0) + 1
+        names.append(by_position)
+    return names
+
+
+def node_identity(dna: DNA, path: str, names: list[dict[int, str]] | None = None) -> str:
+    """The stable identity of the graph node at `path` ("S0.1-S1.2-S3.0"), e.g. "S1/-/8/0 > S3/-/1/2 >
+    CONV_1X1/1/1/0": what its weights' initial values depend on (module docstring). `names` caches
+    `_instruction_names(dna)`."""
+    names = _instruction_names(dna) if names is None else names
+    parts = []
+    for step in path.split("-"):
+        s, _, i = step[1:].partition(".")
+        parts.append(names[int(s)][int(i)])
+    return " > ".join(parts)
+
+
+def weight_seed(seed: int, identity: str, name: str, shape: tuple[int, ...]) -> int:
+    """The initializer seed of one weight: a hash of the block seed, node identity, weight name and shape."""
+    text = f"{seed}|{identity}|{name}|{'x'.join(map(str, shape))}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def _dims(x: tf.Tensor) -> list:
@@ -81,14 +131,15 @@ class CompiledBlock(keras.layers.Layer):
         if input_shape[-1] != self.d_model:
             raise ValueError(f"CompiledBlock: input width {input_shape[-1]} does not match the block width "
                              f"d = width_units x unit = {self.width_units} x {self.unit} = {self.d_model}")
-        count = 0
+        names = _instruction_names(self.dna)
         for node in self.graph.nodes:
-            for name, spec in node.weight_specs().items():
+            specs = node.weight_specs()
+            identity = node_identity(self.dna, node.path, names) if specs else ""
+            for name, spec in specs.items():
                 shape = (node.mult,) + spec.absolute_shape(self.unit)
                 self._weights.setdefault(node.id, {})[name] = self.add_weight(
                     name=f"{node.path}.{name}", shape=shape,
-                    initializer=_initializer(spec, shape, (self.seed * 1_000_003 + count) % 2**31))
-                count += 1
+                    initializer=_initializer(spec, shape, weight_seed(self.seed, identity, name, shape)))
 
     def call(self, x):                                           # x: [B, S, d]
         values: dict[int, tf.Tensor] = {}

@@ -1,12 +1,17 @@
+import collections
 import random
+import re
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from primer_search.compiler import CompiledBlock, compile_block
+import primitives
+from primer_search import mutations
+from primer_search.compiler import CompiledBlock, compile_block, node_identity, weight_seed
 from primer_search.dna import DNA, Instruction, Subprogram
+from primer_search.graph import canonical_hash
 from primer_search.search_space import random_dna
 from primer_search.seeds import SEED_NAMES, load_seed
 
@@ -162,3 +167,152 @@ def test_same_seed_gives_same_weights():
     a(x), b(x)
     for va, vb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(va, vb)
+
+
+def test_a_different_seed_draws_different_weights():
+    x = tf.zeros([1, 2, 16])
+    a, b = compile_block(load_seed("transformer"), unit=2, seed=5), compile_block(load_seed("transformer"), unit=2,
+                                                                                 seed=6)
+    a(x), b(x)
+    kernels = [(va, vb) for va, vb in zip(a.get_weights(), b.get_weights()) if va.ndim == 3]   # the glorot ones
+    assert kernels and all(not np.array_equal(va, vb) for va, vb in kernels)
+
+
+# Common random numbers: an edit re-draws only the weights it adds or changes.
+
+CRN_UNIT = 2
+
+
+def _weights_by_path(dna, seed=11) -> dict[str, tuple[str, dict[str, np.ndarray]]]:
+    """{node path: (op, {weight name: value})} of every node with weights, of a block built with `seed`."""
+    block = compile_block(dna, unit=CRN_UNIT, seed=seed)
+    block.build((None, None, 8 * CRN_UNIT))
+    return {n.path: (n.op, {k: v.numpy() for k, v in block.node_weights(n.id).items()})
+            for n in block.graph.nodes if block.node_weights(n.id)}
+
+
+def _position_map(detail: str):
+    """From a mutation's detail: (edited subprogram, {parent position: child position or None}) for the positions
+    the edit moves or touches; positions not in the map keep their place. None: an instruction the edit touched."""
+    if match := re.match(r"insert S(\d+)\.(\d+) ", detail):
+        s, p = map(int, match.groups())
+        return s, lambda i: i + 1 if i >= p else i
+    if match := re.match(r"delete S(\d+)\.(\d+) ", detail):
+        s, p = map(int, match.groups())
+        return s, lambda i: None if i == p else i - 1 if i > p else i
+    if match := re.match(r"swap S(\d+)\.(\d+)<->S\d+\.(\d+) ", detail):
+        s, a, b = map(int, match.groups())
+        return s, lambda i: None if i in (a, b) else i
+    if match := re.match(r"mutate_field S(\d+)\.(\d+) ", detail):
+        s, p = map(int, match.groups())
+        return s, lambda i: None if i == p else i
+    assert detail.startswith("mutate_bank"), detail
+    return None, None
+
+
+def _mapped_path(path: str, s: int | None, moved) -> str | None:
+    """The child path of a parent node's path, or None when the edit touched one of its instructions."""
+    steps = []
+    for step in path.split("-"):
+        sub, _, i = step[1:].partition(".")
+        i = int(i) if s is None or int(sub) != s else moved(int(i))
+        if i is None:
+            return None
+        steps.append(f"S{sub}.{i}")
+    return "-".join(steps)
+
+
+def _same_op_elsewhere(parent, child, detail) -> bool:
+    """Whether the edited subprogram holds, besides the edited instruction(s), an instruction with an op the edit
+    adds or removes: then its weights may be re-dealt (the documented limit of the ordinal identity)."""
+    s, _ = _position_map(detail)
+    if s is None:
+        return False
+    before = collections.Counter(ins.op for ins in parent.subprograms[s].instructions)
+    after = collections.Counter(ins.op for ins in child.subprograms[s].instructions)
+    changed = {op for op in before | after if before[op] != after[op]}
+    if detail.startswith(("swap", "mutate_field")):
+        p = int(re.match(r"\w+ S\d+\.(\d+)", detail).group(1))
+        changed |= {parent.subprograms[s].instructions[p].op, child.subprograms[s].instructions[p].op}
+        if detail.startswith("swap"):
+            b = int(re.search(r"<->S\d+\.(\d+)", detail).group(1))
+            changed |= {parent.subprograms[s].instructions[b].op}
+    return any(before[op] + after[op] > 2 for op in changed)
+
+
+def _cases(mutation, predicate, count):
+    """The first `count` children of the transformer seed by `mutation` with Random(0), Random(1), ... that change
+    the computation, satisfy `predicate(parent, child, detail)` and avoid the documented limit."""
+    parent, cases = load_seed("transformer"), []
+    for k in range(20000):
+        child, detail = mutation(parent, random.Random(k), 40)
+        if (child is not None and canonical_hash(child) != canonical_hash(parent) and predicate(parent, child, detail)
+                and not _same_op_elsewhere(parent, child, detail) and detail not in {d for _, _, d in cases}):
+            cases.append((parent, child, detail))
+            if len(cases) == count:
+                return cases
+    raise AssertionError(f"found {len(cases)} of {count} cases")
+
+
+def _inserted_op(detail):
+    return re.match(r"insert S\d+\.\d+ (\S+)", detail).group(1)
+
+
+def _weighted(op):
+    return primitives.is_primitive(op) and primitives.get(op).has_weights
+
+
+CRN_CASES = {
+    "insert_weighted": (mutations.insert, lambda p, c, d: _weighted(_inserted_op(d))),
+    "insert_mdha": (mutations.insert, lambda p, c, d: d.startswith("insert S3.1 DCONV_3X1 in1=2")),  # MDHA
+    "insert_weightless": (mutations.insert, lambda p, c, d: primitives.is_primitive(_inserted_op(d))
+                          and not _weighted(_inserted_op(d))),
+    "delete": (mutations.delete, lambda p, c, d: True),
+    "swap": (mutations.swap, lambda p, c, d: True),
+    "mutate_field": (mutations.mutate_field, lambda p, c, d: True),
+    "mutate_bank": (mutations.mutate_bank, lambda p, c, d: d.startswith("mutate_bank d[")),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CRN_CASES))
+def test_an_edit_redraws_only_the_weights_it_adds_or_changes(kind):
+    total, cases = 0, _cases(*CRN_CASES[kind], count=1 if kind == "insert_mdha" else 3)
+    for parent, child, detail in cases:
+        before, after = _weights_by_path(parent), _weights_by_path(child)
+        s, moved = _position_map(detail)
+        kept = 0
+        for path, (op, weights) in before.items():
+            mapped = _mapped_path(path, s, moved)
+            if mapped is None or mapped not in after or after[mapped][0] != op:
+                continue                                         # touched, or no longer computed
+            for name, value in weights.items():
+                if after[mapped][1][name].shape == value.shape:  # a new shape is a new weight
+                    np.testing.assert_array_equal(after[mapped][1][name], value, err_msg=f"{detail}: {path}.{name}")
+                    kept += value.ndim == 3                      # a glorot kernel [m, W, U], not a constant vector
+        assert kept >= 1, f"{detail}: no kernel compared"       # (a new width upstream reshapes those below it)
+        total += kept
+        if kind.startswith("insert_") and kind != "insert_weightless":   # the new instruction has weights
+            new = "S{}.{}".format(*re.match(r"insert S(\d+)\.(\d+)", detail).groups())
+            assert any(path.split("-")[-1] == new for path in after), detail
+    assert total >= 2 * len(cases)
+    if kind == "insert_mdha":                                    # every kernel keeps its value beside the new taps
+        assert total == 6
+
+
+def test_transformer_and_primer_ez_share_their_kernels():
+    transformer, primer_ez = _weights_by_path(load_seed("transformer")), _weights_by_path(load_seed("primer_ez"))
+    shared = [path for path, (op, _) in transformer.items() if op == "CONV_1X1"]
+    assert len(shared) == 6                                      # Q, K, V, output, and the two feed-forward kernels
+    for path, (op, weights) in transformer.items():
+        assert primer_ez[path][0] == op
+        for name, value in weights.items():
+            np.testing.assert_array_equal(primer_ez[path][1][name], value, err_msg=path)
+    assert {op for path, (op, _) in primer_ez.items() if path not in transformer} == {"DCONV_3X1"}
+
+
+def test_a_weight_depends_on_its_identity_not_on_the_weights_before_it():
+    dna = load_seed("transformer")
+    assert node_identity(dna, "S0.1-S1.2-S3.0") == "S1/-/8/0 > S3/-/1/2 > CONV_1X1/1/1/0"   # the value projection
+    assert weight_seed(3, "a", "kernel", (1, 2, 2)) == weight_seed(3, "a", "kernel", (1, 2, 2))
+    assert len({weight_seed(3, "a", "kernel", (1, 2, 2)), weight_seed(4, "a", "kernel", (1, 2, 2)),
+                weight_seed(3, "b", "kernel", (1, 2, 2)), weight_seed(3, "a", "kernel", (1, 2, 3))}) == 4
