@@ -108,19 +108,19 @@ class Evolution:
         if not self.ready:
             raise RuntimeError("the population is empty: propose children once `ready` is true")
         weights, limit = self.config.mutation_weights, self.config.max_instructions
-        macro = self.config.macro_options
+        macro, priors = self.config.macro_options, self.config.priors
         if self.config.mode == "random":
             parent = self.rng.choice(self.seed_members)
             dna, details = parent.dna, []
             for _ in range(self.config.random_mutations):
-                dna, mutation = mutate(dna, self.rng, weights, limit, macro_sections=macro)
+                dna, mutation = mutate(dna, self.rng, weights, limit, macro_sections=macro, priors=priors)
                 details.append(mutation.detail)
             return Proposal(dna, parent.id, Mutation("random", "; ".join(details), mutation.child_hash))
         for _ in range(PARENT_TRIES):
             parent = self._parent()
             try:
                 child, mutation = mutate(parent.dna, self.rng, weights, limit, parent_hash=parent.hash,
-                                         macro_sections=macro)
+                                         macro_sections=macro, priors=priors)
             except ValueError:               # no mutation of this parent changes it: try another parent
                 continue
             return Proposal(child, parent.id, mutation)

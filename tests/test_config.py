@@ -11,7 +11,7 @@ def test_every_shipped_config_loads():
     tiny, paper = loaded["tiny"], loaded["lm1b_primer"]
     macro = loaded["tiny_macro"].search
     assert macro.metric == "bits_per_byte" and macro.mutation_weights.macro > 0 and macro.objective == "inference"
-    assert tiny.data.source == "pydoc" and tiny.training.budget_kind == "seconds"
+    assert tiny.data.source == "pydoc" and tiny.training.budget_kind == "flops"
     assert paper.data.source == "lm1b" and paper.data.train_split == "train[:98%]"
     assert paper.data.batch_tokens == 4096 and paper.data.sequence_length == 64
     assert paper.training.warmup_steps == 10_000 and paper.training.peak_learning_rate == 0.01

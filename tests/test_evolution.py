@@ -1,5 +1,6 @@
 """Evolution on a synthetic fitness: the distance to a hidden target program (no TensorFlow, no training)."""
 
+import dataclasses
 import random
 
 import primitives
@@ -93,3 +94,21 @@ def test_tournament_takes_the_best_of_the_sample_and_children_are_seeded():
     again.select()                                         # the same draws as above
     assert [p.dna for p in first] == [again.propose().dna for _ in range(5)]
     assert all(p.parent_id == 1 and p.mutation is not None for p in first)
+
+
+def test_proposals_follow_the_search_space_priors():
+    from primer_search.config import OpFamilyWeights, SearchPriors
+
+    only_dconv = SearchPriors(op_families=OpFamilyWeights(**{name: 0.0 for name in (
+        "arithmetic", "math", "nonlinearity", "sequence", "reduction", "matmul", "dense", "conv", "scale_shift")},
+        dconv=1.0), call_probability=0.0, branch_probability=0.0)
+    config = SearchConfig(population_size=4, tournament_size=2, priors=only_dconv,
+                          mutation_weights=MutationWeights(delete=0, delete_insert=0, mutate_field=0, swap=0,
+                                                           mutate_bank=0))
+    seed = load_seed("transformer")
+    for mode in ("evolution", "random", "hill_climb"):
+        evolution = Evolution(dataclasses.replace(config, mode=mode, random_mutations=2), [seed], random.Random(1))
+        evolution.add(Member(0, seed, 1.0), is_seed=True)
+        for _ in range(5):
+            proposal = evolution.propose()
+            assert proposal.mutation.detail.count("insert") >= 1 and "DCONV_" in proposal.mutation.detail, mode

@@ -1,0 +1,78 @@
+"""The null rate: how often would a search call a program better than the seed when it is the seed itself?
+
+Evaluates the seed of a config (default search_configs/discovery.yaml) --calibration + --null times with different
+training seeds (`primer_search.calibration.calibrate`, on the project's executor). The first --calibration
+evaluations play the run's calibration (`search.seed_evaluations`): their mean and standard deviation. Each of the
+other --null evaluations is a program equivalent to the seed; it is counted when it beats the calibrated mean by
+more than the search's promotion margin (`calibration.promotion_margin`, one evaluation). Also printed: the
+standard deviation at each hurdle and at the end, and where the hurdles fall. The last line is the count (target:
+none). Every evaluation is written to --out as it finishes, so a killed run resumes.
+
+    python bench/null_rate.py [--config search_configs/discovery.yaml] [--calibration 8] [--null 50]
+                              [--out bench/results/null_rate.json] [--set section.key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from primer_search import stats  # noqa: E402
+from primer_search.calibration import promotion_margin, run_evaluations, summarize  # noqa: E402
+from primer_search.config import load_config  # noqa: E402
+from primer_search.hurdles import hurdle_fractions  # noqa: E402
+from primer_search.seeds import load_seed_or_file  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="search_configs/discovery.yaml")
+    parser.add_argument("--calibration", type=int, default=8)
+    parser.add_argument("--null", type=int, default=50)
+    parser.add_argument("--out", default="bench/results/null_rate.json")
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    args = parser.parse_args()
+    config = load_config(args.config, args.overrides)
+    name = config.search.seeds[0]
+    seed = load_seed_or_file(name)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {int(k): v for k, v in json.loads(out.read_text()).items()} if out.exists() else {}
+    training_seeds = [config.training.seed + i for i in range(args.calibration + args.null)]
+    todo = [s for s in training_seeds if s not in done]
+    fractions = list(hurdle_fractions(config.search.hurdles))
+    jobs = [(seed, config.replace(training={"checkpoints": fractions, "seed": s})) for s in todo]
+    print(f"{name}: {len(training_seeds)} evaluations, {len(done)} already in {out}", flush=True)
+
+    def record(index: int, result: dict) -> None:
+        done[todo[index]] = result
+        out.write_text(json.dumps({str(k): v for k, v in sorted(done.items())}))
+        print(f"  training seed {todo[index]}: {result['status']} {result.get('fitness') or float('nan'):.4f}",
+              flush=True)
+
+    if jobs:
+        run_evaluations(config.search, jobs, None, record)
+    calibration = summarize({name: [done[s] for s in training_seeds[:args.calibration]]}, config,
+                            training_seeds[:args.calibration])
+    everything = summarize({name: [done[s] for s in training_seeds]}, config, training_seeds).programs[0]
+    for point in (*everything.hurdles, everything.final):
+        print(f"fraction {point.fraction:.3f}: step {point.step or float('nan'):.0f}, mean "
+              f"{point.mean or float('nan'):.4f}, standard deviation {point.std or float('nan'):.4f} "
+              f"({point.runs} runs)")
+    final = calibration.programs[0].final
+    margin = promotion_margin(final.std, final.runs)
+    nulls = [done[s] for s in training_seeds[args.calibration:]]
+    values = [r["fitness"] for r in nulls if r["status"] == "ok"]
+    promoted = [v for v in values if v < final.mean - margin]
+    print(f"calibration: mean {final.mean:.4f}, standard deviation {final.std:.4f} over {final.runs} runs; "
+          f"promotion margin {margin:.4f}; null programs' spread {stats.stdev(values) or float('nan'):.4f}; "
+          f"smallest detectable difference {stats.detectable_difference(final.std):.4f}")
+    print(f"null programs ranked above the seed beyond the promotion margin: {len(promoted)} of {len(values)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Rediscovery: from the Transformer seed, does a laptop-scale search find Primer's changes and a better block?
+
+Runs the discovery config (search_configs/discovery.yaml) from the Transformer seed for at most --hours of search
+(accumulated across restarts: the run store keeps the search time, so a killed benchmark resumes), then the paper's
+protocol (`primer-search confirm`): the top --top programs and the seed retrained with --seeds training seeds at
+--budget-multiplier x the search budget on the test split the search never ranked on. Prints, for each confirmed
+program, whether it holds squared ReLU and a depthwise convolution after the Q, K and V projections, its mean and
+95% interval, its speedup factor against the Transformer (So et al. 2021, section 4) and the paired t-test's p; the
+last line is the best confirmed program's speedup factor (target: >= 1.2 at p < 0.01 for 2 of 3 search seeds).
+`--mode random` and `--mode hill_climb` run the baselines at the same budget.
+
+    python bench/rediscovery.py --search-seed N [--mode evolution|random|hill_climb] [--hours 2] [--top 5]
+                                [--seeds 5] [--budget-multiplier 1] [--config search_configs/discovery.yaml]
+                                [--run-dir bench/results/rediscovery-MODE-N] [--set section.key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from primer_search.confirmation import confirm  # noqa: E402
+from primer_search.config import load_config  # noqa: E402
+from primer_search.dna import DNA  # noqa: E402
+from primer_search.search import Search  # noqa: E402
+from primer_search.store import RunStore  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from reachability import detect  # noqa: E402
+
+CLOCK = "bench_search_seconds"
+
+
+class TimeUp(Exception):
+    pass
+
+
+def search_for(run_dir: pathlib.Path, config, hours: float) -> None:
+    """Start or resume the search and stop it once it has searched for `hours` in all."""
+    search = Search.resume(run_dir) if (run_dir / "run.sqlite").exists() else Search.start(config, run_dir)
+    spent = search.store.meta_get(CLOCK, 0.0)
+    start = time.monotonic()
+
+    def on_progress(status) -> None:
+        elapsed = spent + time.monotonic() - start
+        search.store.meta_set(CLOCK, elapsed)
+        print(f"{elapsed / 60:6.1f} min  {status.line()}", flush=True)
+        if elapsed >= hours * 3600:
+            raise TimeUp
+
+    try:
+        if spent < hours * 3600:
+            search.run(on_progress=on_progress, progress_every=30.0)
+    except TimeUp:
+        pass
+    finally:
+        search.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--search-seed", type=int, required=True)
+    parser.add_argument("--mode", default="evolution", choices=("evolution", "random", "hill_climb"))
+    parser.add_argument("--hours", type=float, default=2.0)
+    parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budget-multiplier", type=float, default=1.0)
+    parser.add_argument("--config", default="search_configs/discovery.yaml")
+    parser.add_argument("--run-dir")
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    args = parser.parse_args()
+    run_dir = pathlib.Path(args.run_dir or f"bench/results/rediscovery-{args.mode}-{args.search_seed}")
+    config = load_config(args.config, [f"search.seed={args.search_seed}", f"search.mode={args.mode}",
+                                       *args.overrides])
+    search_for(run_dir, config, args.hours)
+    with RunStore.open(run_dir) as store:
+        print(f"searched {store.meta_get(CLOCK, 0.0) / 3600:.2f} h: {store.counts()['done']} individuals")
+    result = confirm(run_dir, k=args.top, seeds=args.seeds, budget_multiplier=args.budget_multiplier,
+                     on_result=lambda i, s, r: print(f"  confirm #{i} seed {s}: {r['status']} "
+                                                     f"{r.get('fitness') or float('nan'):.4f}", flush=True))
+    with RunStore.open(run_dir) as store:
+        print(f"\nconfirmed on {result.test_split}, {len(result.training_seeds)} training seeds, "
+              f"{result.budget:.3g} {result.budget_kind}")
+        print(f"{'id':>5} {'role':5} {'sqReLU':6} {'MDHA':5} {'mean':>8} {'95% CI':>7} {'speedup':>8} {'p':>8}")
+        best = None
+        for program in result.programs:
+            squared, mdha = detect(DNA.from_dict(store.individual(program.individual_id).dna))
+            comparison = program.comparisons[0] if program.comparisons else None
+            speedup = comparison.speedup_mean if comparison else None
+            p = comparison.p_value if comparison else None
+            print(f"{program.individual_id:5} {program.role:5} {'yes' if squared else '-':6} "
+                  f"{'yes' if mdha else '-':5} {program.mean or float('nan'):8.4f} {program.ci or float('nan'):7.4f} "
+                  f"{speedup or float('nan'):8.2f} {p if p is not None else float('nan'):8.2g}")
+            if program.role == "top" and program.mean is not None and (best is None or program.mean < best.mean):
+                best = program
+    top = [p for p in result.programs if p.role == "top"]
+    with RunStore.open(run_dir) as store:
+        found = [detect(DNA.from_dict(store.individual(p.individual_id).dna)) for p in top]
+    print(f"squared ReLU among the top {len(top)}: {any(s for s, _ in found)}; depthwise convolution after Q, K and V: "
+          f"{any(m for _, m in found)}")
+    comparison = best.comparisons[0] if best and best.comparisons else None
+    if comparison is None or comparison.speedup_mean is None:
+        print("confirmed speedup factor of the best program against the Transformer: not measured")
+        return
+    print(f"confirmed speedup factor of the best program (#{best.individual_id}) against the Transformer "
+          f"({args.mode}, search seed {args.search_seed}): {comparison.speedup_mean:.2f}x "
+          f"+- {comparison.speedup_ci or float('nan'):.2f} (95%), p = {comparison.p_value:.2g}")
+
+
+if __name__ == "__main__":
+    main()
