@@ -22,7 +22,8 @@ import pathlib
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from primer_search import stats  # noqa: E402
-from primer_search.calibration import promotion_margin, run_evaluations, summarize  # noqa: E402
+from primer_search.calibration import promotion_margin, summarize  # noqa: E402
+from primer_search.trial import run_evaluations  # noqa: E402
 from primer_search.config import load_config  # noqa: E402
 from primer_search.hurdles import hurdle_fractions  # noqa: E402
 from primer_search.seeds import load_seed_or_file  # noqa: E402

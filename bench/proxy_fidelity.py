@@ -28,7 +28,7 @@ import random
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from primer_search.config import MutationWeights, load_config  # noqa: E402
-from primer_search.calibration import run_evaluations  # noqa: E402
+from primer_search.trial import run_evaluations  # noqa: E402
 from primer_search.graph import canonical_hash  # noqa: E402
 from primer_search.mutations import mutate  # noqa: E402
 from primer_search.seeds import load_seed  # noqa: E402

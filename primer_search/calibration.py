@@ -11,8 +11,7 @@ the true difference that a one-sided two-sample z rule at level `ALPHA` finds wi
 With H halving hurdles at fractions f_1 < ... < f_H of the budget, each passed by half the candidates, a candidate
 costs on average E = f_1 + (f_2 - f_1) / 2 + ... + (1 - f_H) / 2^H of a full evaluation: compute saved 1 / E.
 
-`evaluation_trial` and `run_evaluations` (evaluating many (DNA, config) pairs through an executor) are shared
-with `primer_search.confirmation`.
+Evaluations run through `primer_search.trial.run_evaluations`, as `primer_search.confirmation`'s do.
 """
 
 from __future__ import annotations
@@ -22,71 +21,13 @@ import math
 from typing import Callable, Mapping, Sequence
 
 from primer_search import stats
-from primer_search.config import Config, SearchConfig, config_from_dict
-from primer_search.dna import DNA
-from primer_search.executors import make_executor
+from primer_search.config import Config
 from primer_search.hurdles import hurdle_fractions
+from primer_search.trial import run_evaluations
 
 ALPHA = 0.05    # one-sided level of the detectable-difference rule
 POWER = 0.8
 
-
-# -- evaluating through an executor -------------------------------------------------------------------------------
-
-def _limit_threads(threads: int | None) -> None:
-    """Keep a worker's TensorFlow to the CPUs its trial reserved (possible only before TF starts)."""
-    import tensorflow as tf
-
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:
-            pass
-
-
-def evaluation_trial(payload: dict) -> dict:
-    """Evaluate one program under one config, stopping at nothing: payload {dna, config, threads}."""
-    from primer_search.fitness import evaluate
-
-    _limit_threads(payload.get("threads"))
-    return evaluate(DNA.from_dict(payload["dna"]), config_from_dict(payload["config"])).to_dict()
-
-
-def run_evaluations(search: SearchConfig, jobs: Sequence[tuple[DNA, Config]], executor=None,
-                    on_result: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """The FitnessResult dicts of evaluating each (dna, config) job, in job order; at most `search.max_in_flight`
-    at a time on `executor` (default: `make_executor(search)`, shut down at the end). A trial that could not
-    produce a result (its worker died, it timed out) gives {"status": "error" or "timeout", "error": ...}.
-    `on_result(index, result)` is called as each finishes."""
-    owned = executor is None
-    executor = executor or make_executor(search)
-    threads = None if search.executor == "in_process" else max(1, int(search.cpus_per_trial))
-    results: list[dict | None] = [None] * len(jobs)
-    submitted = finished = 0
-    try:
-        while finished < len(jobs):
-            while submitted < len(jobs) and executor.in_flight < search.max_in_flight:
-                dna, config = jobs[submitted]
-                executor.submit(submitted, evaluation_trial,
-                                {"dna": dna.to_dict(), "config": config.to_dict(), "threads": threads})
-                submitted += 1
-            for completion in executor.wait(timeout=60):
-                result = completion.value
-                if completion.failure is not None:
-                    status = "timeout" if completion.failure.startswith("timeout") else "error"
-                    result = {"status": status, "error": completion.failure}
-                results[completion.trial_id] = result
-                finished += 1
-                if on_result is not None:
-                    on_result(completion.trial_id, result)
-    finally:
-        if owned:
-            executor.shutdown()
-    return results
-
-
-# -- the summary --------------------------------------------------------------------------------------------------
 
 def expected_cost(fractions: Sequence[float], pass_rate: float = 0.5) -> float:
     """The expected share of a full evaluation's training a candidate costs when each hurdle, at these budget

@@ -9,7 +9,7 @@ population. Because the store holds every proposal, plan, verdict and result and
 `Search.resume` rebuilds everything by replaying it, re-submits the proposals that were in flight (a re-run trial
 meets the thresholds recorded for it), and goes on.
 
-Trials run `run_trial(payload, ask)`, a plain function of JSON data, in whatever process the executor chooses.
+Trials run `primer_search.trial.run_trial(payload, ask)` in whatever process the executor chooses.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from primer_search.run_events import EventLog
 from primer_search.run_status import Status, read_status
 from primer_search.seeds import load_seed_or_file
 from primer_search.store import MEASURED, RunStore
+from primer_search.trial import failure_result, run_trial
 
 __all__ = ["Search", "Status", "read_status", "run_trial", "load_seeds", "RESUMABLE_KEYS"]
 
@@ -41,20 +42,6 @@ RESUMABLE_KEYS = ("search.num_individuals", "search.max_in_flight", "search.exec
                   "search.evaluations_per_worker", "search.trial_timeout_seconds", "search.max_retries")
 
 
-def _limit_threads(threads: int | None) -> None:
-    """Keep a worker's TensorFlow to the CPUs its trial reserved (TF uses every core by default, so parallel
-    trials would fight over them). Possible only before TF starts in the process; a recycled worker's later
-    trials keep the setting of its first."""
-    import tensorflow as tf
-
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:
-            pass
-
-
 def _cpu_only() -> None:
     """Keep the controller off the accelerators (its fingerprints run on the CPU; trials need the GPUs)."""
     import tensorflow as tf
@@ -63,25 +50,6 @@ def _cpu_only() -> None:
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError:                          # TensorFlow already started its devices in this process
         pass
-
-
-def run_trial(payload: dict, ask: Callable[[dict], bool] | None = None) -> dict:
-    """Evaluate one candidate: `payload` holds its DNA, the config, its training seed and the CPU threads it may
-    use (None: leave TensorFlow's default). At each hurdle it asks `ask({hurdle, fraction, value})` whether to go
-    on (without `ask`, every hurdle passes)."""
-    from primer_search.fitness import evaluate
-
-    _limit_threads(payload.get("threads"))
-    config = config_from_dict(payload["config"], [f"training.seed={payload['training_seed']}"])
-    fractions = config.training.checkpoints
-
-    def on_checkpoint(checkpoint) -> bool:
-        if ask is None:
-            return True
-        return bool(ask({"hurdle": fractions.index(checkpoint.fraction), "fraction": checkpoint.fraction,
-                         "value": getattr(checkpoint, config.search.metric)}))
-
-    return evaluate(DNA.from_dict(payload["dna"]), config, on_checkpoint=on_checkpoint).to_dict()
 
 
 def load_seeds(names, metric: str = "bits_per_byte") -> list[DNA]:
@@ -293,10 +261,7 @@ class Search:
 
     def _complete(self, completion) -> None:
         row = self.store.individual(completion.trial_id)
-        result = completion.value
-        if completion.failure is not None:
-            status = next((s for s in ("timeout", "oom") if completion.failure.startswith(s)), "error")
-            result = {"status": status, "error": completion.failure}
+        result = completion.value if completion.failure is None else failure_result(completion.failure)
         self._finish(row, DNA.from_dict(row.dna), result, worker=completion.worker, attempts=completion.attempts,
                      started_at=completion.started_at)
 
