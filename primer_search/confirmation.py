@@ -27,7 +27,7 @@ import json
 from typing import Callable, Sequence
 
 from primer_search import stats
-from primer_search.calibration import run_evaluations
+from primer_search.trial import run_evaluations
 from primer_search.config import Config, config_from_dict
 from primer_search.dna import DNA
 from primer_search.store import REUSABLE_STATUSES, ConfirmationRecord, RunInUse, RunStore
