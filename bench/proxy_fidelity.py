@@ -7,12 +7,13 @@ and by training `--multiplier` times longer. Both read the config's validation s
 (invalid, diverged) ranks last. Prints each program's two scores and, as the last line, Spearman's rank
 correlation between the two rankings (target >= 0.8).
 
-Trials run on the project's executor (local Ray, `search.max_in_flight` at a time, no hurdles). Every finished measurement is
-written to --out at once (JSON keyed by program hash and budget), so a killed run picks up where it stopped.
+Trials run on the project's executor (local Ray, `search.max_in_flight` at a time, no hurdles). Every finished
+measurement is written to --out at once (JSON keyed by program hash and budget), so a killed run picks up where it
+stopped.
 
-    python bench/proxy_fidelity.py [--config search_configs/discovery.yaml] [--multiplier 10] [--mutants 14]
-                                   [--ez-mutants 5] [--seed 0] [--out bench/results/proxy_fidelity.json]
-                                   [--set section.key=value ...]
+    python bench/proxy_fidelity.py [--config search_configs/discovery.yaml] [--multiplier 10]
+                                   [--mutants 14] [--ez-mutants 5] [--seed 0]
+                                   [--out bench/results/proxy_fidelity.json] [--set section.key=value ...]
 """
 
 from __future__ import annotations

@@ -72,8 +72,14 @@ def _stored_seeds(config: Config, store: RunStore) -> list[DNA]:
     """The seeds as the run proposed them (seed i first as individual i x seed_evaluations + 1), the rest as the
     config names them."""
     k, proposed = config.search.seed_evaluations, store.proposed_count()
-    return [DNA.from_dict(store.individual(i * k + 1).dna) if i * k + 1 <= proposed else load_seeds([name],
-            config.search.metric)[0] for i, name in enumerate(config.search.seeds)]
+    seeds = []
+    for i, name in enumerate(config.search.seeds):
+        first = i * k + 1
+        if first <= proposed:
+            seeds.append(DNA.from_dict(store.individual(first).dna))
+        else:
+            seeds.append(load_seeds([name], config.search.metric)[0])
+    return seeds
 
 
 def check_hurdle_placement(config: Config, seeds: list[DNA]) -> None:
@@ -156,7 +162,8 @@ class Search:
         for row in self.store.completed():
             self.done_at_start += 1
             self._enter(row, None, row.status, fitness_of(row.metrics), row.cached_from)
-        survivors = {m.id for m in (*self.evolution.population, self.evolution.best) if m is not None and m.dna is None}
+        members = (*self.evolution.population, self.evolution.best)
+        survivors = {m.id for m in members if m is not None and m.dna is None}
         dnas = {i: DNA.from_dict(self.store.individual(i).dna) for i in survivors}
         fill = lambda m: m if m is None or m.dna is not None else dataclasses.replace(m, dna=dnas[m.id])  # noqa: E731
         self.evolution.population = type(self.evolution.population)(
@@ -212,10 +219,10 @@ class Search:
         """A trial at a hurdle: compare its value with the threshold recorded for it (a re-run after a crash), or
         else with one taken now from every record so far; record the verdict before answering."""
         i, value = question["hurdle"], question["value"]
-        recorded = self.store.hurdle_decision(individual, i)
         if self.store.individual(individual).parent_id is None:   # a seed is the baseline: never stopped
             self.store.record_hurdle(individual, i, question["fraction"], value, True)
             return True
+        recorded = self.store.hurdle_decision(individual, i)
         if recorded is not None:
             limit = recorded.threshold
         else:
@@ -251,7 +258,8 @@ class Search:
         """Once every seed evaluation has a result, the noise they show goes into the store (`calibration`)."""
         k, names = self.config.search.seed_evaluations, self.config.search.seeds
         seeds = self.store.individuals_without_parent()
-        if k < 2 or len(seeds) < k * len(names) or not all(s.done for s in seeds) or self.store.meta_get("calibration"):
+        complete = len(seeds) >= k * len(names) and all(s.done for s in seeds)
+        if k < 2 or not complete or self.store.meta_get("calibration"):
             return
         from primer_search.calibration import summarize
 

@@ -112,8 +112,8 @@ CREATE INDEX hurdles_by_hurdle ON hurdles(hurdle)
 """
 
 _COLUMNS = ("i.id, i.parent_id, i.mutation, i.mutation_detail, i.dna, i.canonical_hash, i.fingerprint, "
-            "i.proposed_at, i.training_seed, i.repeat_of, r.seq, r.status, r.fitness, r.metrics, r.worker, r.attempts, r.cached_from, "
-            "r.started_at, r.finished_at")
+            "i.proposed_at, i.training_seed, i.repeat_of, r.seq, r.status, r.fitness, r.metrics, r.worker, "
+            "r.attempts, r.cached_from, r.started_at, r.finished_at")
 _SELECT = f"SELECT {_COLUMNS} FROM individuals i LEFT JOIN results r ON r.individual_id = i.id"
 _SELECT_DONE = f"SELECT {_COLUMNS} FROM results r JOIN individuals i ON i.id = r.individual_id"
 
@@ -378,7 +378,8 @@ class RunStore:
                 "WHERE individual_id = ? AND hurdle = ?", (*values, individual_id, hurdle)).rowcount
             if not updated:
                 self._db.execute("INSERT INTO hurdles (fraction, fitness, passed, recorded_at, threshold, "
-                                 "individual_id, hurdle) VALUES (?, ?, ?, ?, ?, ?, ?)", (*values, individual_id, hurdle))
+                                 "individual_id, hurdle) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (*values, individual_id, hurdle))
 
     def record_result(self, individual_id: int, status: str, fitness: float | None, metrics: dict,
                       worker: str | None = None, attempts: int = 1, cached_from: int | None = None,

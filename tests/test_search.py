@@ -316,7 +316,8 @@ def test_a_trial_killed_mid_way_is_held_to_its_recorded_thresholds(tmp_path, mon
 def test_resume_refuses_keys_that_would_mix_measurements(tmp_path, monkeypatch):
     _simulate(tmp_path / "run", monkeypatch)
     for item in ("training.budget=8", "search.hurdles=1", "model.num_layers=2", "search.reevaluations=0"):
-        with pytest.raises(ValueError, match=rf"--set '{item}': .* cannot change when resuming.*search.num_individuals"):
+        expected = rf"--set '{item}': .* cannot change when resuming.*search.num_individuals"
+        with pytest.raises(ValueError, match=expected):
             Search.resume(tmp_path / "run", [item])
     search = Search.resume(tmp_path / "run", ["search.num_individuals=16", "search.max_in_flight=1"])
     assert search.config.search.num_individuals == 16
