@@ -22,3 +22,36 @@ def test_top_half_passes_after_enough_records():
 def test_compute_saved():
     assert compute_saved([0.5, 0.25], completed=2) == pytest.approx((0.5 + 0.75) / 4)
     assert compute_saved([], completed=0) == 0.0
+
+
+def test_hurdle_steps_and_placement():
+    from primer_search.hurdles import hurdle_steps, placement_error
+
+    assert hurdle_steps(2, 70) == [10, 30] and hurdle_steps(4, 31) == [1, 3, 7, 15]
+    assert placement_error(2, 70, warmup_steps=10, min_steps=10) is None
+    assert placement_error(0, 5, warmup_steps=100, min_steps=10) is None
+    error = placement_error(2, 56, warmup_steps=100, min_steps=10)
+    assert error == ("search.hurdles: 2 hurdles at budget fractions 0.143, 0.429 of 56 training steps fall at steps "
+                     "8, 24; 2 before step 100 (training.warmup_steps 100, search.min_hurdle_steps 10); expected a "
+                     "budget of at least 700 steps, a shorter warmup or fewer hurdles")
+
+
+def test_a_config_with_hurdles_inside_the_warmup_is_refused():
+    from primer_search.config import load_config
+
+    with pytest.raises(ValueError, match=r"fall at steps 8, 24; 2 before step 100"):
+        load_config(None, ["training.budget_kind=steps", "training.budget=56", "training.warmup_steps=100",
+                           "search.hurdles=2"])
+    load_config(None, ["training.budget_kind=steps", "training.budget=700", "training.warmup_steps=100",
+                       "search.hurdles=2"])
+
+
+def test_a_flops_budget_is_checked_on_the_seeds_before_the_run_exists(tmp_path):
+    from primer_search.config import load_config
+    from primer_search.search import Search
+
+    config = load_config("search_configs/tiny.yaml", ["training.budget=1e12"])   # 33 steps: the first hurdle at 5
+    with pytest.raises(ValueError, match=r"fall at steps 5, 15; .*\(seed transformer: 30,04\d,\d{3},\d{3} training "
+                                         r"FLOPs per step\)"):
+        Search.start(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
