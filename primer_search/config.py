@@ -12,7 +12,6 @@ import dataclasses
 
 import yaml
 
-from primer_search.hurdles import placement_error
 from primer_search.macro_options import SECTIONS as MACRO_SECTIONS
 from primer_search.schema import between, choice, from_mapping
 from primer_search.tokenizer import BYTE_VOCAB_SIZE
@@ -264,11 +263,6 @@ class Config:
     search: SearchConfig = SearchConfig()
 
     def __post_init__(self):
-        training, search = self.training, self.search
-        if training.budget_kind == "steps" and search.hurdles:
-            error = placement_error(search.hurdles, training.budget, training.warmup_steps, search.min_hurdle_steps)
-            if error:
-                raise ValueError(error)
         if self.data.tokenizer == "bytes" and self.model.vocab_size != BYTE_VOCAB_SIZE:
             raise ValueError(f"model.vocab_size: found {self.model.vocab_size}, expected {BYTE_VOCAB_SIZE} with "
                              f"data.tokenizer: bytes (256 byte values, padding and end of document)")

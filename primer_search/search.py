@@ -83,17 +83,25 @@ def _stored_seeds(config: Config, store: RunStore) -> list[DNA]:
 
 
 def check_hurdle_placement(config: Config, seeds: list[DNA]) -> None:
-    """With a FLOPs budget, where the hurdles fall in steps depends on the program: check the seeds'. (A steps
-    budget is checked when the config loads; a seconds budget is known only by measuring: `calibrate`.)"""
-    if config.training.budget_kind != "flops" or not config.search.hurdles:
+    """Refuse hurdles that fall before the warmup or `min_hurdle_steps`, in steps: a steps budget directly, a FLOPs
+    budget for each seed (its steps depend on the program). A seconds budget is known only by measuring
+    (`primer-search calibrate`)."""
+    training, search = config.training, config.search
+    if not search.hurdles or training.budget_kind == "seconds":
+        return
+    if training.budget_kind == "steps":
+        error = hurdles.placement_error(search.hurdles, training.budget, training.warmup_steps,
+                                        search.min_hurdle_steps)
+        if error:
+            raise ValueError(error)
         return
     from primer_search.architecture import Architecture
 
     for dna in seeds:
         arch = Architecture.of(dna, config)
         per_step = arch.training_flops_per_token(arch.choose_unit()) * config.data.batch_tokens
-        error = hurdles.placement_error(config.search.hurdles, config.training.budget / per_step,
-                                        config.training.warmup_steps, config.search.min_hurdle_steps)
+        error = hurdles.placement_error(search.hurdles, training.budget / per_step, training.warmup_steps,
+                                        search.min_hurdle_steps)
         if error:
             raise ValueError(f"{error} (seed {dna.name or 'program'}: {per_step:,} training FLOPs per step)")
 

@@ -36,14 +36,15 @@ def test_hurdle_steps_and_placement():
                      "budget of at least 700 steps, a shorter warmup or fewer hurdles")
 
 
-def test_a_config_with_hurdles_inside_the_warmup_is_refused():
+def test_a_search_with_hurdles_inside_the_warmup_is_refused_before_the_run_exists(tmp_path):
     from primer_search.config import load_config
+    from primer_search.search import Search
 
+    config = load_config(None, ["training.budget_kind=steps", "training.budget=56", "training.warmup_steps=100",
+                                "search.hurdles=2"])                # a config for `train` may have any hurdles
     with pytest.raises(ValueError, match=r"fall at steps 8, 24; 2 before step 100"):
-        load_config(None, ["training.budget_kind=steps", "training.budget=56", "training.warmup_steps=100",
-                           "search.hurdles=2"])
-    load_config(None, ["training.budget_kind=steps", "training.budget=700", "training.warmup_steps=100",
-                       "search.hurdles=2"])
+        Search.start(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_flops_budget_is_checked_on_the_seeds_before_the_run_exists(tmp_path):
