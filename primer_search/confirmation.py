@@ -185,14 +185,15 @@ def describe_test_split(config: Config) -> str:
 
 def trial_config(config: Config, multiplier: float, training_seed: int) -> Config:
     """The config a confirmation trains under: `multiplier` x the budget and its time limits, a point every 5%,
-    measured on the test split."""
+    measured on the test split; no hurdles (nothing is stopped)."""
     def scaled(limit):
         return None if limit is None else limit * multiplier
 
     return config.replace(
         training={"budget": config.training.budget * multiplier, "checkpoints": list(CURVE_FRACTIONS),
                   "seed": training_seed, "timeout_seconds": scaled(config.training.timeout_seconds)},
-        data={"evaluation": "test"}, search={"trial_timeout_seconds": scaled(config.search.trial_timeout_seconds)})
+        data={"evaluation": "test"},
+        search={"hurdles": 0, "trial_timeout_seconds": scaled(config.search.trial_timeout_seconds)})
 
 
 def setup_key(config: Config) -> str:
@@ -260,8 +261,11 @@ def confirm(run_dir, k: int = 5, seeds: int = 5, budget_multiplier: float = 1.0,
         jobs = [(DNA.from_dict(ind.dna), configs[s]) for ind, s in todo]
 
         trial = configs[training_seeds[0]].training
+        split = describe_test_split(config)
+        if not any(store.config.get("data", {}).get(key) for key in ("test_fraction", "test_files", "test_split")):
+            split += ", set for confirm: the search trained on it, never ranked on it"
         store.meta_set(f"confirmation:{setup}:{budget_multiplier:g}",
-                       {"training_seeds": training_seeds, "test_split": describe_test_split(config),
+                       {"training_seeds": training_seeds, "test_split": split,
                         "budget": trial.budget, "budget_kind": trial.budget_kind, "metric": config.search.metric})
 
         def record(index: int, result: dict) -> None:
@@ -273,8 +277,7 @@ def confirm(run_dir, k: int = 5, seeds: int = 5, budget_multiplier: float = 1.0,
         if jobs:
             run_evaluations(config.search, jobs, executor, record)
         summary = summarize(store.confirmations(setup, budget_multiplier), programs, config.search.metric,
-                            training_seeds, (budget_multiplier, trial.budget, trial.budget_kind),
-                            describe_test_split(config))
+                            training_seeds, (budget_multiplier, trial.budget, trial.budget_kind), split)
     return dataclasses.replace(summary, trained=len(todo), reused=len(programs) * seeds - len(todo))
 
 

@@ -200,10 +200,10 @@ def confirmation_text(confirmation) -> str:
     c = confirmation
     seeds = [p.individual_id for p in c.programs if p.role == "seed"]
     s = c.training_seeds
-    lines = [f"confirmation on the test split ({c.test_split}): {c.metric} after {c.budget_multiplier:g}x the search "
-             f"budget ({c.budget:g} {c.budget_kind}),",
-             f"training seeds {s[0]}..{s[-1]} (the same for every program): {c.trained} trainings run, "
-             f"{c.reused} reused from the run store", ""]
+    lines = [f"confirmation: test {c.metric} after {c.budget_multiplier:g}x the search budget ({c.budget:g} "
+             f"{c.budget_kind}), paired training seeds {s[0]}..{s[-1]}",
+             f"test split: {c.test_split}",
+             f"trainings: {c.trained} run now, {c.reused} reused from the run store", ""]
     header = ["id", "role", "search fitness", f"test {c.metric}", "runs ok"]
     for seed in seeds:
         header += [f"speedup vs #{seed}", f"p vs #{seed}"]
@@ -242,7 +242,7 @@ def confirmed_line(confirmation, individual_id: int) -> str | None:
     if program is None:
         return None
     c = confirmation
-    parts = [f"confirmed ({c.budget_multiplier:g}x budget, {len(program.values)} training seeds, test split "
-             f"{c.test_split}): {c.metric} {_plus_minus(program.mean, program.ci, '.4f')}"]
+    parts = [f"test {c.metric} {_plus_minus(program.mean, program.ci, '.4f')}"]
     parts += [f"speedup vs seed {x.seed_id} {_speedup(x)} (p {_p(x.p_value)})" for x in program.comparisons]
-    return "; ".join(parts)
+    return (f"confirmed ({c.budget_multiplier:g}x budget, {len(program.values)} training seeds, test split "
+            f"{c.test_split}):\n  " + "; ".join(parts))

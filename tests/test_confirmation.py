@@ -92,11 +92,13 @@ def test_summarize_pairs_programs_with_the_seed_by_training_seed():
 
 def test_trial_config_scales_the_budget_and_measures_the_test_split():
     config = config_from_dict({**FAST, "data": {**FAST["data"], "test_fraction": 0.1},
-                               "training": {**FAST["training"], "timeout_seconds": 60}, "search": {"hurdles": 0}})
+                               "training": {**FAST["training"], "budget": 40, "timeout_seconds": 60},
+                               "search": {"hurdles": 1}})
     trial = trial_config(config, 2.5, 10_001)
-    assert trial.training.budget == 10 and trial.training.budget_kind == "steps" and trial.training.seed == 10_001
-    assert trial.training.timeout_seconds == 150 and trial.data.evaluation == "test"
+    assert trial.training.budget == 100 and trial.training.budget_kind == "steps" and trial.training.seed == 10_001
+    assert trial.training.timeout_seconds == 150 and trial.data.evaluation == "test" and trial.search.hurdles == 0
     assert len(trial.training.checkpoints) == 19 and trial.training.checkpoints[0] == pytest.approx(0.05)
+    assert trial_config(config, 0.25, 10_001).training.budget == 10       # no hurdle left to fall before warmup
     assert setup_key(trial) == setup_key(trial_config(config, 2.5, 10_002))        # the seed is not part of it
     assert setup_key(trial) != setup_key(trial_config(config.replace(data={"test_fraction": 0.2}), 2.5, 10_001))
 
@@ -188,7 +190,8 @@ def test_confirm_retrains_top_and_seed_with_paired_seeds_and_reuses_the_store(ti
         assert r.status == "ok" and r.metrics["steps"] == 6 and r.curve[-1]["step"] == 6     # 2 x 3 steps
         assert r.validation_loss == r.metrics["validation_loss"] == r.curve[-1]["validation_loss"]
         assert [p["step"] for p in r.curve] == sorted({p["step"] for p in r.curve})
-    assert "confirmation on the test split (data.test_fraction 0.05)" in text and "4 trainings run, 0 reused" in text
+    assert "test split: data.test_fraction 0.05, set for confirm: the search trained on it, never ranked on it" \
+        in text and "trainings: 4 run now, 0 reused" in text
     by_id = {r.individual_id: [] for r in records}
     for r in sorted(records, key=lambda r: r.training_seed):
         by_id[r.individual_id].append(r.validation_loss)
@@ -200,7 +203,7 @@ def test_confirm_retrains_top_and_seed_with_paired_seeds_and_reuses_the_store(ti
         f"{p_value:.3f}" if p_value >= 0.001 else f"{p_value:.2g}")
 
     assert main(args) == 0                                                     # everything is stored: no training
-    assert "0 trainings run, 4 reused" in capsys.readouterr().out
+    assert "trainings: 0 run now, 4 reused" in capsys.readouterr().out
     with RunStore.open(tiny_run) as store:
         assert len(store.confirmations()) == 4
         confirmation = stored_confirmation(store)
@@ -209,5 +212,6 @@ def test_confirm_retrains_top_and_seed_with_paired_seeds_and_reuses_the_store(ti
     top = capsys.readouterr().out
     assert "confirmed" in top.splitlines()[0] and f"{stats.mean(by_id[2]):.4f} ±" in top
     assert main(["show", str(tiny_run), "2"]) == 0
-    assert "confirmed (2x budget, 2 training seeds, test split data.test_fraction 0.05)" in capsys.readouterr().out
+    assert "confirmed (2x budget, 2 training seeds, test split data.test_fraction 0.05, set for confirm" in \
+        capsys.readouterr().out
     json.dumps(dataclasses.asdict(confirmation))
