@@ -86,7 +86,7 @@ def test_run_then_read_the_run(tmp_path, capsys):
     config = tmp_path / "search.yaml"
     config.write_text(yaml.safe_dump({**FAST, "search": {"executor": "in_process", "num_individuals": 4,
                                                          "population_size": 3, "tournament_size": 2,
-                                                         "hurdles": 1}}))
+                                                         "hurdles": 1, "min_hurdle_steps": 0}}))
     run_dir = tmp_path / "run"
     assert main(["run", str(config), "--run-dir", str(run_dir), "--progress-every", "0"]) == 0
     captured = capsys.readouterr()
