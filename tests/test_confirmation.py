@@ -7,7 +7,7 @@ import pytest
 from conftest import FAST
 from primer_search import stats
 from primer_search.cli import main
-from primer_search.config import SearchConfig, config_from_dict
+from primer_search.config import config_from_dict
 from primer_search.confirmation import (SEED_OFFSET, Speedup, compute_to_reach, confirm, curve_of, select_programs,
                                         setup_key, speedup_factor, stored_confirmation, summarize, trial_config)
 from primer_search.seeds import load_seed
@@ -140,9 +140,7 @@ def test_the_store_keeps_confirmations_in_a_table_made_on_first_write(tmp_path):
 # -- end to end on a tiny in-process run ---------------------------------------------------------------------------
 
 TOY_SEARCH = {"executor": "in_process", "num_individuals": 2, "population_size": 2, "tournament_size": 1,
-              "max_in_flight": 1, "hurdles": 1, "hurdle_window": 10,
-              **({"min_hurdle_steps": 0} if "min_hurdle_steps" in {f.name for f in dataclasses.fields(SearchConfig)}
-                 else {})}
+              "max_in_flight": 1, "hurdles": 1, "hurdle_window": 10, "min_hurdle_steps": 0}
 
 
 @pytest.fixture(scope="module")
