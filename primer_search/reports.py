@@ -18,8 +18,14 @@ def status_text(status) -> str:
         f"results by status   {by_status}",
         f"best fitness        {best}",
         f"evaluations/hour    {status.evaluations_per_hour:.1f}",
-        f"cache hits          {status.cache_hits} (evaluations reused without training)",
+        f"cache hits          {status.cache_hits} ({status.cache_hit_rate:.1%} of the individuals reused a result "
+        f"without training)",
         f"hurdle stops        {status.hurdle_stops} (training compute saved: {status.hurdle_compute_saved:.1%})",
+        f"compute saved       {status.compute_factor:.2f}x (individuals per full training budget spent: hurdles "
+        f"and cache together)",
+        *([f"noise               {status.noise[0]:.4f} (standard deviation of the seed's final metric over "
+           f"{status.noise[1]} training seeds)",
+           f"better than seed    {status.improvements} (beyond the promotion margin)"] if status.noise else []),
     ])
 
 
