@@ -16,17 +16,15 @@ from __future__ import annotations
 import dataclasses
 
 from primer_search.fec import FingerprintIndex
-
-REUSABLE = ("ok", "stopped", "invalid", "diverged")   # measurements of the program itself (not of the machine)
+from primer_search.store import REUSABLE_STATUSES
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What to do with a proposal: train it with `training_seed`, or reuse the result of `reuse`."""
+    """What to do with a proposal: train it with `training_seed`, or (None) reuse its program's `result`."""
 
     repeat_of: int | None = None        # the program's root, unless the proposal is a new program
-    training_seed: int | None = None    # None: no training
-    reuse: int | None = None            # the individual whose result a cache hit copies
+    training_seed: int | None = None
 
 
 @dataclasses.dataclass
@@ -44,6 +42,8 @@ class Program:
 
 
 class ProgramCache:
+    """Programs by canonical hash, fingerprint and individual id (see the module docstring)."""
+
     def __init__(self, reevaluations: int, base_seed: int):
         self.reevaluations, self.base_seed = reevaluations, base_seed
         self.by_hash: dict[str, Program] = {}
@@ -67,10 +67,10 @@ class ProgramCache:
         if calibration:
             return Plan(program.root, self.base_seed + program.trained)
         if program.result_status == "invalid":                 # cannot be built: no seed changes that
-            return Plan(program.root, reuse=program.result)
+            return Plan(program.root)
         if program.trained <= self.reevaluations or program.result is None:
             return Plan(program.root, self.base_seed + program.trained)
-        return Plan(program.root, reuse=program.result)
+        return Plan(program.root)
 
     def proposed(self, individual: int, canonical_hash: str | None, fingerprint: str | None,
                  repeat_of: int | None, training_seed: int | None) -> None:
@@ -98,7 +98,7 @@ class ProgramCache:
                 program.followers.append(individual)
                 return program.fitness, []
             return own_fitness, []
-        if status in REUSABLE and program.result is None:
+        if status in REUSABLE_STATUSES and program.result is None:
             program.result, program.result_status = individual, status
         if status != "ok" or own_fitness is None:
             return own_fitness, []
