@@ -19,7 +19,8 @@ row. A few ops reach along the sequence; the decoder keeps, in the cache, exactl
     MAT_MUL(x positions, y)   the history of y, rows 0..t ("values"), y features; the op runs on (row, history).
     DCONV_kX1                 the last k-1 rows of the (causal-mean) input, starting as zeros, which is exactly the
                               convolution's zero fill before position 0; the output row sums the same k products
-                              in the same order as the primitive (O(k); the primitive on the window costs O(k^2)).
+                              as the primitive, in its XLA form's order (O(k); the primitive on the window costs
+                              O(k^2)).
     CONV_kX1                  the same window, of the input rows already projected on all k taps [.., k*U] (the
                               primitive's first half, once per row); the row sums the k shifted slices in order.
     CUM_SUM / CUM_PROD        (features) the previous output row, starting at the identity 0 or 1; the primitive

@@ -3,7 +3,9 @@
 Every weight carries a leading branch axis m (one copy per branch, created by the compiler), so k branched
 copies of an op run as one batched op. Convolutions are causal by construction: tap i reads position t - i
 (inputs shifted by up to kernel width - 1, zero-filled), never t + i. A positions input is first collapsed to
-its causal mean over keys. Shapes: features [B, m, S, W], positions [B, m, S, S], kernels [m, k, W, U].
+its causal mean over keys. Depthwise convolutions run as TensorFlow's native depthwise convolution, or under XLA
+as fused shifted slices (`causal_depthwise`): the fast form of each. Shapes: features [B, m, S, W], positions
+[B, m, S, S], kernels [m, k, W, U].
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ import tensorflow as tf
 from primitives import axes
 from primitives.registry import (DIM, FEATURES, IN1, SINGLE, OpCall, OpSpec, Sig, WeightSpec, features,
                                  register)
+
+try:      # TensorFlow's own test for "traced for XLA" (what tf.function(jit_compile=True) enters); internal API
+    from tensorflow.python.ops import control_flow_util as _control_flow_util
+except ImportError:                      # pragma: no cover - a TensorFlow without it: the native path everywhere
+    _control_flow_util = None
 
 
 def _in_width(sig: Sig):
@@ -25,7 +32,12 @@ def dense(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         return tf.tensordot(x, kernel[0], 1)             # plain matmul (its gradients are the fast ones)
     if x.shape[1] == kernel.shape[0]:
         return tf.einsum("bmsw,mwu->bmsu", x, kernel)
-    return tf.einsum("bsw,mwu->bmsu", tf.squeeze(x, 1), kernel)  # shared input: one projection for all branches
+    # shared input: one matmul for all branches, [B*S, W] @ [W, m*U], then the branch axis moved forward as its own
+    # transpose op, which TensorFlow's graph optimizer can cancel against a following transpose back (DCONV's)
+    m, w, u = kernel.shape
+    b, s = tf.shape(x)[0], tf.shape(x)[2]
+    flat = tf.matmul(tf.reshape(x, [-1, w]), tf.reshape(tf.transpose(kernel, [1, 0, 2]), [w, m * u]))  # [B*S, m*U]
+    return tf.transpose(tf.reshape(flat, [b, s, m, u]), [0, 2, 1, 3])                            # [B, m, S, U]
 
 
 def _conv_1x1(call: OpCall):
@@ -56,11 +68,48 @@ def _conv(k: int):
         doc=f"causal {k}-tap convolution to dim features"))
 
 
+def causal_depthwise(x: tf.Tensor, taps: tf.Tensor) -> tf.Tensor:
+    """out[t] = sum_i taps[i] * x[t - i] (zero before position 0): x [B, m|1, S, W], taps [m, k, W] -> [B, m, S, W].
+
+    Two implementations of the same sum, picked while the op is traced: under XLA (`jit_compile=True`) one pad of
+    k - 1 positions and k shifted, scaled slices, which XLA fuses into one loop (its CPU depthwise convolution is
+    an order of magnitude slower); otherwise TensorFlow's native depthwise convolution on a [B, S, 1, m*W] view,
+    whose kernels (and their gradients) beat the k elementwise ops and broadcast reductions of the slices."""
+    if _in_xla_context():
+        k, s = taps.shape[1], tf.shape(x)[2]
+        padded = tf.pad(x, [[0, 0], [0, 0], [k - 1, 0], [0, 0]])                      # [B, m|1, S+k-1, W]
+        return tf.add_n([padded[:, :, k - 1 - i:k - 1 - i + s] * taps[None, :, i, None, :] for i in range(k)])
+    return _native_depthwise(x, taps)
+
+
+def _native_depthwise(x: tf.Tensor, taps: tf.Tensor) -> tf.Tensor:
+    m, k, w = taps.shape
+    b, s = tf.shape(x)[0], tf.shape(x)[2]
+    kernel = tf.transpose(taps[:, ::-1], [1, 0, 2])                       # [k, m, W]: kernel[j] reads t-(k-1)+j
+    if x.shape[1] == m:                                                   # a filter per (branch, feature)
+        view = tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [b, s, 1, m * w])               # [B, S, 1, m*W]
+        kernel = tf.reshape(kernel, [k, 1, m * w, 1])
+    else:                                                                 # shared input: m filters per feature
+        view = tf.transpose(x, [0, 2, 1, 3])                                             # [B, S, 1, W]
+        kernel = tf.reshape(tf.transpose(kernel, [0, 2, 1]), [k, 1, w, m])
+    causal = [[0, 0], [k - 1, 0], [0, 0], [0, 0]]                                         # zeros before position 0
+    out = tf.nn.depthwise_conv2d(view, kernel, [1, 1, 1, 1], causal)                     # [B, S, 1, m*W | W*m]
+    if x.shape[1] == m:
+        return tf.transpose(tf.reshape(out, [b, s, m, w]), [0, 2, 1, 3])                 # [B, m, S, W]
+    return tf.transpose(tf.reshape(out, [b, s, w, m]), [0, 3, 1, 2])                     # [B, m, S, W]
+
+
+def _in_xla_context() -> bool:
+    """Whether the op is being traced for XLA (`tf.function(jit_compile=True)`, also nested inside one)."""
+    if tf.executing_eagerly() or _control_flow_util is None:
+        return False
+    return bool(_control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
 def _dconv(k: int):
     def fn(call: OpCall):
         x = axes.as_features(call.x, call.sig_x)            # [B, m|1, S, W]
-        taps = call.weights["taps"]                         # [m, k, W]
-        return tf.add_n([axes.shift_sequence(x, i) * taps[None, :, i, None, :] for i in range(k)])
+        return causal_depthwise(x, call.weights["taps"])    # taps [m, k, W] -> [B, m, S, W]
 
     register(OpSpec(
         name=f"DCONV_{k}X1", arity=1, reads=(IN1,),

@@ -126,6 +126,23 @@ def test_convolutions_are_causal_shifts():
     np.testing.assert_array_equal(conv, out)
 
 
+@pytest.mark.parametrize("input_branches, branches, taps", [(4, 4, 3), (1, 4, 3), (1, 1, 7), (2, 2, 15)])
+def test_depthwise_convolution_is_the_same_sum_with_and_without_xla(input_branches, branches, taps, np_rng):
+    from primitives.parametric import causal_depthwise
+
+    x = tf.constant(np_rng.normal(size=(2, input_branches, 9, 5)).astype(np.float32))    # [B, m|1, S, W]
+    kernel = np_rng.normal(size=(branches, taps, 5)).astype(np.float32)                   # [m, k, W]
+    padded = np.pad(np.broadcast_to(x.numpy(), (2, branches, 9, 5)), [(0, 0), (0, 0), (taps - 1, 0), (0, 0)])
+    expected = sum(padded[:, :, taps - 1 - i:taps - 1 - i + 9] * kernel[None, :, i, None, :] for i in range(taps))
+    native = causal_depthwise(x, tf.constant(kernel)).numpy()                              # eager: the native op
+    xla = tf.function(causal_depthwise, jit_compile=True)(x, tf.constant(kernel)).numpy()  # shifted slices
+    np.testing.assert_allclose(native, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(xla, expected, rtol=1e-5, atol=1e-5)
+    traced_for = {jit: bool(tf.function(lambda: tf.constant(primitives.parametric._in_xla_context()),
+                                        jit_compile=jit)()) for jit in (False, True)}
+    assert traced_for == {False: False, True: True}                                       # both paths ran
+
+
 def test_masked_softmax_matches_reference_and_ignores_future():
     scores = tf.random.stateless_normal([2, 3, 5, 5], seed=[1, 1])
     probs = primitives.masked_softmax(scores).numpy()
