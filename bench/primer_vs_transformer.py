@@ -56,6 +56,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 from primer_search.config import load_config  # noqa: E402
+from primer_search.confirmation import compute_to_reach as reach  # noqa: E402
 from primer_search.data import load_data  # noqa: E402
 from primer_search.fitness import evaluate  # noqa: E402
 from primer_search.seeds import load_seed  # noqa: E402
@@ -110,18 +111,9 @@ def curve(result, batch_tokens: int) -> list[tuple[str, int, float, float, float
 
 
 def compute_to_reach(points, target: float, axis: int) -> tuple[str, float]:
-    """('at', c): compute where the curve first reaches `target` (linear interpolation); ('before', c): already
-    below at its first point c; ('never', c): never reached, c being its total compute."""
-    prev = None
-    for point in points:
-        compute, loss = point[axis], point[4]
-        if loss <= target:
-            if prev is None:
-                return "before", compute
-            c0, l0 = prev
-            return "at", c0 + (compute - c0) * (l0 - target) / (l0 - loss)
-        prev = (compute, loss)
-    return "never", points[-1][axis]
+    """`confirmation.compute_to_reach` along one compute axis of these points (2: seconds, 3: FLOPs)."""
+    keys = ("label", "step", "train_seconds", "flops", "validation_loss")
+    return reach([dict(zip(keys, point)) for point in points], target, "validation_loss", keys[axis])
 
 
 def speedup(reference, candidate, axis: int) -> tuple[str, float]:

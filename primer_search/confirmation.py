@@ -45,19 +45,21 @@ class Speedup:
     kind: str          # "at": reached on the curve; "lower_bound": better at its first point; "upper_bound": never
 
 
-def compute_to_reach(curve: Sequence[dict], target: float, metric: str) -> tuple[str, float]:
-    """("at", c): the compute where the curve first reaches `target` (at most), by linear interpolation;
-    ("before", c): already there at its first point c; ("never", c): never, c being its total compute."""
+def compute_to_reach(curve: Sequence[dict], target: float, metric: str,
+                     compute_key: str = "flops") -> tuple[str, float]:
+    """("at", c): the compute (`compute_key` of the points) where the curve first reaches `target` (at most), by
+    linear interpolation; ("before", c): already there at its first point c; ("never", c): never, c being its
+    total compute."""
     previous = None
     for point in curve:
-        compute, value = point["flops"], point[metric]
+        compute, value = point[compute_key], point[metric]
         if value <= target:
             if previous is None:
                 return "before", compute
             c0, v0 = previous
             return "at", c0 + (compute - c0) * (v0 - target) / (v0 - value)
         previous = (compute, value)
-    return "never", curve[-1]["flops"]
+    return "never", curve[-1][compute_key]
 
 
 def speedup_factor(seed_curve: Sequence[dict], program_curve: Sequence[dict], metric: str) -> Speedup:
