@@ -124,6 +124,15 @@ def _trial(fn, payload, questions=None, trial_id=None):
     return list(_trial_stream(fn, payload, questions, trial_id))[-1]
 
 
+@dataclasses.dataclass
+class _Question:
+    trial_id: int
+    question: Any
+    answered: Any                       # an asyncio.Event, set once `answer` holds the reply
+    answer: Any = None
+    taken: bool = False                 # handed to the controller
+
+
 class _Questions:
     """A Ray actor (async): trials `ask` and wait; the controller takes the open questions with `take` (which
     waits until there is one) and `reply`s."""
@@ -132,32 +141,32 @@ class _Questions:
         import asyncio
 
         self._asyncio = asyncio
-        self._open: dict[int, list] = {}         # question id -> [trial id, question, event, answer, taken]
+        self._open: dict[int, _Question] = {}
         self._new = asyncio.Event()
         self._count = 0
 
     async def ask(self, trial_id, question):
         self._count += 1
-        qid, event = self._count, self._asyncio.Event()
-        self._open[qid] = [trial_id, question, event, None, False]
+        qid = self._count
+        self._open[qid] = _Question(trial_id, question, self._asyncio.Event())
         self._new.set()
-        await event.wait()
-        return self._open.pop(qid)[3]
+        await self._open[qid].answered.wait()
+        return self._open.pop(qid).answer
 
     async def take(self):
         while True:
-            fresh = [(qid, entry[0], entry[1]) for qid, entry in self._open.items() if not entry[4]]
+            fresh = [(qid, q) for qid, q in self._open.items() if not q.taken]
             if fresh:
-                for qid, *_ in fresh:
-                    self._open[qid][4] = True
-                return fresh
+                for _, q in fresh:
+                    q.taken = True
+                return [(qid, q.trial_id, q.question) for qid, q in fresh]
             self._new.clear()
             await self._new.wait()
 
     def reply(self, qid, answer):
         if qid in self._open:
-            self._open[qid][3] = answer
-            self._open[qid][2].set()
+            self._open[qid].answer = answer
+            self._open[qid].answered.set()
 
 
 @dataclasses.dataclass

@@ -145,7 +145,8 @@ def test_tiny_config_runs_end_to_end_on_local_ray(tmp_path, ray_session, capsys)
 
     run_dir = tmp_path / "run"
     code = main(["run", "search_configs/tiny.yaml", "--run-dir", str(run_dir),
-                 "--set", "search.num_individuals=4", "--set", "training.budget=3",
+                 "--set", "search.num_individuals=4", "--set", "training.budget_kind=steps",
+                 "--set", "training.budget=3", "--set", "training.warmup_steps=0", "--set", "search.min_hurdle_steps=0",
                  "--set", f"data.cache_dir={tmp_path / 'cache'}", "--progress-every", "5"])
     out = capsys.readouterr().out
     assert code == 0 and "individuals done    4 of 4 (0 in flight)" in out
