@@ -6,7 +6,7 @@
     S1 self_attention:
       (0) INPUT (1) INPUT
       (2) S3 in1=0 in2=0 -> h2
-      (5) C_MUL in1=3 c=c[1] -> h5
+      (5) T_MAT_MUL in1=3 in2=2 -> h5
       (12) CONV_1X1 in1=10 dim=d[0] -> h12   [in2=3]
 
 Each line shows the fields its op reads; fields it ignores appear in brackets only when they are not 0, so the
