@@ -172,7 +172,7 @@ def test_tiny_macro_config_searches_over_the_macro_options(tmp_path, capsys):
         assert len(rows) == 8 and all(row.status == "ok" for row in rows[:4])   # the seeds; a child may fail
         kinds = [row.metrics["architecture"] for row in rows]
         assert sorted(kinds[:4]) == ["calm", "megabyte", "token", "token"]
-        assert all(row.fitness == pytest.approx(row.metrics["bits_per_byte"] + 0.05 * math.log2(
+        assert all(row.metrics["fitness"] == pytest.approx(row.metrics["bits_per_byte"] + 0.05 * math.log2(
             row.metrics["sampling_flops_per_token"] / 1e6)) for row in rows if row.status == "ok")
         assert any(row.mutation == "macro" for row in rows[4:]) or len({row.canonical_hash for row in rows}) == 8
 
