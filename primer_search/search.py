@@ -180,6 +180,10 @@ class Search:
 
     # -- proposing -----------------------------------------------------------------------------------------
 
+    def _is_seed(self, individual: int) -> bool:
+        """Whether this individual is a seed's evaluation: the seeds are the run's first proposals."""
+        return individual <= len(self.evolution.seeds) * self.config.search.seed_evaluations
+
     def _is_seed_repeat(self, parent_id: int | None, individual: int) -> bool:
         """Whether this individual is a seed's 2nd, 3rd... evaluation (`seed_evaluations`): always trained."""
         return parent_id is None and (individual - 1) % self.config.search.seed_evaluations != 0
@@ -227,7 +231,7 @@ class Search:
         """A trial at a hurdle: compare its value with the threshold recorded for it (a re-run after a crash), or
         else with one taken now from every record so far; record the verdict before answering."""
         i, value = question["hurdle"], question["value"]
-        if self.store.individual(individual).parent_id is None:   # a seed is the baseline: never stopped
+        if self._is_seed(individual):                             # a seed is the baseline: never stopped
             self.store.record_hurdle(individual, i, question["fraction"], value, True)
             return True
         recorded = self.store.hurdle_decision(individual, i)
