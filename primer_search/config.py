@@ -293,12 +293,14 @@ def apply_overrides(data: dict, overrides) -> dict:
     return data
 
 
-def config_from_dict(data, overrides=()) -> Config:
-    return from_mapping(Config, apply_overrides(data, overrides))
+def config_from_dict(data, overrides=(), cls=None):
+    """A `Config` (or another config dataclass `cls`) from a mapping, with `section.key=value` overrides."""
+    return from_mapping(cls or Config, apply_overrides(data, overrides))
 
 
-def load_config(path=None, overrides=()) -> Config:
-    """The config in a YAML file (None: all defaults), with `section.key=value` overrides applied."""
+def load_config(path=None, overrides=(), cls=None):
+    """The `Config` (or `cls`) in a YAML file (None: all defaults), with `section.key=value` overrides applied."""
+    cls = cls or Config
     data = {}
     if path is not None:
         with open(path) as f:
@@ -307,9 +309,9 @@ def load_config(path=None, overrides=()) -> Config:
             except yaml.YAMLError as err:
                 raise ValueError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: found {type(data).__name__}, expected a mapping of sections "
-                             f"(model, data, training, search)")
+            sections = ", ".join(field.name for field in dataclasses.fields(cls))
+            raise ValueError(f"{path}: found {type(data).__name__}, expected a mapping of sections ({sections})")
     try:
-        return config_from_dict(data, overrides)
+        return config_from_dict(data, overrides, cls)
     except ValueError as err:
         raise ValueError(f"{path}: {err}" if path else str(err)) from None

@@ -109,9 +109,11 @@ class LanguageData:
         chunks = _token_stream(self.source.train_documents(seed), self.tokenizer)
         return packed_batches(chunks, self.config.batch_size, self.config.sequence_length)
 
-    def prefetched_batches(self, seed: int, depth: int = PREFETCH) -> "Prefetcher":
-        """The same batches, prepared `depth` ahead in a background thread, as (inputs, targets) [B, L] each."""
-        return Prefetcher(((rows[:, :-1], rows[:, 1:]) for rows in self.train_batches(seed)), depth)
+    def prefetched_batches(self, seed: int, depth: int = PREFETCH, skip: int = 0) -> "Prefetcher":
+        """The same batches after the first `skip`, prepared `depth` ahead in a background thread, as
+        (inputs, targets) [B, L] each."""
+        batches = itertools.islice(self.train_batches(seed), skip, None)
+        return Prefetcher(((rows[:, :-1], rows[:, 1:]) for rows in batches), depth)
 
 
 class Prefetcher:

@@ -16,10 +16,16 @@ The model supplies its loss and its validation statistics (`training_loss`, `val
 `primer_search.model`), so plain, Mixture-of-Depths, CALM and MEGABYTE models train through the same loop.
 `evaluate` turns the sums into per-target means: validation_loss (nats per token), bits_per_byte, and those the
 model adds (`STATISTICS`).
+
+Under a `tf.distribute` strategy (`primer_search.retrain`: several Ray Train workers, or several accelerators) every
+replica trains on its slice of the same global batch and the optimizer sums their gradients, so the updates equal
+one replica's on the whole batch. A trainer's state (`state_arrays`, `Progress.to_dict`) restores exactly: the
+resumed run skips the batches already trained on and meets the same schedule.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -91,6 +97,13 @@ class Progress:
     def mean_step_seconds(self) -> float:
         return self.train_seconds / (self.steps - 1) if self.steps > 1 else self.compile_seconds
 
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Progress":
+        return cls(**{**data, "checkpoints": [Checkpoint(**c) for c in data["checkpoints"]]})
+
 
 def budget_fraction(config: TrainingConfig, progress: Progress, flops_per_step: int) -> float:
     spent = {"seconds": progress.train_seconds, "steps": progress.steps,
@@ -110,23 +123,66 @@ def cross_entropy(logits, targets):
 
 
 class Trainer:
-    """Trains one model on one dataset under one budget."""
+    """Trains one model on one dataset under one budget; with `strategy`, on its replicas (the model built in its
+    scope)."""
 
-    def __init__(self, model: keras.Model, data: LanguageData, config: TrainingConfig, flops_per_step: int):
+    def __init__(self, model: keras.Model, data: LanguageData, config: TrainingConfig, flops_per_step: int,
+                 strategy: tf.distribute.Strategy | None = None):
         self.model, self.data, self.config, self.flops_per_step = model, data, config, flops_per_step
-        self.optimizer = keras.optimizers.Adafactor(
-            learning_rate=WarmupRsqrt(config.peak_learning_rate, config.warmup_steps))
-        self.optimizer.build(model.trainable_variables)
-        self._train_step = tf.function(self._step, jit_compile=config.jit_compile)
+        self.strategy = strategy
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            self.optimizer = keras.optimizers.Adafactor(
+                learning_rate=WarmupRsqrt(config.peak_learning_rate, config.warmup_steps))
+            self.optimizer.build(model.trainable_variables)
+        if strategy is None:
+            self._train_step = tf.function(self._step, jit_compile=config.jit_compile)
+        else:   # collectives stay outside XLA: only the replicas' gradients are compiled
+            self._gradients = tf.function(self._loss_and_gradients, jit_compile=config.jit_compile)
+            self._train_step = tf.function(self._replicated_step)
         self._eval_step = tf.function(model.validation_sums, jit_compile=config.jit_compile)
         self.progress = Progress()
 
-    def _step(self, inputs, targets):                            # inputs, targets: [B, L]
-        with tf.GradientTape() as tape:
-            loss = self.model.training_loss(inputs, targets)
+    def _loss_and_gradients(self, inputs, targets, scale=1.0):   # inputs, targets: [B, L]
         variables = self.model.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        with tf.GradientTape() as tape:
+            loss = self.model.training_loss(inputs, targets) * scale
+        return loss, tape.gradient(loss, variables)
+
+    def _step(self, inputs, targets):                            # inputs, targets: [B, L]
+        loss, gradients = self._loss_and_gradients(inputs, targets)
+        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
         return loss
+
+    def _replicated_step(self, inputs, targets):                 # per replica: [B / replicas, L]
+        def replica_step(inputs, targets):
+            # the replicas' mean losses, each over an equal slice, average to the whole batch's mean loss
+            loss, gradients = self._gradients(inputs, targets, 1.0 / self.strategy.num_replicas_in_sync)
+            self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))   # sums across replicas
+            return loss
+        losses = self.strategy.run(replica_step, args=(inputs, targets))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    def _distribute(self, batch: np.ndarray):
+        """A global batch [B, L] as the replicas' slices (replica r of R takes rows r B/R ... (r+1) B/R - 1)."""
+        replicas = self.strategy.num_replicas_in_sync
+        if len(batch) % replicas:
+            raise ValueError(f"batch of {len(batch)} rows does not split evenly over {replicas} replicas: make "
+                             f"data.batch_tokens / data.sequence_length a multiple of the replica count")
+        rows = len(batch) // replicas
+        return self.strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(batch[context.replica_id_in_sync_group * rows:][:rows]))
+
+    def state_arrays(self) -> list[np.ndarray]:
+        """The model's weights, then the optimizer's variables (its step count included)."""
+        return [*self.model.get_weights(), *(np.asarray(v.numpy()) for v in self.optimizer.variables)]
+
+    def load_state(self, arrays: list[np.ndarray], progress: Progress) -> None:
+        """Resume from `state_arrays()` and the progress saved with them."""
+        weights = len(self.model.get_weights())
+        self.model.set_weights(arrays[:weights])
+        for variable, value in zip(self.optimizer.variables, arrays[weights:], strict=True):
+            variable.assign(value)
+        self.progress = progress
 
     def validation_sums(self, validation: ValidationSet) -> dict[str, float]:
         """The model's validation sums ("nll" in nats, ...) over the validation targets, in batches of the training
@@ -163,20 +219,25 @@ class Trainer:
         Raises `Diverged` on a non-finite loss and `EvaluationTimeout` past `deadline` (a perf_counter time);
         `self.progress` holds the counters either way."""
         progress = self.progress
-        pending = list(self.config.checkpoints)
-        with self.data.prefetched_batches(seed) as batches:
-            self._loop(progress, batches, pending, on_checkpoint, on_step, deadline)
+        fraction = budget_fraction(self.config, progress, self.flops_per_step)
+        pending = [f for f in self.config.checkpoints if f > fraction]
+        with self.data.prefetched_batches(seed, skip=progress.steps) as batches:
+            self._loop(progress, batches, pending, fraction, on_checkpoint, on_step, deadline)
         return progress
 
-    def _loop(self, progress: Progress, batches, pending: list, on_checkpoint, on_step, deadline) -> None:
-        fraction = 0.0
+    def _loop(self, progress: Progress, batches, pending: list, fraction: float, on_checkpoint, on_step,
+              deadline) -> None:
+        first = True          # this run's first step traces and compiles (again, when resumed)
         while fraction < 1.0:
             start = time.perf_counter()
             inputs, targets = next(batches)
+            if self.strategy is not None:
+                inputs, targets = self._distribute(inputs), self._distribute(targets)
             loss = float(self._train_step(inputs, targets))
             elapsed = time.perf_counter() - start
-            if progress.steps == 0:
-                progress.compile_seconds = elapsed
+            if first:
+                progress.compile_seconds += elapsed
+                first = False
             else:
                 progress.train_seconds += elapsed
             progress.steps += 1

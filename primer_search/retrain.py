@@ -1,0 +1,284 @@
+"""Retrain programs at several sizes with several training seeds, each job on Ray Train.
+
+`retrain(config, programs, out_dir)` plans one job per (program, size, training seed) and runs each as a Ray Train
+`TensorflowTrainer`: `retrain.workers` workers under `MultiWorkerMirroredStrategy` (or one worker, with
+`MirroredStrategy` over its GPUs when it has several), training with the project's own step (`training.Trainer`;
+Keras 3's `Model.fit` breaks under the multi-worker strategy). At every curve point the workers report the
+validation metrics and a checkpoint (weights, optimizer state, progress) to Ray Train, which restarts failed
+workers from it (`retrain.max_failures`) and, when the same command runs again into the same directory, resumes
+the unfinished jobs from it. A finished job leaves `jobs/NAME/model.keras` and `jobs/NAME/result.json` (its
+curve); `primer_search.retrain_report` turns the results into the speedup and scaling report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import tempfile
+from typing import Callable, Sequence
+
+import numpy as np
+
+from primer_search.config import config_from_dict
+from primer_search.dna import DNA
+from primer_search.retrain_config import RetrainConfig, job_config
+
+STATE = "state.npz"          # in a checkpoint: the trainer's arrays (no pickle)
+PROGRESS = "progress.json"   # in a checkpoint: the trainer's progress
+RESULT = "result.json"       # in a finished job's directory: its curve and final metrics
+MODEL = "model.keras"
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    label: str               # as given: a seed name, a file, RUN_DIR:ID
+    dna: DNA
+    baseline: bool = False
+
+    @property
+    def slug(self) -> str:
+        """A directory-safe name: the label's tail and the program's hash."""
+        from primer_search.graph import canonical_hash
+
+        tail = re.sub(r"[^A-Za-z0-9_+.-]+", "-", pathlib.Path(self.label.rstrip("/")).name)[-40:].strip("-")
+        return f"{tail}-{canonical_hash(self.dna)[:8]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    program: Program
+    size: int                # index into the config's sizes
+    seed: int                # training seed offset: 0 .. retrain.seeds - 1
+    unit: int
+    parameter_count: int
+    config: object           # the job's `Config`
+
+    @property
+    def name(self) -> str:
+        return f"{self.program.slug}-size{self.size}-seed{self.seed}"
+
+
+def plan(config: RetrainConfig, programs: Sequence[Program]) -> list[Job]:
+    """Every (program, size, seed) job, sizes outermost so the small ones finish first. A program that cannot be
+    sized into a band raises `model.SizingError` naming it."""
+    from primer_search.architecture import Architecture
+    from primer_search.model import SizingError
+
+    baseline = next(p for p in programs if p.baseline)
+    jobs = []
+    for size in range(config.retrain.size_count):
+        reference = None
+        if config.retrain.budget_kind == "compute_optimal":
+            arch = Architecture.of(baseline.dna, job_config(config, size, 0, 1))
+            reference = arch.parameter_count(_unit(arch, config, size))
+        for program in programs:
+            for seed in range(config.retrain.seeds):
+                job = job_config(config, size, seed, reference)
+                arch = Architecture.of(program.dna, job)
+                try:
+                    unit = _unit(arch, config, size)
+                except SizingError as err:
+                    raise SizingError(f"{program.label} at size {size}: {err}") from None
+                jobs.append(Job(program, size, seed, unit, arch.parameter_count(unit), job))
+    return jobs
+
+
+def _unit(arch, config: RetrainConfig, size: int) -> int:
+    return config.retrain.units[size] if config.retrain.units else arch.choose_unit()
+
+
+# -- one job, on each of its Ray Train workers ------------------------------------------------------------------
+
+def _strategy(world_size: int, gpus: int):
+    import tensorflow as tf
+
+    if world_size > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()     # reads TF_CONFIG, which Ray Train sets
+    if gpus > 1:
+        return tf.distribute.MirroredStrategy()
+    return None
+
+
+def _mixed_precision(setting: str, gpus: int) -> None:
+    import keras
+
+    if setting == "bf16" or (setting == "auto" and gpus > 0):
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+
+
+def point_of(checkpoint, per_step: int) -> dict:
+    """A curve point from a `training.Checkpoint`: step, tokens, training FLOPs, seconds and the metrics."""
+    return {"step": checkpoint.step, "flops": checkpoint.step * per_step, "train_seconds": checkpoint.train_seconds,
+            "validation_loss": checkpoint.validation_loss, "bits_per_byte": checkpoint.bits_per_byte}
+
+
+def train_job(payload: dict) -> None:
+    """The Ray Train loop of one job (every worker runs it): build, restore, train, report (see the module
+    docstring). A diverged run is a result, not a failure to retry."""
+    import keras
+    import ray.train
+
+    from primer_search.architecture import Architecture
+    from primer_search.training import Checkpoint, Diverged, Progress, Trainer
+    from primer_search.trial import limit_threads
+
+    limit_threads(payload["threads"])
+    _mixed_precision(payload["mixed_precision"], payload["gpus"])
+    context = ray.train.get_context()
+    strategy = _strategy(context.get_world_size(), payload["gpus"])
+    config = config_from_dict(payload["config"])
+    arch, data = Architecture.resolve(DNA.from_dict(payload["dna"]), config)
+    unit = payload["unit"]
+    per_step = arch.training_flops_per_token(unit) * config.data.batch_tokens
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        keras.utils.set_random_seed(config.training.seed)
+        model = arch.build(unit, seed=config.training.seed)
+    trainer = Trainer(model, data, config.training, per_step, strategy)
+    resumed = ray.train.get_checkpoint()
+    if resumed:
+        with resumed.as_directory() as directory:
+            with np.load(os.path.join(directory, STATE), allow_pickle=False) as state:
+                arrays = [state[f"a{i}"] for i in range(len(state.files))]
+            progress = Progress.from_dict(json.loads(pathlib.Path(directory, PROGRESS).read_text()))
+        trainer.load_state(arrays, progress)
+    writer = context.get_world_rank() == 0
+
+    def report(metrics: dict, final: dict | None = None) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            if writer:
+                arrays = trainer.state_arrays()
+                np.savez(os.path.join(directory, STATE), **{f"a{i}": a for i, a in enumerate(arrays)})
+                pathlib.Path(directory, PROGRESS).write_text(json.dumps(trainer.progress.to_dict()))
+                if final is not None:
+                    pathlib.Path(directory, RESULT).write_text(json.dumps(final))
+                    if final["status"] == "ok":
+                        model.save(os.path.join(directory, MODEL))
+            checkpoint = ray.train.Checkpoint.from_directory(directory) if writer else None
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    def on_checkpoint(point: Checkpoint) -> bool:
+        report({"step": point.step, "validation_loss": point.validation_loss})
+        return True
+
+    final = {"status": "ok", "unit": unit, "parameter_count": payload["parameter_count"],
+             "flops_per_token": arch.training_flops_per_token(unit), "batch_tokens": config.data.batch_tokens}
+    try:
+        trainer.train(config.training.seed, on_checkpoint)
+        metrics = trainer.evaluate(trainer.progress)
+        end = Checkpoint(1.0, trainer.progress.steps, metrics["validation_loss"], metrics["bits_per_byte"],
+                         trainer.progress.train_seconds)
+        final["curve"] = [point_of(c, per_step) for c in (*trainer.progress.checkpoints, end)]
+    except Diverged as err:
+        final.update(status="diverged", error=str(err),
+                     curve=[point_of(c, per_step) for c in trainer.progress.checkpoints])
+    final["steps"] = trainer.progress.steps
+    report({"step": trainer.progress.steps, "done": True}, final)
+
+
+# -- the driver ---------------------------------------------------------------------------------------------------
+
+def _fit(payload: dict, name: str, storage: str, workers: int, resources: dict, max_failures: int) -> str:
+    """Run one job's `TensorflowTrainer` to the end (a Ray task); returns the path of its last checkpoint."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    trainer = TensorflowTrainer(
+        train_job, train_loop_config=payload,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=resources.get("GPU", 0) > 0,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=name, storage_path=storage, failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
+    return trainer.fit().checkpoint.path
+
+
+def payload_of(job: Job, config: RetrainConfig) -> dict:
+    section = config.retrain
+    return {"dna": job.program.dna.to_dict(), "config": job.config.to_dict(), "unit": job.unit,
+            "parameter_count": job.parameter_count, "threads": section.cpus_per_worker, "gpus": section.gpus_per_worker,
+            "mixed_precision": section.mixed_precision}
+
+
+def _describe(config: RetrainConfig, programs: Sequence[Program]) -> dict:
+    return {"config": config.to_dict(),
+            "programs": [{"label": p.label, "slug": p.slug, "baseline": p.baseline, "dna": p.dna.to_dict()}
+                         for p in programs]}
+
+
+def prepare(out_dir, config: RetrainConfig, programs: Sequence[Program]) -> pathlib.Path:
+    """Write (or check) `retrain.json` in `out_dir`: a directory retrains one plan, so running the same command
+    again resumes it and a different one is refused."""
+    out = pathlib.Path(out_dir)
+    described = _describe(config, programs)
+    record = out / "retrain.json"
+    if record.exists():
+        if json.loads(record.read_text()) != json.loads(json.dumps(described)):
+            raise ValueError(f"{out} holds a retrain of other programs or another config (retrain.json): expected "
+                             f"the same command to resume it, or a new directory")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(described, indent=1))
+    return out
+
+
+def retrain(config: RetrainConfig, programs: Sequence[Program], out_dir,
+            on_result: Callable[[Job, dict], None] | None = None) -> list[tuple[Job, dict]]:
+    """Run every job not yet finished in `out_dir` (see the module docstring); returns every job with its result.
+    `on_result(job, result)` is called as each job finishes."""
+    import ray
+
+    from primer_search.architecture import Architecture
+
+    jobs = plan(config, programs)
+    for job in jobs:          # data and tokenizer problems raise here, before anything is written or launched
+        Architecture.resolve(job.program.dna, job.config)
+    out = prepare(out_dir, config, programs)
+    todo = [job for job in jobs if not (out / "jobs" / job.name / RESULT).exists()]
+    section = config.retrain
+    resources = {"CPU": section.cpus_per_worker, **({"GPU": section.gpus_per_worker} if section.gpus_per_worker else {})}
+    owns = not ray.is_initialized()
+    if owns and todo:
+        local = section.address is None and not os.environ.get("RAY_ADDRESS")
+        ray.init(address=section.address, **({"num_cpus": section.num_cpus} if local else {}),
+                 **({"log_to_driver": False} if local else {}))
+    try:
+        fit = ray.remote(num_cpus=0)(_fit)
+        running = {fit.remote(payload_of(job, config), job.name, str((out / "ray").resolve()), section.workers,
+                              resources, section.max_failures): job for job in todo}
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1)
+            job = running.pop(done[0])
+            try:
+                path = ray.get(done[0])
+                target = out / "jobs" / job.name
+                target.mkdir(parents=True, exist_ok=True)
+                for name in (MODEL, RESULT):
+                    if os.path.exists(os.path.join(path, name)):
+                        _copy(os.path.join(path, name), target / name)
+            except Exception as err:  # noqa: BLE001 -- a job that failed past its retries is a recorded result
+                message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+                target = out / "jobs" / job.name
+                target.mkdir(parents=True, exist_ok=True)
+                (target / RESULT).write_text(json.dumps({"status": "error", "error": message[:2000]}))
+            if on_result:
+                on_result(job, load_result(out, job))
+    finally:
+        if owns and ray.is_initialized():
+            ray.shutdown()
+    return [(job, load_result(out, job)) for job in jobs]
+
+
+def _copy(source: str, target: pathlib.Path) -> None:
+    import shutil
+
+    partial = target.with_name(target.name + ".partial")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
+
+
+def load_result(out_dir, job: Job) -> dict:
+    path = pathlib.Path(out_dir) / "jobs" / job.name / RESULT
+    return json.loads(path.read_text()) if path.exists() else {"status": "pending"}
