@@ -6,7 +6,7 @@
 Keras 3's `Model.fit` breaks under the multi-worker strategy). At every curve point the workers report the
 validation metrics and a checkpoint (weights, optimizer state, progress) to Ray Train, which restarts failed
 workers from it (`retrain.max_failures`) and, when the same command runs again into the same directory, resumes
-the unfinished jobs from it. A finished job leaves `jobs/NAME/model.keras` and `jobs/NAME/result.json` (its
+the unfinished (or failed) jobs from it. A finished job leaves `jobs/NAME/model.keras` and `jobs/NAME/result.json` (its
 curve); `primer_search.retrain_report` turns the results into the speedup and scaling report.
 """
 
@@ -31,6 +31,7 @@ STATE = "state.npz"          # in a checkpoint: the trainer's arrays (no pickle)
 PROGRESS = "progress.json"   # in a checkpoint: the trainer's progress
 RESULT = "result.json"       # in a finished job's directory: its curve and final metrics
 MODEL = "model.keras"
+FINAL = ("ok", "diverged")   # a job's statuses that a rerun keeps; a failed job is run again from its checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,13 +139,14 @@ def train_job(payload: dict) -> None:
         keras.utils.set_random_seed(config.training.seed)
         model = arch.build(unit, seed=config.training.seed)
     trainer = Trainer(model, data, config.training, per_step, strategy)
-    resumed = ray.train.get_checkpoint()
+    resumed, resumed_from = ray.train.get_checkpoint(), None
     if resumed:
         with resumed.as_directory() as directory:
             with np.load(os.path.join(directory, STATE), allow_pickle=False) as state:
                 arrays = [state[f"a{i}"] for i in range(len(state.files))]
             progress = Progress.from_dict(json.loads(pathlib.Path(directory, PROGRESS).read_text()))
         trainer.load_state(arrays, progress)
+        resumed_from = progress.steps
     writer = context.get_world_rank() == 0
 
     def report(metrics: dict, final: dict | None = None) -> None:
@@ -165,7 +167,8 @@ def train_job(payload: dict) -> None:
         return True
 
     final = {"status": "ok", "unit": unit, "parameter_count": payload["parameter_count"],
-             "flops_per_token": arch.training_flops_per_token(unit), "batch_tokens": config.data.batch_tokens}
+             "flops_per_token": arch.training_flops_per_token(unit), "batch_tokens": config.data.batch_tokens,
+             "resumed_from": resumed_from}      # the step this run last resumed at (None: never resumed)
     try:
         trainer.train(config.training.seed, on_checkpoint)
         metrics = trainer.evaluate(trainer.progress)
@@ -236,12 +239,12 @@ def retrain(config: RetrainConfig, programs: Sequence[Program], out_dir,
     for job in jobs:          # data and tokenizer problems raise here, before anything is written or launched
         Architecture.resolve(job.program.dna, job.config)
     out = prepare(out_dir, config, programs)
-    todo = [job for job in jobs if not (out / "jobs" / job.name / RESULT).exists()]
+    todo = [job for job in jobs if load_result(out, job)["status"] not in FINAL]
     section = config.retrain
     resources = {"CPU": section.cpus_per_worker, **({"GPU": section.gpus_per_worker} if section.gpus_per_worker else {})}
     owns = not ray.is_initialized()
     if owns and todo:
-        local = section.address is None and not os.environ.get("RAY_ADDRESS")
+        local = section.address == "local" or (section.address is None and not os.environ.get("RAY_ADDRESS"))
         ray.init(address=section.address, **({"num_cpus": section.num_cpus} if local else {}),
                  **({"log_to_driver": False} if local else {}))
     try:

@@ -1,0 +1,106 @@
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import FAST
+from primer_search.config import config_from_dict
+from primer_search.retrain import MODEL, Program, plan, prepare, retrain
+from primer_search.retrain_config import RetrainConfig
+from primer_search.seeds import load_seed
+
+RETRAIN = {**FAST, "training": {"warmup_steps": 2, "jit_compile": False},
+           "retrain": {"units": [2], "budget_kind": "steps", "budgets": [6], "seeds": 1, "curve_points": 3,
+                       "max_failures": 0}}
+
+
+def _config(**retrain) -> RetrainConfig:
+    return config_from_dict({**RETRAIN, "retrain": {**RETRAIN["retrain"], **retrain}}, cls=RetrainConfig)
+
+
+def _programs(*names):
+    return [Program(name, load_seed(name), baseline=name == "transformer") for name in names]
+
+
+def test_plan_has_one_job_per_program_size_and_seed_with_distinct_names():
+    jobs = plan(_config(units=[2, 3], seeds=2), _programs("transformer", "primer_ez"))
+    assert len(jobs) == 8 and len({job.name for job in jobs}) == 8
+    assert [job.size for job in jobs] == [0] * 4 + [1] * 4                 # the small size first
+    assert {job.unit for job in jobs if job.size == 1} == {3}
+    assert {job.config.training.seed for job in jobs} == {0, 1}
+
+
+def test_a_directory_holds_one_plan(tmp_path):
+    prepare(tmp_path / "r", _config(), _programs("transformer"))
+    prepare(tmp_path / "r", _config(), _programs("transformer"))           # the same plan: resumed
+    with pytest.raises(ValueError, match="retrain.json.*the same command to resume it, or a new directory"):
+        prepare(tmp_path / "r", _config(seeds=2), _programs("transformer"))
+
+
+def _losses(result):
+    return [point["validation_loss"] for point in result["curve"]]
+
+
+@pytest.fixture(scope="module")
+def one_worker(ray_session, tmp_path_factory):
+    """A 40-step job of the Transformer on one worker, a curve point every 8 steps."""
+    out = tmp_path_factory.mktemp("one_worker")
+    [(job, result)] = retrain(_config(budgets=[40], curve_points=5), _programs("transformer"), out)
+    assert result["status"] == "ok" and result["steps"] == 40 and len(result["curve"]) == 5
+    return out, job, result
+
+
+@pytest.mark.slow
+def test_two_workers_train_as_one_with_the_same_global_batch(one_worker, tmp_path):
+    _, _, one = one_worker
+    [(_, two)] = retrain(_config(budgets=[40], curve_points=5, workers=2), _programs("transformer"), tmp_path)
+    assert two["status"] == "ok" and two["steps"] == 40
+    np.testing.assert_allclose(_losses(two), _losses(one), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_finished_job_leaves_a_keras_model_that_reads_back(one_worker):
+    from primer_search.architecture import Architecture
+    from primer_search.training import Progress, Trainer
+
+    out, job, result = one_worker
+    model = keras.models.load_model(out / "jobs" / job.name / MODEL)
+    _, data = Architecture.resolve(job.program.dna, job.config)
+    metrics = Trainer(model, data, job.config.training, 0).evaluate(Progress())
+    assert metrics["validation_loss"] == pytest.approx(result["curve"][-1]["validation_loss"], abs=1e-5)
+
+
+def _kill_the_worker_once_a_checkpoint_is_registered(run) -> None:
+    """SIGKILL the Ray Train worker once the job's controller has registered a checkpoint (it polls its workers
+    every 2 s; a checkpoint written but not yet registered is lost with the worker)."""
+    snapshot, deadline = run / "checkpoint_manager_snapshot.json", time.time() + 300
+    while time.time() < deadline:
+        if snapshot.exists() and json.loads(snapshot.read_text()).get("latest_checkpoint_result"):
+            break
+        time.sleep(0.05)
+    pids = subprocess.run(["pgrep", "-f", "ray::RayTrainWorker"], capture_output=True, text=True).stdout.split()
+    assert pids, "no Ray Train worker to kill"
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_killed_job_resumes_to_the_uninterrupted_result(one_worker, tmp_path):
+    _, job, uninterrupted = one_worker
+    config = _config(budgets=[40], curve_points=5)
+    killer = threading.Thread(target=_kill_the_worker_once_a_checkpoint_is_registered,
+                              args=(tmp_path / "ray" / job.name,))
+    killer.start()
+    [(_, failed)] = retrain(config, _programs("transformer"), tmp_path)      # max_failures 0: the job fails
+    killer.join()
+    assert failed["status"] == "error"
+    [(_, resumed)] = retrain(config, _programs("transformer"), tmp_path)     # the same command again
+    assert resumed["status"] == "ok" and 0 < resumed["resumed_from"] < 40
+    assert resumed["steps"] == uninterrupted["steps"] == 40
+    np.testing.assert_allclose(_losses(resumed), _losses(uninterrupted), atol=1e-5)
