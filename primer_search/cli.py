@@ -161,6 +161,28 @@ def _confirm(args) -> None:
                                     on_result=progress)))
 
 
+def _retrain(args) -> int:
+    from primer_search.retrain import load_programs, retrain
+    from primer_search.retrain_config import load_retrain_config
+    from primer_search.retrain_report import runs_of, table, write
+
+    overrides = list(args.set) + ([f"retrain.address={args.address}"] if args.address else [])
+    config = load_retrain_config(args.config, overrides)
+    programs = load_programs([*config.retrain.programs, *args.program], args.baseline or config.retrain.baselines)
+
+    def progress(job, result):
+        if result["status"] == "ok":
+            detail = f"{result['curve'][-1]['validation_loss']:.4f} after {result['steps']} steps"
+        else:
+            detail = result.get("error", "")
+        print(f"retrain: {job.name}: {result['status']} {detail}", file=sys.stderr, flush=True)
+
+    results = retrain(config, programs, args.out, on_result=progress)
+    print(table(write(args.out, runs_of(results))))
+    print(f"\nwrote {args.out}/report.json, report.csv and plots; models in {args.out}/jobs/*/model.keras")
+    return 0 if all(result["status"] == "ok" for _, result in results) else 1
+
+
 def _check_writable(path) -> None:
     """Refuse an output file that could not be written, before spending compute on what goes in it."""
     if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
@@ -260,6 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                          help="override a config key, e.g. --set data.test_fraction=0.1 (repeatable)")
     confirm.set_defaults(run=_confirm)
+
+    retrain = commands.add_parser("retrain", help="retrain programs and baselines at several sizes with several "
+                                                  "seeds on Ray Train: speedup factors, scaling fits, models")
+    retrain.add_argument("config", help="a retrain config YAML (e.g. search_configs/retrain_tiny.yaml)")
+    retrain.add_argument("--out", required=True, help="the retrain directory (the same command again resumes it)")
+    retrain.add_argument("--program", action="append", default=[], metavar="SPEC",
+                         help="a program to retrain besides the config's: a seed name, a DNA file, RUN_DIR:ID or "
+                              "RUN_DIR:topK (repeatable)")
+    retrain.add_argument("--baseline", action="append", default=[], metavar="SPEC",
+                         help="a baseline instead of the config's (repeatable; default: transformer)")
+    retrain.add_argument("--address", help="a Ray cluster (\"auto\", \"ray://host:port\"); default: local Ray")
+    retrain.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                         help="override a config key, e.g. --set retrain.seeds=5 (repeatable)")
+    retrain.set_defaults(run=_retrain)
     return parser
 
 

@@ -49,6 +49,43 @@ class Program:
         return f"{tail}-{canonical_hash(self.dna)[:8]}"
 
 
+def load_program(spec: str) -> list[Program]:
+    """The programs a spec names: a seed name (with +mod, +calm, +megabyte), a DNA file, RUN_DIR:ID (an individual
+    of a run) or RUN_DIR:topK (the run's K best programs other than its seeds)."""
+    from primer_search.seeds import load_seed_or_file
+    from primer_search.store import RunStore
+
+    run_dir, sep, which = spec.rpartition(":")
+    if not sep or not os.path.isfile(os.path.join(run_dir, "run.sqlite")):
+        return [Program(spec, load_seed_or_file(spec))]
+    with RunStore.open(run_dir) as store:
+        if re.fullmatch(r"top[1-9][0-9]*", which):
+            from primer_search.confirmation import select_programs
+
+            seeds = {ind.id for ind in store.individuals_without_parent()}
+            chosen = [ind for ind in select_programs(store, int(which[3:])) if ind.id not in seeds]
+        elif which.isdigit():
+            chosen = [store.individual(int(which))]
+        else:
+            raise ValueError(f"{spec}: found {which!r} after the run directory, expected an individual's id or "
+                             f"topK (e.g. {run_dir}:top3)")
+        return [Program(f"{run_dir}:{ind.id}", DNA.from_dict(ind.dna)) for ind in chosen]
+
+
+def load_programs(programs: Sequence[str], baselines: Sequence[str]) -> list[Program]:
+    """Baselines first, then the programs; a program whose hash repeats an earlier one is dropped."""
+    from primer_search.graph import canonical_hash
+
+    chosen, seen = [], set()
+    for spec, baseline in [(b, True) for b in baselines] + [(p, False) for p in programs]:
+        for program in load_program(spec):
+            key = canonical_hash(program.dna)
+            if key not in seen:
+                seen.add(key)
+                chosen.append(dataclasses.replace(program, baseline=baseline))
+    return chosen
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     program: Program

@@ -8,8 +8,10 @@ import time
 import keras
 import numpy as np
 import pytest
+import yaml
 
 from conftest import FAST
+from primer_search.cli import main
 from primer_search.config import config_from_dict
 from primer_search.retrain import MODEL, Program, plan, prepare, retrain
 from primer_search.retrain_config import RetrainConfig
@@ -49,10 +51,11 @@ def _losses(result):
 
 @pytest.fixture(scope="module")
 def one_worker(ray_session, tmp_path_factory):
-    """A 40-step job of the Transformer on one worker, a curve point every 8 steps."""
+    """40-step jobs of the Transformer and Primer-EZ on one worker each, a curve point every 8 steps."""
     out = tmp_path_factory.mktemp("one_worker")
-    [(job, result)] = retrain(_config(budgets=[40], curve_points=5), _programs("transformer"), out)
-    assert result["status"] == "ok" and result["steps"] == 40 and len(result["curve"]) == 5
+    [(job, result), (_, ez)] = retrain(_config(budgets=[40], curve_points=5), _programs("transformer", "primer_ez"),
+                                       out)
+    assert result["status"] == ez["status"] == "ok" and result["steps"] == 40 and len(result["curve"]) == 5
     return out, job, result
 
 
@@ -104,3 +107,33 @@ def test_a_killed_job_resumes_to_the_uninterrupted_result(one_worker, tmp_path):
     assert resumed["status"] == "ok" and 0 < resumed["resumed_from"] < 40
     assert resumed["steps"] == uninterrupted["steps"] == 40
     np.testing.assert_allclose(_losses(resumed), _losses(uninterrupted), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_retrain_command_reports_a_finished_directory_without_training_again(one_worker, tmp_path, capsys):
+    out, _, _ = one_worker
+    config = tmp_path / "retrain.yaml"
+    config.write_text(yaml.safe_dump(_config(budgets=[40], curve_points=5).to_dict()))
+    assert main(["retrain", str(config), "--out", str(out), "--program", "primer_ez"]) == 0
+    printed = capsys.readouterr()
+    assert "retrain:" not in printed.err                                   # nothing trained again
+    report = json.loads((out / "report.json").read_text())
+    [ez] = [row for row in report["sizes"] if row["program"] == "primer_ez"]
+    assert ez["seeds"] == 1 and ez["speedups"][0]["baseline"] == "transformer" and ez["speedups"][0]["pairs"] == 1
+    assert "primer_ez" in printed.out and "x vs transformer" in printed.out
+    assert {p.name for p in out.iterdir()} >= {"report.json", "report.csv", "curves.png", "scaling.png", "speedup.png"}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("no_such_seed_or_file", "no_such_seed_or_file"),
+    ("{run}:top", "found 'top' after the run directory, expected an individual's id or topK"),
+    ("{run}:99", "99"),
+])
+def test_the_retrain_command_names_a_bad_program(spec, message, tmp_path, capsys):
+    from primer_search.store import RunStore
+
+    RunStore.create(tmp_path / "run", {}).close()
+    spec = spec.format(run=tmp_path / "run")
+    code = main(["retrain", "search_configs/retrain_tiny.yaml", "--out", str(tmp_path / "out"), "--program", spec])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
