@@ -183,6 +183,13 @@ def _retrain(args) -> int:
     return 0 if all(result["status"] == "ok" for _, result in results) else 1
 
 
+def _sample(args) -> None:
+    from primer_search.sampling import sample_text
+
+    text = sample_text(args.checkpoint, args.prompt, args.n, args.temperature, args.seed)
+    print(args.prompt + text)
+
+
 def _check_writable(path) -> None:
     """Refuse an output file that could not be written, before spending compute on what goes in it."""
     if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
@@ -296,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                          help="override a config key, e.g. --set retrain.seeds=5 (repeatable)")
     retrain.set_defaults(run=_retrain)
+
+    sample = commands.add_parser("sample", help="generate text from a retrained model (any kind) with the cached "
+                                                "sampler")
+    sample.add_argument("checkpoint", help="a retrain job's directory (RETRAIN_DIR/jobs/NAME) or its model.keras")
+    sample.add_argument("--prompt", default="", help="the text to continue (default: a new document)")
+    sample.add_argument("-n", type=_positive, default=64, help="tokens to generate (default 64)")
+    sample.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 is greedy (default 1)")
+    sample.add_argument("--seed", type=int, default=0, help="the generator's seed (default 0)")
+    sample.set_defaults(run=_sample)
     return parser
 
 

@@ -18,6 +18,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import tempfile
 from typing import Callable, Sequence
 
@@ -31,6 +32,7 @@ STATE = "state.npz"          # in a checkpoint: the trainer's arrays (no pickle)
 PROGRESS = "progress.json"   # in a checkpoint: the trainer's progress
 RESULT = "result.json"       # in a finished job's directory: its curve and final metrics
 MODEL = "model.keras"
+TOKENIZER = "tokenizer.model"  # beside the model: its SentencePiece vocabulary (none: bytes)
 FINAL = ("ok", "diverged")   # a job's statuses that a rerun keeps; a failed job is run again from its checkpoint
 
 
@@ -196,6 +198,8 @@ def train_job(payload: dict) -> None:
                     pathlib.Path(directory, RESULT).write_text(json.dumps(final))
                     if final["status"] == "ok":
                         model.save(os.path.join(directory, MODEL))
+                        if hasattr(data.tokenizer, "path"):
+                            shutil.copyfile(data.tokenizer.path, os.path.join(directory, TOKENIZER))
             checkpoint = ray.train.Checkpoint.from_directory(directory) if writer else None
             ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -286,16 +290,20 @@ def retrain(config: RetrainConfig, programs: Sequence[Program], out_dir,
                  **({"log_to_driver": False} if local else {}))
     try:
         fit = ray.remote(num_cpus=0)(_fit)
-        running = {fit.remote(payload_of(job, config), job.name, str((out / "ray").resolve()), section.workers,
-                              resources, section.max_failures): job for job in todo}
-        while running:
+        slots = concurrent_jobs(ray.cluster_resources(), section.workers, resources)
+        queue, running = list(todo), {}
+        while queue or running:
+            while queue and len(running) < slots:
+                job = queue.pop(0)
+                running[fit.remote(payload_of(job, config), job.name, str((out / "ray").resolve()), section.workers,
+                                   resources, section.max_failures)] = job
             done, _ = ray.wait(list(running), num_returns=1)
             job = running.pop(done[0])
             try:
                 path = ray.get(done[0])
                 target = out / "jobs" / job.name
                 target.mkdir(parents=True, exist_ok=True)
-                for name in (MODEL, RESULT):
+                for name in (MODEL, TOKENIZER, RESULT):     # the result last: its presence means done
                     if os.path.exists(os.path.join(path, name)):
                         _copy(os.path.join(path, name), target / name)
             except Exception as err:  # noqa: BLE001 -- a job that failed past its retries is a recorded result
@@ -311,9 +319,12 @@ def retrain(config: RetrainConfig, programs: Sequence[Program], out_dir,
     return [(job, load_result(out, job)) for job in jobs]
 
 
-def _copy(source: str, target: pathlib.Path) -> None:
-    import shutil
+def concurrent_jobs(cluster: dict, workers: int, per_worker: dict) -> int:
+    """How many jobs the cluster's resources run at once (at least 1: Ray queues the rest, or scales up)."""
+    return max(1, min(int(cluster.get(key, 0) // (amount * workers)) for key, amount in per_worker.items()))
 
+
+def _copy(source: str, target: pathlib.Path) -> None:
     partial = target.with_name(target.name + ".partial")
     shutil.copyfile(source, partial)
     os.replace(partial, target)

@@ -270,3 +270,35 @@ def sampling_speed(model, num_tokens: int, seed: int = 0) -> float:
     sampler = Sampler(model, max_length=num_tokens + 1)
     sampler.generate([EOS_ID], min(num_tokens, 4), np.random.default_rng(seed))
     return sampler.generate([EOS_ID], num_tokens, np.random.default_rng(seed)).tokens_per_second
+
+
+def load_retrained(path):
+    """(model, tokenizer) of a retrained model: a retrain job's directory or its model.keras, with the SentencePiece
+    vocabulary saved beside it (`tokenizer.model`; without one the model reads bytes)."""
+    import pathlib
+
+    import keras
+
+    from primer_search.tokenizer import ByteTokenizer, SentencePieceTokenizer
+
+    path = pathlib.Path(path)
+    model_path = path / "model.keras" if path.is_dir() else path
+    if not model_path.is_file() or model_path.suffix != ".keras":
+        raise ValueError(f"{path}: found no model.keras, expected a retrain job's directory (RETRAIN_DIR/jobs/NAME) "
+                         f"or a .keras file")
+    vocabulary = model_path.parent / "tokenizer.model"
+    tokenizer = SentencePieceTokenizer(vocabulary) if vocabulary.is_file() else ByteTokenizer()
+    return keras.models.load_model(model_path), tokenizer
+
+
+def sample_text(path, prompt: str, num_tokens: int, temperature: float = 1.0, seed: int = 0) -> str:
+    """`num_tokens` tokens generated after `prompt` (as a new document) by a retrained model (`load_retrained`);
+    the text of the generated tokens."""
+    model, tokenizer = load_retrained(path)
+    if model.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"{path}: the model predicts {model.vocab_size} ids but its tokenizer has "
+                         f"{tokenizer.vocab_size}, expected the tokenizer it was trained with")
+    ids = [EOS_ID, *tokenizer.encode([prompt])[0].tolist()] if prompt else [EOS_ID]
+    sampler = Sampler(model, max_length=len(ids) + num_tokens)
+    generation = sampler.generate(ids, num_tokens, np.random.default_rng(seed), temperature)
+    return tokenizer.decode(generation.tokens[len(ids):])

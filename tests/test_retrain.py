@@ -137,3 +137,18 @@ def test_the_retrain_command_names_a_bad_program(spec, message, tmp_path, capsys
     code = main(["retrain", "search_configs/retrain_tiny.yaml", "--out", str(tmp_path / "out"), "--program", spec])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_sample_generates_from_a_retrained_job_reproducibly(one_worker, capsys):
+    out, job, _ = one_worker
+    args = ["sample", str(out / "jobs" / job.name), "--prompt", "def ", "-n", "12", "--seed", "3"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first and first.startswith("def ") and len(first.strip()) > len("def")
+
+
+def test_sample_names_a_missing_checkpoint(tmp_path, capsys):
+    assert main(["sample", str(tmp_path / "nothing")]) == 2
+    assert "found no model.keras, expected a retrain job's directory" in capsys.readouterr().err
