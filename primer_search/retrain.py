@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from primer_search.config import config_from_dict
+from primer_search.config import Config, config_from_dict
 from primer_search.dna import DNA
 from primer_search.retrain_config import RetrainConfig, job_config
 
@@ -95,7 +95,7 @@ class Job:
     seed: int                # training seed offset: 0 .. retrain.seeds - 1
     unit: int
     parameter_count: int
-    config: object           # the job's `Config`
+    config: Config           # the job's
 
     @property
     def name(self) -> str:
@@ -143,15 +143,8 @@ def _strategy(world_size: int, gpus: int):
     return None
 
 
-def _mixed_precision(setting: str, gpus: int) -> None:
-    import keras
-
-    if setting == "bf16" or (setting == "auto" and gpus > 0):
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-
-
 def point_of(checkpoint, per_step: int) -> dict:
-    """A curve point from a `training.Checkpoint`: step, tokens, training FLOPs, seconds and the metrics."""
+    """A curve point from a `training.Checkpoint`: step, training FLOPs, seconds and the metrics."""
     return {"step": checkpoint.step, "flops": checkpoint.step * per_step, "train_seconds": checkpoint.train_seconds,
             "validation_loss": checkpoint.validation_loss, "bits_per_byte": checkpoint.bits_per_byte}
 
@@ -167,7 +160,6 @@ def train_job(payload: dict) -> None:
     from primer_search.trial import limit_threads
 
     limit_threads(payload["threads"])
-    _mixed_precision(payload["mixed_precision"], payload["gpus"])
     context = ray.train.get_context()
     strategy = _strategy(context.get_world_size(), payload["gpus"])
     config = config_from_dict(payload["config"])
@@ -242,8 +234,7 @@ def _fit(payload: dict, name: str, storage: str, workers: int, resources: dict, 
 def payload_of(job: Job, config: RetrainConfig) -> dict:
     section = config.retrain
     return {"dna": job.program.dna.to_dict(), "config": job.config.to_dict(), "unit": job.unit,
-            "parameter_count": job.parameter_count, "threads": section.cpus_per_worker, "gpus": section.gpus_per_worker,
-            "mixed_precision": section.mixed_precision}
+            "parameter_count": job.parameter_count, "threads": section.cpus_per_worker, "gpus": section.gpus_per_worker}
 
 
 def _describe(config: RetrainConfig, programs: Sequence[Program]) -> dict:
@@ -282,7 +273,9 @@ def retrain(config: RetrainConfig, programs: Sequence[Program], out_dir,
     out = prepare(out_dir, config, programs)
     todo = [job for job in jobs if load_result(out, job)["status"] not in FINAL]
     section = config.retrain
-    resources = {"CPU": section.cpus_per_worker, **({"GPU": section.gpus_per_worker} if section.gpus_per_worker else {})}
+    resources = {"CPU": section.cpus_per_worker}
+    if section.gpus_per_worker:
+        resources["GPU"] = section.gpus_per_worker
     owns = not ray.is_initialized()
     if owns and todo:
         local = section.address == "local" or (section.address is None and not os.environ.get("RAY_ADDRESS"))

@@ -38,7 +38,6 @@ class RetrainSection:
     workers: int = between(1, 1)                # Ray Train workers per job (MultiWorkerMirroredStrategy)
     cpus_per_worker: int = between(1, 1)        # also its TensorFlow threads
     gpus_per_worker: int = between(0, 0)        # several: MirroredStrategy inside the worker
-    mixed_precision: str = choice("auto", "auto", "off", "bf16")   # auto: bf16 on accelerators
     max_failures: int = between(2, 0)           # a job's worker failures retried from its last checkpoint
 
     def __post_init__(self):
