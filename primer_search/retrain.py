@@ -247,10 +247,15 @@ def prepare(out_dir, config: RetrainConfig, programs: Sequence[Program]) -> path
     """Write (or check) `retrain.json` in `out_dir`: a directory retrains one plan, so running the same command
     again resumes it and a different one is refused."""
     out = pathlib.Path(out_dir)
-    described = _describe(config, programs)
+    described = json.loads(json.dumps(_describe(config, programs)))
     record = out / "retrain.json"
     if record.exists():
-        if json.loads(record.read_text()) != json.loads(json.dumps(described)):
+        stored = json.loads(record.read_text())
+        try:                  # read through today's schema: a key added since then takes its default
+            stored["config"] = config_from_dict(stored["config"], cls=RetrainConfig).to_dict()
+        except ValueError:
+            stored = None
+        if json.loads(json.dumps(stored)) != described:
             raise ValueError(f"{out} holds a retrain of other programs or another config (retrain.json): expected "
                              f"the same command to resume it, or a new directory")
     else:

@@ -100,10 +100,14 @@ def train_sentencepiece(documents: Iterable[str], vocab_size: int, sample_bytes:
         spm.SentencePieceTrainer.train(sentence_iterator=_sample(documents, sample_bytes), model_writer=model,
                                        vocab_size=vocab_size, num_threads=os.cpu_count() or 1, **TRAINER_OPTIONS)
     except RuntimeError as err:
-        limit = re.search(r"<= (\d+)", str(err))
-        expected = f"at most {limit.group(1)}" if limit else "a smaller size"
-        raise ValueError(f"model.vocab_size: found {vocab_size}, expected {expected} for this corpus (SentencePiece "
-                         f"cannot learn more pieces from its training text: {str(err).strip()[:200]})") from None
+        most, least = re.search(r"<= (\d+)", str(err)), re.search(r"required_chars\. \d+ vs (\d+)", str(err))
+        if least:
+            expected, why = f"at least {least.group(1)}", "its training text has more distinct characters"
+        else:
+            expected = f"at most {most.group(1)}" if most else "a smaller size"
+            why = "SentencePiece cannot learn more pieces from its training text"
+        raise ValueError(f"model.vocab_size: found {vocab_size}, expected {expected} for this corpus ({why}: "
+                         f"{str(err).strip()[:200]})") from None
     path = pathlib.Path(path)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, delete=False) as tmp:
         tmp.write(model.getvalue())

@@ -47,6 +47,13 @@ def test_too_large_a_vocabulary_says_how_large_it_may_be(tmp_path):
         subword_tokenizer(iter(["a small corpus", "of two lines"]), "tiny", 5000, 1000, tmp_path)
 
 
+def test_too_small_a_vocabulary_says_how_large_it_must_be(tmp_path):
+    source = pydoc_source()
+    with pytest.raises(ValueError, match=r"model.vocab_size: found 256, expected at least \d+ for this corpus "
+                                         r"\(its training text has more distinct characters"):
+        subword_tokenizer(source.sample_documents(), source.key, 256, 2_000_000, tmp_path)
+
+
 def test_parallel_workers_train_once(tmp_path):
     """Two processes asking at once: one trains (slowly, holding the lock), the other waits and loads."""
     script = textwrap.dedent(f"""
