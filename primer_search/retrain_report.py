@@ -64,6 +64,7 @@ def plot(out: pathlib.Path, runs: Sequence[Run], report: Report) -> list[pathlib
     """curves.png, scaling.png and speedup.png (nothing without matplotlib)."""
     try:
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -79,6 +80,7 @@ def plot(out: pathlib.Path, runs: Sequence[Run], report: Report) -> list[pathlib
             ax.plot([p["flops"] for p in curve], [p[metric] for p in curve], color=colors[run.program], alpha=0.8,
                     label=run.program if run.seed == 0 else None)
         ax.set(title=f"size {size}", xlabel="training FLOPs", ylabel=metric, xscale="log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=7)
     paths = [_save(fig, out / "curves.png")]
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -92,6 +94,9 @@ def plot(out: pathlib.Path, runs: Sequence[Run], report: Report) -> list[pathlib
             law = laws[program]
             ax.plot(xs, [law.coefficient * x ** law.exponent for x in xs], "--", color=colors[program])
     ax.set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel=f"final {metric}")
+    for formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):   # losses as numbers
+        formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend(fontsize=7)
     paths.append(_save(fig, out / "scaling.png"))
     fig, ax = plt.subplots(figsize=(5, 4))
