@@ -281,8 +281,10 @@ def retrain(config: RetrainConfig, programs: Sequence[Program], out_dir,
     resources = {"CPU": section.cpus_per_worker}
     if section.gpus_per_worker:
         resources["GPU"] = section.gpus_per_worker
+    if not todo:
+        return [(job, load_result(out, job)) for job in jobs]
     owns = not ray.is_initialized()
-    if owns and todo:
+    if owns:
         local = section.address == "local" or (section.address is None and not os.environ.get("RAY_ADDRESS"))
         ray.init(address=section.address, **({"num_cpus": section.num_cpus} if local else {}),
                  **({"log_to_driver": False} if local else {}))
@@ -297,17 +299,15 @@ def retrain(config: RetrainConfig, programs: Sequence[Program], out_dir,
                                    resources, section.max_failures)] = job
             done, _ = ray.wait(list(running), num_returns=1)
             job = running.pop(done[0])
+            target = out / "jobs" / job.name
+            target.mkdir(parents=True, exist_ok=True)
             try:
                 path = ray.get(done[0])
-                target = out / "jobs" / job.name
-                target.mkdir(parents=True, exist_ok=True)
                 for name in (MODEL, TOKENIZER, RESULT):     # the result last: its presence means done
                     if os.path.exists(os.path.join(path, name)):
                         _copy(os.path.join(path, name), target / name)
             except Exception as err:  # noqa: BLE001 -- a job that failed past its retries is a recorded result
                 message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-                target = out / "jobs" / job.name
-                target.mkdir(parents=True, exist_ok=True)
                 (target / RESULT).write_text(json.dumps({"status": "error", "error": message[:2000]}))
             if on_result:
                 on_result(job, load_result(out, job))
