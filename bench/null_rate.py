@@ -4,7 +4,8 @@ Evaluates the seed of a config (default search_configs/discovery.yaml) --calibra
 training seeds (`primer_search.calibration.calibrate`, on the project's executor). The first --calibration
 evaluations play the run's calibration (`search.seed_evaluations`): their mean and standard deviation. Each of the
 other --null evaluations is a program equivalent to the seed; it is counted when it beats the calibrated mean by
-more than the search's promotion margin (`calibration.promotion_margin`, one evaluation). Also printed: the
+more than the search's promotion margin (`calibration.promotion_margin`, one evaluation). An evaluation that timed out says
+more about the machine than about the seed: it is run again on the next call. Also printed: the
 standard deviation at each hurdle and at the end, and where the hurdles fall. The last line is the count (target:
 none). Every evaluation is written to --out as it finishes, so a killed run resumes.
 
@@ -42,7 +43,8 @@ def main() -> None:
     seed = load_seed_or_file(name)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {int(k): v for k, v in json.loads(out.read_text()).items()} if out.exists() else {}
+    stored = json.loads(out.read_text()) if out.exists() else {}
+    done = {int(k): v for k, v in stored.items() if v["status"] != "timeout"}
     training_seeds = [config.training.seed + i for i in range(args.calibration + args.null)]
     todo = [s for s in training_seeds if s not in done]
     fractions = list(hurdle_fractions(config.search.hurdles))
