@@ -8,7 +8,7 @@ import os
 import sys
 
 from primer_search import dna as dna_io
-from primer_search.config import load_config
+from primer_search.config import ModelConfig, load_config
 from primer_search.seeds import SEED_NAMES, load_seed_or_file
 
 
@@ -33,12 +33,30 @@ def _show(args) -> None:
 
 
 def _export(args) -> None:
+    if args.dna.endswith(".keras") or os.path.isfile(os.path.join(args.dna, "model.keras")):
+        from primer_search.keras_export import write_trained
+        from primer_search.sampling import load_retrained
+
+        weights = write_trained(load_retrained(args.dna)[0], args.out)
+        print(f"wrote {args.out} and {weights}")
+        return
+    config = load_config(args.config) if args.config else None
     if args.id is not None:                      # export RUN_DIR ID -o FILE
+        from primer_search.config import config_from_dict
+
         with _open_run(args.dna) as store:
-            dna = dna_io.DNA.from_dict(store.individual(args.id).dna)
-        dna_io.save_dna(dna.replace(name=f"individual {args.id}"), args.out)
+            dna = dna_io.DNA.from_dict(store.individual(args.id).dna).replace(name=f"individual {args.id}")
+            config = config or config_from_dict(store.config)
     else:                                        # export DNA FILE
-        dna_io.save_dna(_load(args.dna), args.out)
+        dna = _load(args.dna)
+    if args.format == "keras" or (args.format is None and args.out.endswith(".py")):
+        from primer_search.keras_export import write_module
+        from primer_search.model import choose_unit
+
+        model = config.model if config else ModelConfig()
+        write_module(dna, args.out, args.unit or (choose_unit(dna, model) if config else 64), model)
+    else:
+        dna_io.save_dna(dna, args.out)
     print(f"wrote {args.out}")
 
 
@@ -230,10 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(run=_show)
 
     export = commands.add_parser("export", help="write a DNA (a seed, a file, or a run's individual) to a .yaml, "
-                                                ".json or .txt file: `export DNA OUT` or `export RUN_DIR ID -o OUT`")
-    export.add_argument("dna", help=dna_help + ", or a run directory")
+                                                ".json or .txt file, or as a standalone Keras module (.py): "
+                                                "`export DNA OUT` or `export RUN_DIR ID -o OUT`")
+    export.add_argument("dna", help=dna_help + ", a run directory, or a retrained model (a retrain job's "
+                                      "directory or its model.keras: writes the module and its .weights.h5)")
     export.add_argument("id_or_out", nargs="?", help="output path, or with a run directory the individual's id")
     export.add_argument("-o", "--out", dest="out_option", help="output path; the extension picks the format")
+    export.add_argument("--format", choices=("dna", "keras"),
+                        help="keras: a Python module with Keras 3 layers for the block and its language model, "
+                             "importing no primer_search (default: keras for .py, else a DNA file)")
+    export.add_argument("--unit", type=_positive, help="keras: the size unit (default: sized into --config's "
+                                                      "param_band, or the run's; else 64)")
+    export.add_argument("--config", help="keras: a search config whose model section sizes the model")
     export.set_defaults(run=_export)
 
     validate = commands.add_parser("validate", help="check a DNA file against the schema")
