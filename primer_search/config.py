@@ -105,6 +105,8 @@ class TrainingConfig:
     peak_learning_rate: float = between(0.01, 0.0, low_open=True)
     warmup_steps: int = between(10_000, 0)                   # linear warmup, then reciprocal square-root decay
     jit_compile: bool = True                                  # XLA
+    steps_per_call: int = between(1, 1)                       # training steps per host call: on an accelerator,
+                                                              # no host sync between them (checkpoints stay exact)
     checkpoints: tuple[float, ...] = ()                       # budget fractions in (0, 1) where a callback is asked
     seed: int = 0
     timeout_seconds: float | None = None                      # hard wall-clock limit of the whole evaluation

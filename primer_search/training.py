@@ -105,9 +105,10 @@ class Progress:
         return cls(**{**data, "checkpoints": [Checkpoint(**c) for c in data["checkpoints"]]})
 
 
-def budget_fraction(config: TrainingConfig, progress: Progress, flops_per_step: int) -> float:
-    spent = {"seconds": progress.train_seconds, "steps": progress.steps,
-             "flops": progress.steps * flops_per_step}[config.budget_kind]
+def budget_fraction(config: TrainingConfig, progress: Progress, flops_per_step: int, more_steps: int = 0) -> float:
+    """The fraction of the budget spent (after `more_steps` further steps: a seconds budget cannot tell)."""
+    steps = progress.steps + more_steps
+    spent = {"seconds": progress.train_seconds, "steps": steps, "flops": steps * flops_per_step}[config.budget_kind]
     return spent / config.budget
 
 
@@ -134,11 +135,12 @@ class Trainer:
             self.optimizer = keras.optimizers.Adafactor(
                 learning_rate=WarmupRsqrt(config.peak_learning_rate, config.warmup_steps))
             self.optimizer.build(model.trainable_variables)
+        several = config.steps_per_call > 1
         if strategy is None:
-            self._train_step = tf.function(self._step, jit_compile=config.jit_compile)
+            self._train_step = tf.function(self._steps if several else self._step, jit_compile=config.jit_compile)
         else:   # collectives stay outside XLA: only the replicas' gradients are compiled
             self._gradients = tf.function(self._loss_and_gradients, jit_compile=config.jit_compile)
-            self._train_step = tf.function(self._replicated_step)
+            self._train_step = tf.function(self._replicated_steps if several else self._replicated_step)
         self._eval_step = tf.function(model.validation_sums, jit_compile=config.jit_compile)
         self.progress = Progress()
 
@@ -162,15 +164,53 @@ class Trainer:
         losses = self.strategy.run(replica_step, args=(inputs, targets))
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
+    def _steps(self, inputs, targets, n):                         # inputs, targets: [K, B, L]; runs the first n
+        losses = tf.zeros([inputs.shape[0]])                     # [K]: the steps' losses, 0 after the n-th
+        for i in tf.range(n):
+            losses = tf.tensor_scatter_nd_update(losses, [[i]], [self._step(inputs[i], targets[i])])
+        return losses
+
+    def _replicated_steps(self, inputs, targets, n):              # per replica: [K, B / replicas, L]
+        losses = tf.zeros([self.config.steps_per_call])
+        for i in tf.range(n):
+            step = self._replicated_step(*self.strategy.run(lambda x, y: (x[i], y[i]), args=(inputs, targets)))
+            losses = tf.tensor_scatter_nd_update(losses, [[i]], [step])
+        return losses
+
     def _distribute(self, batch: np.ndarray):
-        """A global batch [B, L] as the replicas' slices (replica r of R takes rows r B/R ... (r+1) B/R - 1)."""
-        replicas = self.strategy.num_replicas_in_sync
-        if len(batch) % replicas:
-            raise ValueError(f"batch of {len(batch)} rows does not split evenly over {replicas} replicas: make "
+        """A global batch [(K,) B, L] as the replicas' slices (replica r of R takes rows r B/R ... (r+1) B/R - 1)."""
+        replicas, total = self.strategy.num_replicas_in_sync, batch.shape[-2]
+        if total % replicas:
+            raise ValueError(f"batch of {total} rows does not split evenly over {replicas} replicas: make "
                              f"data.batch_tokens / data.sequence_length a multiple of the replica count")
-        rows = len(batch) // replicas
-        return self.strategy.experimental_distribute_values_from_function(
-            lambda context: tf.constant(batch[context.replica_id_in_sync_group * rows:][:rows]))
+        rows = total // replicas
+
+        def rows_of(context):
+            start = context.replica_id_in_sync_group * rows
+            return tf.constant(batch[..., start:start + rows, :])
+        return self.strategy.experimental_distribute_values_from_function(rows_of)
+
+    def _run_steps(self, batches, n: int) -> list[float]:
+        """Train on the next n batches in one host call (`steps_per_call` > 1) or one; their losses."""
+        if self.config.steps_per_call == 1:
+            inputs, targets = next(batches)
+        else:   # K batches stacked, the last repeated after the n-th (not trained on): one shape, one trace
+            pairs = [next(batches) for _ in range(n)]
+            pairs += pairs[-1:] * (self.config.steps_per_call - n)
+            inputs, targets = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        if self.strategy is not None:
+            inputs, targets = self._distribute(inputs), self._distribute(targets)
+        if self.config.steps_per_call == 1:
+            return [float(self._train_step(inputs, targets))]
+        return self._train_step(inputs, targets, tf.constant(n)).numpy()[:n].tolist()
+
+    def _steps_to_next(self, progress: Progress, target: float) -> int:
+        """How many steps one call runs: up to `steps_per_call`, never past the next checkpoint or the budget."""
+        n = 1
+        while (n < self.config.steps_per_call
+               and budget_fraction(self.config, progress, self.flops_per_step, n) < target):
+            n += 1
+        return n
 
     def state_arrays(self) -> list[np.ndarray]:
         """The model's weights, then the optimizer's variables (its step count included)."""
@@ -230,20 +270,18 @@ class Trainer:
         first = True          # this run's first step traces and compiles (again, when resumed)
         while fraction < 1.0:
             start = time.perf_counter()
-            inputs, targets = next(batches)
-            if self.strategy is not None:
-                inputs, targets = self._distribute(inputs), self._distribute(targets)
-            loss = float(self._train_step(inputs, targets))
+            losses = self._run_steps(batches, self._steps_to_next(progress, pending[0] if pending else 1.0))
             elapsed = time.perf_counter() - start
             if first:
                 progress.compile_seconds += elapsed
                 first = False
             else:
                 progress.train_seconds += elapsed
-            progress.steps += 1
-            progress.last_loss = loss
-            if not math.isfinite(loss):
-                raise Diverged(progress.steps, loss)
+            for loss in losses:
+                progress.steps += 1
+                progress.last_loss = loss
+                if not math.isfinite(loss):
+                    raise Diverged(progress.steps, loss)
             fraction = budget_fraction(self.config, progress, self.flops_per_step)
             if on_step is not None:
                 on_step(progress, fraction)

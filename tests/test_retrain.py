@@ -61,8 +61,11 @@ def one_worker(ray_session, tmp_path_factory):
 
 @pytest.mark.slow
 def test_two_workers_train_as_one_with_the_same_global_batch(one_worker, tmp_path):
-    _, _, one = one_worker
-    [(_, two)] = retrain(_config(budgets=[40], curve_points=5, workers=2), _programs("transformer"), tmp_path)
+    _, _, one = one_worker      # and 3 steps per call (2 before each curve point) train as one at a time
+    config = config_from_dict({**RETRAIN, "training": {**RETRAIN["training"], "steps_per_call": 3},
+                               "retrain": {**RETRAIN["retrain"], "budgets": [40], "curve_points": 5, "workers": 2}},
+                              cls=RetrainConfig)
+    [(_, two)] = retrain(config, _programs("transformer"), tmp_path)
     assert two["status"] == "ok" and two["steps"] == 40
     np.testing.assert_allclose(_losses(two), _losses(one), atol=1e-5)
 

@@ -79,3 +79,26 @@ def test_non_finite_loss_and_deadline_raise(fast_config):
     assert err.value.step == trainer.progress.steps == 1
     with pytest.raises(EvaluationTimeout, match="after 1 steps"):
         _trainer(fast_config, budget=3).train(seed=0, deadline=0.0)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_several_steps_per_call_train_as_one_at_a_time(fast_config, jit):
+    runs = {}
+    for k in (1, 5):
+        trainer = _trainer(fast_config, budget=11, checkpoints=(0.5,), steps_per_call=k, jit_compile=jit)
+        progress = trainer.train(seed=0)
+        runs[k] = (progress, trainer.model.get_weights())
+    (one, weights_one), (five, weights_five) = runs[1], runs[5]
+    assert five.steps == one.steps == 11 and [c.step for c in five.checkpoints] == [c.step for c in one.checkpoints]
+    assert five.checkpoints[0].step == 6                 # a call stops at the checkpoint, not past it
+    assert [c.validation_loss for c in five.checkpoints] == pytest.approx(
+        [c.validation_loss for c in one.checkpoints], abs=1e-5)
+    assert five.last_loss == pytest.approx(one.last_loss, abs=1e-5)
+    for a, b in zip(weights_five, weights_one):      # another graph's rounding; a ReLU at 0 can amplify it
+        np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_several_steps_per_call_stop_at_the_diverged_step(fast_config):
+    trainer = _trainer(fast_config, exploding_dna(), steps_per_call=4)
+    with pytest.raises(Diverged, match="at step 1"):
+        trainer.train(seed=0)
