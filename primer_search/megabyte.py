@@ -189,7 +189,7 @@ class MegabyteModel(NextTokenLosses, keras.Model):
         if self.head is not None:
             logits = self.head(x)                                         # [B*K, P, V]
         else:
-            logits = tf.matmul(x, self.local_embedding.embeddings, transpose_b=True)   # [B*K, P, V]
+            logits = tf.matmul(x, tf.cast(self.local_embedding.embeddings, x.dtype), transpose_b=True)  # [B*K, P, V]
         logits = tf.reshape(logits, [_dim(tokens, 0), -1, self.vocab_size])           # [B, K*P, V]
         return logits[:, :length]                                         # [B, T, V]
 
@@ -205,7 +205,7 @@ class MegabyteModel(NextTokenLosses, keras.Model):
         p, d_byte = self.patch_size, self.widths.d_byte
         batch, length = _dim(tokens, 0), _dim(tokens, 1)
         h = self.global_embedding(tokens) * math.sqrt(d_byte)            # [B, T, D_G]
-        h = h + positional_encoding(length, d_byte)[None]
+        h = h + tf.cast(positional_encoding(length, d_byte), h.dtype)[None]
         if p > 1:
             pad = tf.broadcast_to(self.global_pad[None], [batch, p - 1, d_byte])    # [B, P-1, D_G]
             h = tf.concat([pad, h[:, :length - (p - 1)]], axis=1)         # [B, T, D_G]: slot i is byte i-P+1

@@ -141,14 +141,14 @@ class LanguageModel(NextTokenLosses, keras.Model):
 
     def embed(self, tokens) -> tf.Tensor:                                  # tokens: [B, S] int
         x = self.embedding(tokens) * math.sqrt(self.d_model)              # [B, S, d]
-        return x + positional_encoding(tf.shape(tokens)[1], self.d_model)[None]
+        return x + tf.cast(positional_encoding(tf.shape(tokens)[1], self.d_model), x.dtype)[None]
 
     def project(self, h) -> tf.Tensor:                                     # h: [B, S, d]
         """The output projection: final norm, then the tied embedding or the head -> [B, S, V]."""
         h = self.final_norm(h)
         if self.head is not None:
             return self.head(h)
-        return tf.matmul(h, self.embedding.embeddings, transpose_b=True)
+        return tf.matmul(h, tf.cast(self.embedding.embeddings, h.dtype), transpose_b=True)
 
     def validation_sums(self, tokens, targets) -> dict[str, tf.Tensor]:
         """Sums over the non-PAD targets of a batch: "nll" (nats) and, when blocks route, "routed" (tokens the

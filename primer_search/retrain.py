@@ -166,6 +166,7 @@ def train_job(payload: dict) -> None:
     arch, data = Architecture.resolve(DNA.from_dict(payload["dna"]), config)
     unit = payload["unit"]
     per_step = arch.training_flops_per_token(unit) * config.data.batch_tokens
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if payload["mixed_precision"] else "float32")
     with strategy.scope() if strategy else contextlib.nullcontext():
         keras.utils.set_random_seed(config.training.seed)
         model = arch.build(unit, seed=config.training.seed)
@@ -189,7 +190,7 @@ def train_job(payload: dict) -> None:
                 if final is not None:
                     pathlib.Path(directory, RESULT).write_text(json.dumps(final))
                     if final["status"] == "ok":
-                        model.save(os.path.join(directory, MODEL))
+                        float32_model(arch, unit, model).save(os.path.join(directory, MODEL))
                         if hasattr(data.tokenizer, "path"):
                             shutil.copyfile(data.tokenizer.path, os.path.join(directory, TOKENIZER))
             checkpoint = ray.train.Checkpoint.from_directory(directory) if writer else None
@@ -215,6 +216,19 @@ def train_job(payload: dict) -> None:
     report({"step": trainer.progress.steps, "done": True}, final)
 
 
+def float32_model(arch, unit: int, model):
+    """The model itself, or for one trained in mixed precision a float32 copy (its weights are float32 already), so
+    the saved model samples and exports like any other."""
+    import keras
+
+    if keras.mixed_precision.global_policy().name == "float32":
+        return model
+    keras.mixed_precision.set_global_policy("float32")
+    copy = arch.build(unit)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 # -- the driver ---------------------------------------------------------------------------------------------------
 
 def _fit(payload: dict, name: str, storage: str, workers: int, resources: dict, max_failures: int) -> str:
@@ -234,7 +248,8 @@ def _fit(payload: dict, name: str, storage: str, workers: int, resources: dict, 
 def payload_of(job: Job, config: RetrainConfig) -> dict:
     section = config.retrain
     return {"dna": job.program.dna.to_dict(), "config": job.config.to_dict(), "unit": job.unit,
-            "parameter_count": job.parameter_count, "threads": section.cpus_per_worker, "gpus": section.gpus_per_worker}
+            "parameter_count": job.parameter_count, "threads": section.cpus_per_worker, "gpus": section.gpus_per_worker,
+            "mixed_precision": section.mixed_precision}
 
 
 def _describe(config: RetrainConfig, programs: Sequence[Program]) -> dict:

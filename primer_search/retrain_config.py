@@ -39,6 +39,7 @@ class RetrainSection:
     cpus_per_worker: int = between(1, 1)        # also its TensorFlow threads
     gpus_per_worker: int = between(0, 0)        # several: MirroredStrategy inside the worker
     max_failures: int = between(2, 0)           # a job's worker failures retried from its last checkpoint
+    mixed_precision: bool = False               # bfloat16 compute, float32 weights (accelerators); model.keras float32
 
     def __post_init__(self):
         if bool(self.sizes) == bool(self.units):

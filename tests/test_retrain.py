@@ -82,6 +82,24 @@ def test_a_finished_job_leaves_a_keras_model_that_reads_back(one_worker):
     assert metrics["validation_loss"] == pytest.approx(result["curve"][-1]["validation_loss"], abs=1e-5)
 
 
+@pytest.mark.slow
+def test_mixed_precision_trains_close_to_float32_and_saves_a_float32_model(one_worker, tmp_path):
+    from primer_search.architecture import Architecture
+    from primer_search.training import Progress, Trainer
+
+    _, job, float32 = one_worker
+    [(_, mixed)] = retrain(_config(budgets=[40], curve_points=5, mixed_precision=True), _programs("transformer"),
+                           tmp_path)
+    assert mixed["status"] == "ok" and mixed["steps"] == 40
+    np.testing.assert_allclose(_losses(mixed), _losses(float32), atol=0.05)      # bfloat16 keeps ~3 digits
+    assert _losses(mixed) != _losses(float32)                                     # it did compute in bfloat16
+    model = keras.models.load_model(tmp_path / "jobs" / job.name / MODEL)
+    assert model.dtype_policy.name == "float32"
+    _, data = Architecture.resolve(job.program.dna, job.config)
+    loss = Trainer(model, data, job.config.training, 0).evaluate(Progress())["validation_loss"]
+    assert loss == pytest.approx(_losses(mixed)[-1], abs=0.05)
+
+
 def _kill_the_worker_once_a_checkpoint_is_registered(run) -> None:
     """SIGKILL the Ray Train worker once the job's controller has registered a checkpoint (it polls its workers
     every 2 s; a checkpoint written but not yet registered is lost with the worker)."""
