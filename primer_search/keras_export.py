@@ -60,6 +60,15 @@ def mask_future(p, fill=0.0):
     """Positions [B, m, S, S] with the future keys j > t replaced by `fill` (a select: nothing leaks from there)."""
     return ops.where(causal_mask(ops.shape(p)[-2], ops.shape(p)[-1]), p, fill)
 ''', ("causal_mask",)),
+    "causal_product": ('''
+
+def causal_product(p, y):
+    """p @ y over the keys j <= t only: y's non-finite values count as 0, and make NaN the outputs that can see them."""
+    finite = ops.isfinite(y)
+    out = ops.matmul(mask_future(p), ops.where(finite, y, 0.0))
+    seen = ops.cumsum(ops.cast(ops.logical_not(finite), out.dtype), axis=-2)
+    return ops.where(seen > 0, math.nan, out)
+''', ("mask_future",)),
     "lower_triangle": ('''
 
 def lower_triangle(x):
@@ -242,7 +251,7 @@ def _expression(node: Node, width_units: int, d: str = "d") -> str:
     if op in _UNARY:
         return _UNARY[op].format(x=x, c=c, w=w)
     if op == "MAT_MUL" and sig_x.kind == POSITIONS:
-        return f"ops.matmul(mask_future({x}), {args[1]})"
+        return f"causal_product({x}, {args[1]})"
     if op in _BINARY:
         return _binary(node, x, args[1], _BINARY[op])
     if op == "T_MAT_MUL":

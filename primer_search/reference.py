@@ -8,7 +8,7 @@ against it and the benchmark can compare the compiled block's speed with a conve
     y = h + dense2(act(dense1(norm2(h))))        act = relu (squared relu for Primer-EZ)
 
 Seed semantics reproduced exactly:
-- layer norm with no epsilon: (x - mean) / sqrt(mean((x - mean)^2)) * gamma + beta (LayerNormalization, epsilon=0);
+- layer norm with its epsilon as a floor: (x - mean) / sqrt(max(mean((x - mean)^2), 1e-6)) * gamma + beta;
 - attention scores q k^T / sqrt(head_dim), the standard scale (T_MAT_MUL's, at every size unit);
 - Primer-EZ: a causal depthwise 3-tap conv over positions after each of the Q, K and V projections.
 
@@ -27,6 +27,27 @@ def squared_relu(x):
 
 
 @keras.saving.register_keras_serializable(package="primer_search")
+class FlooredLayerNorm(keras.layers.Layer):
+    """Layer norm over the last axis whose variance is floored at `epsilon` (the seeds' form) rather than shifted."""
+
+    def __init__(self, epsilon: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(name="gamma", shape=input_shape[-1:], initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=input_shape[-1:], initializer="zeros")
+
+    def call(self, x):                                           # x: [..., D]
+        centered = x - ops.mean(x, axis=-1, keepdims=True)
+        variance = ops.maximum(ops.mean(ops.square(centered), axis=-1, keepdims=True), self.epsilon)
+        return centered / ops.sqrt(variance) * self.gamma + self.beta
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="primer_search")
 class ReferenceTransformerBlock(keras.layers.Layer):
     """Pre-norm decoder block [B, S, D] -> [B, S, D]; `primer_ez=True` adds the Primer-EZ changes."""
 
@@ -34,8 +55,7 @@ class ReferenceTransformerBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.d_model, self.num_heads, self.head_dim, self.d_ff = d_model, num_heads, head_dim, d_ff
         self.primer_ez = primer_ez
-        self.norm1 = keras.layers.LayerNormalization(epsilon=0.0)
-        self.norm2 = keras.layers.LayerNormalization(epsilon=0.0)
+        self.norm1, self.norm2 = FlooredLayerNorm(), FlooredLayerNorm()
         inner = num_heads * head_dim
         if primer_ez:
             self.q, self.k, self.v = (keras.layers.Dense(inner, use_bias=False) for _ in range(3))
@@ -113,7 +133,7 @@ def copy_weights(compiled_block, reference_block: ReferenceTransformerBlock) -> 
     """Set the reference block's weights from a built compiled transformer / primer_ez seed block.
 
     Compiled weights have a leading branch axis (8 heads, else 1):
-      SCALE / SHIFT vector [1, W]       -> LayerNormalization gamma / beta, Dense bias  [W]
+      SCALE / SHIFT vector [1, W]       -> FlooredLayerNorm gamma / beta, Dense bias   [W]
       FFN CONV_1X1 kernel [1, W, U]     -> Dense kernel [W, U]
       Q/K/V CONV_1X1 kernel [N, D, H]   -> MHA EinsumDense kernel [D, N, H]  (Primer-EZ: Dense [D, N*H])
       output CONV_1X1 [1, N*H, D]       -> MHA output kernel [N, H, D]        (Primer-EZ: Dense [N*H, D])

@@ -65,7 +65,21 @@ def _mat_mul(call: OpCall):
     if call.sig_x.kind == FEATURES:  # no key axis to contract: the pointwise product
         x, y = align_binary(call)
         return x * y
-    return tf.matmul(axes.mask_future(call.x), call.y)  # [B, m, S, S] @ [B, m, S, W|S]
+    return causal_product(call.x, call.y)
+
+
+def causal_product(p: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """p @ y contracting only the keys j <= t: p [B, m, Q, K] (queries the last Q of K positions), y [B, m, K, W|K].
+
+    A plain product with p's future keys zeroed still multiplies them with y's later rows, and 0 x inf is NaN: a
+    non-finite value at a later position would reach earlier outputs. Here y's non-finite values are replaced by 0
+    before the product, and an output entry whose visible rows j <= t held one becomes NaN (exactly the entries a
+    non-finite value can reach)."""
+    finite = tf.math.is_finite(y)
+    out = tf.matmul(axes.mask_future(p), tf.where(finite, y, tf.zeros_like(y)))      # [B, m, Q, W|K]
+    seen = tf.cumsum(tf.cast(tf.logical_not(finite), out.dtype), axis=-2)          # [B, m, K, W|K]: up to row j
+    seen = seen[..., tf.shape(seen)[-2] - tf.shape(p)[-2]:, :]                      # the queries' rows
+    return tf.where(seen > 0, tf.constant(np.nan, out.dtype), out)
 
 
 register(OpSpec(

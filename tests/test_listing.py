@@ -14,7 +14,7 @@ def test_paper_style_lines():
 
 def test_listing_shows_banks_and_subprogram_names():
     text = to_listing(load_seed("transformer"))
-    assert "constants: c[0]=0.0 c[1]=0.125" in text and "S4 attention_softmax:" in text
+    assert "constants: c[0]=0.0 c[1]=1e-06" in text and "S4 attention_softmax:" in text
     assert "(5) T_MAT_MUL in1=3 in2=2 -> h5" in text and "C_MUL" not in text
 
 

@@ -360,7 +360,7 @@ class _ScriptedRng(random.Random):
 
 
 def test_mutate_bank_constant_rule():
-    dna = load_seed("transformer")                               # constants (0.0, 0.125)
+    dna = load_seed("transformer").replace(constants=(0.0, 0.125))
     child, detail = mutations.mutate_bank(dna, _ScriptedRng(0.5, -0.25), MAX)
     assert child.constants == (0.0, 0.125 * 10 ** 0.5 - 0.25)
     assert detail == "mutate_bank c[1] 0.125->0.1453"
