@@ -13,7 +13,7 @@ import dataclasses
 import yaml
 
 from primer_search.macro_options import SECTIONS as MACRO_SECTIONS
-from primer_search.schema import between, choice, from_mapping
+from primer_search.schema import between, choice, from_mapping, read_text
 from primer_search.tokenizer import BYTE_VOCAB_SIZE
 
 
@@ -291,7 +291,10 @@ def apply_overrides(data: dict, overrides) -> dict:
         section = data.setdefault(keys[0], {})
         if not isinstance(section, dict):
             raise ValueError(f"--set {item!r}: config section {keys[0]!r} is not a mapping")
-        section[keys[1]] = yaml.safe_load(text) if text.strip() else None
+        try:
+            section[keys[1]] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
     return data
 
 
@@ -305,11 +308,10 @@ def load_config(path=None, overrides=(), cls=None):
     cls = cls or Config
     data = {}
     if path is not None:
-        with open(path) as f:
-            try:
-                data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as err:
-                raise ValueError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        try:
+            data = yaml.safe_load(read_text(path, "config")) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(data, dict):
             sections = ", ".join(field.name for field in dataclasses.fields(cls))
             raise ValueError(f"{path}: found {type(data).__name__}, expected a mapping of sections ({sections})")

@@ -23,6 +23,7 @@ import yaml
 
 import primitives
 from primer_search.macro_options import MacroOptions
+from primer_search.schema import read_text
 
 FORMAT_VERSION = 1
 RELATIVE_DIMENSIONS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
@@ -314,11 +315,12 @@ def format_of(path) -> str:
 
 
 def load_dna(path) -> DNA:
-    path = pathlib.Path(path)
     fmt = format_of(path)
-    if not path.is_file():
-        raise DNAError(f"DNA file {str(path)!r} not found")
-    return loads(path.read_text(), fmt, source=str(path))
+    try:
+        text = read_text(path, "DNA file")
+    except ValueError as err:
+        raise DNAError(str(err)) from None
+    return loads(text, fmt, source=str(path))
 
 
 def save_dna(dna: DNA, path) -> None:

@@ -87,25 +87,31 @@ def _hash_nodes(nodes, macro_options: dict) -> str:
     Records are numbered in depth-first order from the output, so nodes the output does not reach (dead code, the
     leftovers of softmax fusion) and the nodes' own ids do not change the hash: pruned or not, it is the same.
     """
-    records = []
-    _record(len(nodes) - 1, nodes, [None] * len(nodes), records)
+    records = _records(nodes)
     payload = json.dumps({"format": 1, "nodes": records, "macro_options": macro_options}, sort_keys=True,
                          check_circular=False)      # the same text; records cannot be circular
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _record(node_id: int, nodes, number: list, records: list) -> int:
-    """Append the records of a node's inputs (depth first) and then its own, once; return its record's number.
-
-    (A plain function, not a closure: a closure that calls itself is a reference cycle, which would keep every
-    node alive until the garbage collector runs.)"""
-    if number[node_id] is None:
+def _records(nodes) -> list:
+    """One record [op, const, dim, k, input records' numbers] per node the output reaches, numbered in depth-first
+    post-order (inputs left to right, then the node). Iterative, so a program of any depth hashes."""
+    number: list = [None] * len(nodes)
+    records: list = []
+    stack = [(len(nodes) - 1, False)]
+    while stack:
+        node_id, inputs_done = stack.pop()
+        if number[node_id] is not None:
+            continue
         node = nodes[node_id]
-        inputs = [_record(i, nodes, number, records) for i in node.inputs]
+        if not inputs_done:
+            stack.append((node_id, True))
+            stack.extend((i, False) for i in reversed(node.inputs))
+            continue
         dim = [node.dim.units, node.dim.ones] if node.dim is not None else None
         number[node_id] = len(records)
-        records.append([node.op, node.const, dim, node.k, inputs])
-    return number[node_id]
+        records.append([node.op, node.const, dim, node.k, [number[i] for i in node.inputs]])
+    return records
 
 
 def used_inputs_and_live(dna: DNA) -> tuple[list[frozenset[int]], list[frozenset[int]]]:

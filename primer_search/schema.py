@@ -9,8 +9,27 @@ the allowed set raises a `ValueError` that names the key's full path, what was f
 from __future__ import annotations
 
 import dataclasses
+import math
+import pathlib
 import types
 import typing
+
+
+MAX_FILE_BYTES = 1 << 20      # configs and DNA files are kilobytes; a bigger file is refused before parsing
+
+
+def read_text(path, what: str) -> str:
+    """The UTF-8 text of a small input file (`what`: "config", "DNA file"), or a ValueError naming the file."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} {str(path)!r} not found")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"{path}: {size:,} bytes, expected a {what} of at most {MAX_FILE_BYTES:,} bytes")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}), expected a {what} in UTF-8") from None
 
 
 def choice(default, *values):
@@ -55,14 +74,21 @@ def _convert(kind, value, where: str):
             return tuple(_convert(k, v, f"{where}[{i}]") for i, (k, v) in enumerate(zip(kinds, value)))
     elif kind is float and isinstance(value, str):  # YAML 1.1 reads `1e12` as a string
         try:
-            return float(value)
-        except ValueError:
-            pass
+            return _finite(float(value), where)
+        except ValueError as err:
+            if "finite" in str(err):
+                raise
     elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return _finite(float(value), where)
     elif kind in (bool, int, str) and isinstance(value, kind) and (kind is bool) == isinstance(value, bool):
         return value
     raise ValueError(f"{where}: found {value!r}, expected {_describe(kind)}")
+
+
+def _finite(value: float, where: str) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: found {value!r}, expected a finite number")
+    return value
 
 
 def _check_allowed(field: dataclasses.Field, value, where: str) -> None:

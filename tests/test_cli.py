@@ -115,3 +115,40 @@ def test_run_errors_are_one_line(tmp_path, capsys):
     assert "no run in" in capsys.readouterr().err
     assert main(["export", "transformer"]) == 2
     assert "expected an output path" in capsys.readouterr().err
+
+
+def _one_line_error(capsys, *needles):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(needle in err for needle in needles), err
+    return err
+
+
+def test_yaml_errors_in_overrides_are_one_line(tmp_path, capsys):
+    config = _write_fast_config(tmp_path)
+    assert main(["train", "transformer", "--config", config, "--set", "training.budget=[1"]) == 2
+    _one_line_error(capsys, "--set 'training.budget=[1': the value is not valid YAML")
+    assert main(["train", "transformer", "--config", config, "--set", "training.budget=.nan"]) == 2
+    _one_line_error(capsys, "training.budget: found nan, expected a finite number")
+
+
+def test_oversized_and_undecodable_files_are_named(tmp_path, capsys):
+    big = tmp_path / "big.yaml"
+    big.write_text("model: {}\n" + "#" * (2 << 20))
+    assert main(["show", "transformer", "--config", str(big)]) == 2
+    _one_line_error(capsys, "big.yaml: 2,097,162 bytes, expected a config of at most 1,048,576 bytes")
+    for name, data in (("binary.yaml", bytes(range(256))), ("utf16.txt", "name: x".encode("utf-16"))):
+        (tmp_path / name).write_bytes(data)
+        assert main(["validate", str(tmp_path / name)]) == 2
+        _one_line_error(capsys, f"{name}: not UTF-8 text", "expected a DNA file in UTF-8")
+    (tmp_path / "c.yaml").write_bytes(b"model: {vocab_size: 2\xff}")
+    assert main(["show", "transformer", "--config", str(tmp_path / "c.yaml")]) == 2
+    _one_line_error(capsys, "c.yaml: not UTF-8 text (byte 21), expected a config in UTF-8")
+
+
+def test_a_deep_program_shows(tmp_path, capsys):
+    from primer_search.dna import DNA, Instruction, Subprogram, save_dna
+
+    chain = [Instruction("ADD", in1=0, in2=1)] + [Instruction("ADD", in1=i + 2, in2=i + 1) for i in range(2999)]
+    save_dna(DNA(subprograms=(Subprogram(tuple(chain)),)), tmp_path / "deep.yaml")
+    assert main(["show", str(tmp_path / "deep.yaml")]) == 0
+    assert "instructions: 3000 in 1 subprograms; 3000 live ops" in capsys.readouterr().out
