@@ -117,7 +117,7 @@ class LanguageData:
 
 
 class Prefetcher:
-    """Iterates `items` in a daemon thread, up to `depth` items ahead of the consumer; `close()` stops it.
+    """Iterates `items` in a daemon thread, up to `depth` items ahead of the consumer; `close()` stops and joins it.
 
     Tokenizing and packing run in Python, so they overlap the training step (which releases the GIL) here
     rather than inside tf.data: a `from_generator` iterator can take about a second to tear down, which would be
@@ -134,17 +134,22 @@ class Prefetcher:
     def _fill(self, items: Iterator) -> None:
         try:
             for item in items:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(item):
                     return
         except Exception as err:  # noqa: BLE001 -- handed to the consumer, raised there
-            self._queue.put(err)
-        self._queue.put(self._END)
+            self._put(err)
+            return
+        self._put(self._END)
+
+    def _put(self, item) -> bool:
+        """Queue an item unless the consumer closed first (then False)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def __iter__(self):
         return self
@@ -158,7 +163,9 @@ class Prefetcher:
         return item
 
     def close(self) -> None:
+        """Stop the thread and wait for it: a thread left inside native code at interpreter exit aborts Python."""
         self._stop.set()
+        self._thread.join()
 
     def __enter__(self):
         return self

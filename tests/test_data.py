@@ -1,5 +1,7 @@
 import dataclasses
 import itertools
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -82,8 +84,15 @@ def test_prefetcher_hands_over_errors_and_stops():
     endless = Prefetcher(itertools.count(), depth=2)
     assert [next(endless) for _ in range(3)] == [0, 1, 2]
     endless.close()
-    endless._thread.join(timeout=5)
     assert not endless._thread.is_alive()
+
+
+def test_closing_a_prefetcher_ends_its_thread_even_with_a_full_queue():
+    finished = Prefetcher(iter([1]), depth=1)          # 1 fills the queue; the end marker then waits for room
+    time.sleep(0.3)
+    finished.close()
+    assert not finished._thread.is_alive()
+    assert not [t for t in threading.enumerate() if t.name == "prefetch"]
 
 
 def test_evaluation_on_the_test_split_measures_the_test_documents():
