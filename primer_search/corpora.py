@@ -101,14 +101,21 @@ def pydoc_source(validation_fraction: float = 0.05, test_fraction: float = 0.0) 
     return InMemorySource(_content_key("pydoc", train), train, validation, test)
 
 
-def _expand(patterns) -> list[str]:
+def _expand(patterns, key: str = "data files") -> list[str]:
     paths = []
     for pattern in patterns:
         found = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
         if not found:
-            raise ValueError(f"data files: {pattern!r} matches no file")
+            raise ValueError(f"{key}: {pattern!r} matches no file, expected a glob pattern of text files")
         paths.extend(p for p in found if os.path.isfile(p))
     return paths
+
+
+def check_files(config: DataConfig) -> None:
+    """Refuse `text_files` globs that match no file, naming the key (cheap: nothing is read)."""
+    if config.source == "text_files":
+        for key in ("train_files", "validation_files", "test_files"):
+            _expand(getattr(config, key), f"data.{key}")
 
 
 def _read_documents(paths, per: str) -> list[str]:
@@ -128,15 +135,15 @@ def _read_documents(paths, per: str) -> list[str]:
 
 def text_file_source(config: DataConfig) -> InMemorySource:
     """The user's files: `train_files` and `validation_files` globs, or a hash split of `train_files`."""
-    documents = _read_documents(_expand(config.train_files), config.document)
+    documents = _read_documents(_expand(config.train_files, "data.train_files"), config.document)
     if config.validation_files:
-        train, validation = tuple(documents), tuple(_read_documents(_expand(config.validation_files),
-                                                                    config.document))
+        train, validation = tuple(documents), tuple(_read_documents(
+            _expand(config.validation_files, "data.validation_files"), config.document))
     else:
         train, validation = hash_split(documents, config.validation_fraction)
     test: tuple[str, ...] = ()
     if config.test_files:
-        test = tuple(_read_documents(_expand(config.test_files), config.document))
+        test = tuple(_read_documents(_expand(config.test_files, "data.test_files"), config.document))
     elif config.test_fraction:
         train, test = split_off_test(train, config.test_fraction)
     return InMemorySource(_content_key("files", train), train, validation, test)

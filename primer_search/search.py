@@ -23,6 +23,7 @@ from typing import Callable
 from primer_search import hurdles
 from primer_search.cache import ProgramCache
 from primer_search.config import Config, config_from_dict
+from primer_search.corpora import check_files
 from primer_search.dna import DNA
 from primer_search.evolution import Evolution, Member, Proposal
 from primer_search.executors import make_executor
@@ -137,12 +138,15 @@ class Search:
     def start(cls, config: Config, run_dir) -> "Search":
         seeds = load_seeds(config.search.seeds, config.search.metric)   # a bad seed fails before the run exists
         check_hurdle_placement(config, seeds)
+        check_files(config.data)
         store = RunStore.create(run_dir, config.to_dict())
         return cls(config, store, random.Random(config.search.seed), seeds)
 
     @classmethod
     def resume(cls, run_dir, overrides=()) -> "Search":
         check_resume_overrides(overrides)
+        with RunStore.open(run_dir) as reader:          # a bad value is refused before the run is touched
+            config_from_dict(reader.config, overrides)
         store = RunStore.open(run_dir, lock=True)
         try:
             config = config_from_dict(store.config, overrides)

@@ -59,6 +59,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import socket
 import sqlite3
 import time
@@ -206,12 +207,13 @@ class RunStore:
         """Create the store of a new run in `run_dir` (made if missing), holding the controller lock."""
         _dumps(config)                      # a config JSON cannot hold fails here, before any file is made
         store = cls(pathlib.Path(run_dir))
+        store._refuse_existing()
+        made = not store.run_dir.exists()
         store.run_dir.mkdir(parents=True, exist_ok=True)
-        store.lock()                        # before looking: two controllers may race to create the same run
+        store.lock()                        # before looking again: two controllers may race to create the same run
         if store.path.exists():
             store.close()
-            raise ValueError(f"{store.run_dir} already holds a run ({store.path}); "
-                             f"use `primer-search resume {store.run_dir}` to go on with it")
+            store._refuse_existing()
         try:
             store._db = _connect(store.path)
             with store.transaction():
@@ -224,8 +226,16 @@ class RunStore:
             store.close()
             for suffix in ("", "-wal", "-shm"):     # ours: it did not exist, and we held the lock
                 pathlib.Path(f"{store.path}{suffix}").unlink(missing_ok=True)
+            if made:
+                shutil.rmtree(store.run_dir, ignore_errors=True)
             raise
+        store._claim()
         return store
+
+    def _refuse_existing(self) -> None:
+        if self.path.exists():
+            raise ValueError(f"{self.run_dir} already holds a run ({self.path}); "
+                             f"use `primer-search resume {self.run_dir}` to go on with it")
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike, *, lock: bool = False) -> RunStore:
@@ -240,6 +250,8 @@ class RunStore:
         except BaseException:
             store.close()
             raise
+        if lock:
+            store._claim()
         return store
 
     def _connect_existing(self) -> None:
@@ -274,10 +286,13 @@ class RunStore:
             raise
 
     def lock(self) -> None:
-        """Become the run's one controller: flock controller.lock, or raise `RunInUse` naming the holder."""
+        """Become the run's one controller: flock controller.lock, or raise `RunInUse` naming the holder. The
+        holder's name is written once the command is accepted (`_claim`): a refused one leaves the file as it was."""
         if self._lock_file is not None:
             return
-        lock_file = open(self.run_dir / LOCK_FILE, "a+")   # no truncation before holding the lock
+        path = self.run_dir / LOCK_FILE
+        created = not path.exists()
+        lock_file = open(path, "a+")   # no truncation before holding the lock
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -286,11 +301,15 @@ class RunStore:
             lock_file.close()
             raise RunInUse(f"{self.run_dir} is in use by another controller ({holder}); stop it before resuming "
                            f"(reading the run needs no lock)") from None
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write(f"{os.getpid()}@{socket.gethostname()}\n")
-        lock_file.flush()
-        self._lock_file = lock_file
+        self._lock_file, self._lock_created, self._claimed = lock_file, created, False
+
+    def _claim(self) -> None:
+        """Write this controller's pid@host into the held lock file, for a second controller's error message."""
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(f"{os.getpid()}@{socket.gethostname()}\n")
+        self._lock_file.flush()
+        self._claimed = True
 
     @property
     def locked(self) -> bool:
@@ -302,6 +321,8 @@ class RunStore:
             self._db.close()
             self._db = None
         if self._lock_file is not None:
+            if self._lock_created and not self._claimed:      # refused: remove the file this command made
+                (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
             self._lock_file.close()         # closing the file releases the flock
             self._lock_file = None
 

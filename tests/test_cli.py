@@ -152,3 +152,39 @@ def test_a_deep_program_shows(tmp_path, capsys):
     save_dna(DNA(subprograms=(Subprogram(tuple(chain)),)), tmp_path / "deep.yaml")
     assert main(["show", str(tmp_path / "deep.yaml")]) == 0
     assert "instructions: 3000 in 1 subprograms; 3000 live ops" in capsys.readouterr().out
+
+
+def _snapshot(directory):
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_refused_commands_leave_the_run_directory_as_it_was(tmp_path, capsys):
+    from primer_search.config import load_config
+    from primer_search.store import RunStore
+
+    config = _write_fast_config(tmp_path)
+    run = tmp_path / "run"
+    RunStore.create(run, load_config(config).to_dict()).close()
+    before = _snapshot(run)
+    assert main(["run", config, "--run-dir", str(run), "--set", "search.hurdles=0"]) == 2
+    _one_line_error(capsys, "already holds a run")
+    assert main(["resume", str(run), "--set", "search.num_individuals=many"]) == 2
+    _one_line_error(capsys, "search.num_individuals: found 'many', expected an integer")
+    assert main(["resume", str(run), "--set", "training.budget=3"]) == 2
+    _one_line_error(capsys, "training.budget cannot change when resuming")
+    assert _snapshot(run) == before
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "run.sqlite").write_text("not a database")
+    assert main(["resume", str(fake)]) == 2
+    _one_line_error(capsys, "is not a primer-search run store")
+    assert _snapshot(fake) == {"run.sqlite": b"not a database"}
+
+
+def test_run_refuses_a_glob_that_matches_nothing_before_writing(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load(open(_write_fast_config(tmp_path))),
+                                      "data": {"source": "text_files", "train_files": [str(tmp_path / "no/*.txt")]}}))
+    assert main(["run", str(config), "--run-dir", str(tmp_path / "run"), "--set", "search.hurdles=0"]) == 2
+    _one_line_error(capsys, "data.train_files: '", "no/*.txt' matches no file")
+    assert not (tmp_path / "run").exists()

@@ -332,12 +332,16 @@ def test_the_hill_climber_mutates_the_best_program_so_far(tmp_path, monkeypatch)
     search.run(executor=Killing(search.answer))
     search.close()
     with RunStore.open(tmp_path / "run") as store:
-        best, parents = None, []
-        for row in sorted(store.completed(), key=lambda r: r.id):
-            parents.append((row.parent_id, best[0] if best else 1))
-            if row.fitness is not None and (best is None or row.fitness < best[1]):
-                best = (row.id, row.fitness)
-    assert all(parent == expected for parent, expected in parents[1:])
+        rows = sorted(store.completed(), key=lambda r: r.id)
+    program, fitness, checked = {}, {}, 0     # id -> its program's first id; program -> fitness (mean of repeats)
+    for row in rows:
+        if row.parent_id is not None and fitness:  # the parent holds the best fitness measured so far
+            assert fitness[program[row.parent_id]] == min(fitness.values()), (row.id, row.parent_id, fitness)
+            checked += 1
+        program[row.id] = program.get(row.repeat_of, row.repeat_of) or row.id
+        if row.fitness is not None:
+            fitness[program[row.id]] = row.fitness
+    assert checked == len(rows) - 1
 
 
 def test_seeds_evaluated_several_times_calibrate_the_run(tmp_path, monkeypatch):
