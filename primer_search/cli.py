@@ -27,8 +27,11 @@ def _show(args) -> None:
         return
     from primer_search.inspection import describe
 
+    if args.config and (args.unit or args.width_units):
+        raise ValueError("show: --config sizes the model into its param_band; expected either --config or "
+                         "--unit/--width-units, not both")
     config = load_config(args.config) if args.config else None
-    print(describe(_load(args.dna), unit=args.unit, width_units=args.width_units, show_graph=args.graph,
+    print(describe(_load(args.dna), unit=args.unit or 64, width_units=args.width_units or 8, show_graph=args.graph,
                    config=config))
 
 
@@ -241,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="print a program's listing, hash and size")
     show.add_argument("dna", help=dna_help + ", or a run directory followed by an individual's id")
     show.add_argument("id", nargs="?", type=int, help="with a run directory: the individual to show")
-    show.add_argument("--unit", type=_positive, default=64, help="size unit for the parameter count (default 64)")
-    show.add_argument("--width-units", type=_positive, default=8, help="block width in units (default 8)")
+    show.add_argument("--unit", type=_positive, help="size unit for the parameter count (default 64)")
+    show.add_argument("--width-units", type=_positive, help="block width in units (default 8)")
     show.add_argument("--config", help="a search config; size the model into its model.param_band")
     show.add_argument("--graph", action="store_true", help="also print the lowered live graph")
     show.set_defaults(run=_show)
@@ -361,13 +364,33 @@ def main(argv=None) -> int:
         if args.command == "export":
             _normalize_export(args)
         return args.run(args) or 0
-    except (ValueError, OSError, RuntimeError) as err:
+    except (ValueError, OSError) as err:                # bad input: a file, a key, a value
         print(f"primer-search {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         where = f"; `primer-search resume {args.run_dir}` goes on" if getattr(args, "run_dir", None) else ""
         print(f"primer-search {args.command}: interrupted{where}", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 -- an internal failure: one line here, the traceback in a log
+        log = _failure_log(args)
+        print(f"primer-search {args.command}: failed: {type(err).__name__}: {err} (traceback in {log})",
+              file=sys.stderr)
+        return 1
+
+
+def _failure_log(args) -> str:
+    """Write the current exception's traceback to the run directory's error.log (or a temporary file)."""
+    import tempfile
+    import traceback
+
+    run_dir = getattr(args, "run_dir", None)
+    if run_dir and os.path.isdir(run_dir):
+        path = os.path.join(run_dir, "error.log")
+    else:
+        path = os.path.join(tempfile.gettempdir(), f"primer-search-{args.command}-{os.getpid()}.log")
+    with open(path, "a") as f:
+        f.write(traceback.format_exc())
+    return path
 
 
 if __name__ == "__main__":

@@ -188,3 +188,19 @@ def test_run_refuses_a_glob_that_matches_nothing_before_writing(tmp_path, capsys
     assert main(["run", str(config), "--run-dir", str(tmp_path / "run"), "--set", "search.hurdles=0"]) == 2
     _one_line_error(capsys, "data.train_files: '", "no/*.txt' matches no file")
     assert not (tmp_path / "run").exists()
+
+
+def test_show_refuses_a_unit_beside_a_config(capsys):
+    assert main(["show", "transformer", "--unit", "8", "--config", "search_configs/tiny.yaml"]) == 2
+    _one_line_error(capsys, "expected either --config or --unit/--width-units, not both")
+
+
+def test_an_internal_failure_exits_1_with_one_line_and_a_log(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no mutation changed any of 10 parents")
+
+    monkeypatch.setattr("primer_search.inspection.describe", broken)
+    assert main(["show", "transformer"]) == 1
+    err = _one_line_error(capsys, "primer-search show: failed: RuntimeError: no mutation changed", "traceback in ")
+    log = err.strip().rsplit("traceback in ", 1)[1].rstrip(")")
+    assert "Traceback" in open(log).read() and "broken" in open(log).read()
