@@ -39,7 +39,9 @@ def _export(args) -> None:
     if args.dna.endswith(".keras") or os.path.isfile(os.path.join(args.dna, "model.keras")):
         from primer_search.keras_export import write_trained
         from primer_search.sampling import load_retrained
+        from primitives.lazy_tf import load_quietly
 
+        load_quietly()
         weights = write_trained(load_retrained(args.dna)[0], args.out)
         print(f"wrote {args.out} and {weights}")
         return
@@ -358,8 +360,15 @@ def _normalize_export(args) -> None:
         raise ValueError("export: expected an output path (`export DNA OUT` or `export RUN_DIR ID -o OUT`)")
 
 
+READ_ONLY = ("show", "validate", "export", "status", "top")    # commands that never need TensorFlow
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in READ_ONLY:
+        from primitives.lazy_tf import load_quietly
+
+        load_quietly()
     try:
         if args.command == "export":
             _normalize_export(args)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from primer_search.architecture import Architecture
 from primer_search.config import Config
 from primer_search.dna import DNA
 from primer_search.graph import lower
@@ -17,6 +16,8 @@ def describe(dna: DNA, unit: int = 64, width_units: int = 8, show_graph: bool = 
     parameter band, and its training and sampling FLOPs are shown.
     """
     if config is not None:
+        from primer_search.architecture import Architecture     # the model's layers: TensorFlow
+
         arch = Architecture.of(dna, config)
         unit, width_units = arch.choose_unit(), config.model.width_units
     graph = lower(dna, width_units)

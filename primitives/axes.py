@@ -10,8 +10,7 @@ so every primitive's own implementation runs unchanged on such a row.
 
 from __future__ import annotations
 
-import tensorflow as tf
-
+from primitives.lazy_tf import tf
 from primitives.registry import POSITIONS, Sig
 
 

@@ -8,9 +8,8 @@ single column broadcasts; otherwise input 2 is cut or zero-padded to input 1's w
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 from primitives import axes
+from primitives.lazy_tf import tf
 from primitives.registry import CONST, FEATURES, IN1, IN2, POSITIONS, OpCall, OpSpec, Sig, register
 
 BINARY_SHAPE_DOC = "in1's width (a single column broadcasts; positions stay positions)"
@@ -44,10 +43,10 @@ def _binary(name, tf_name, fn, doc):
                     fn=lambda call: fn(*align_binary(call)), doc=doc, tf_name=tf_name))
 
 
-_binary("ADD", "tf.math.add", tf.math.add, "x + y")
-_binary("DIFFERENCE", "tf.math.subtract", tf.math.subtract, "x - y")
-_binary("DIVIDE", "tf.math.divide", tf.math.divide, "x / y")
-_binary("MULTIPLY", "tf.math.multiply", tf.math.multiply, "x * y")
+_binary("ADD", "tf.math.add", lambda x, y: tf.math.add(x, y), "x + y")
+_binary("DIFFERENCE", "tf.math.subtract", lambda x, y: tf.math.subtract(x, y), "x - y")
+_binary("DIVIDE", "tf.math.divide", lambda x, y: tf.math.divide(x, y), "x / y")
+_binary("MULTIPLY", "tf.math.multiply", lambda x, y: tf.math.multiply(x, y), "x * y")
 
 
 def same_shape(a: Sig, b=None, dim=None) -> Sig:
@@ -62,19 +61,19 @@ def _unary(name, tf_name, fn, doc, uses_const=False):
 
 
 _unary("ABS_ROOT", "tf.math.sqrt(tf.abs(x))", lambda x: tf.sqrt(tf.abs(x)), "sqrt(|x|)")
-_unary("SQUARE", "tf.math.square", tf.square, "x^2")
-_unary("EXP", "tf.exp", tf.exp, "e^x")
+_unary("SQUARE", "tf.math.square", lambda x: tf.square(x), "x^2")
+_unary("EXP", "tf.exp", lambda x: tf.exp(x), "e^x")
 _unary("LOG", "tf.math.log(tf.abs(x))", lambda x: tf.math.log(tf.abs(x)), "log|x|")
 _unary("C_MUL", "tf.math.multiply", lambda x, c: x * tf.cast(c, x.dtype), "x * C", uses_const=True)
-_unary("ABS", "tf.abs", tf.abs, "|x|")
-_unary("RECIP", "tf.math.reciprocal_no_nan", tf.math.reciprocal_no_nan, "1 / x (0 where x = 0)")
-_unary("SIGN", "tf.sign", tf.sign, "sign(x)")
-_unary("COS", "tf.cos", tf.cos, "cos(x)")
-_unary("SIN", "tf.sin", tf.sin, "sin(x)")
-_unary("TANH", "tf.tanh", tf.tanh, "tanh(x)")
+_unary("ABS", "tf.abs", lambda x: tf.abs(x), "|x|")
+_unary("RECIP", "tf.math.reciprocal_no_nan", lambda x: tf.math.reciprocal_no_nan(x), "1 / x (0 where x = 0)")
+_unary("SIGN", "tf.sign", lambda x: tf.sign(x), "sign(x)")
+_unary("COS", "tf.cos", lambda x: tf.cos(x), "cos(x)")
+_unary("SIN", "tf.sin", lambda x: tf.sin(x), "sin(x)")
+_unary("TANH", "tf.tanh", lambda x: tf.tanh(x), "tanh(x)")
 _unary("MAX", "tf.math.maximum", lambda x, c: tf.nn.relu(x) if c == 0 else tf.maximum(x, tf.cast(c, x.dtype)),
        "max(x, C); C = 0 is ReLU", uses_const=True)
 _unary("MIN", "tf.math.minimum", lambda x, c: tf.minimum(x, tf.cast(c, x.dtype)), "min(x, C)",
        uses_const=True)
-_unary("SIGMOID", "tf.sigmoid", tf.sigmoid, "1 / (1 + e^-x)")
+_unary("SIGMOID", "tf.sigmoid", lambda x: tf.sigmoid(x), "1 / (1 + e^-x)")
 

@@ -10,16 +10,10 @@ as fused shifted slices (`causal_depthwise`): the fast form of each. Shapes: fea
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 from primitives import axes
+from primitives.lazy_tf import tf
 from primitives.registry import (DIM, FEATURES, IN1, SINGLE, OpCall, OpSpec, Sig, WeightSpec, features,
                                  register)
-
-try:      # TensorFlow's own test for "traced for XLA" (what tf.function(jit_compile=True) enters); internal API
-    from tensorflow.python.ops import control_flow_util as _control_flow_util
-except ImportError:                      # pragma: no cover - a TensorFlow without it: the native path everywhere
-    _control_flow_util = None
 
 
 def _in_width(sig: Sig):
@@ -101,9 +95,13 @@ def _native_depthwise(x: tf.Tensor, taps: tf.Tensor) -> tf.Tensor:
 
 def _in_xla_context() -> bool:
     """Whether the op is being traced for XLA (`tf.function(jit_compile=True)`, also nested inside one)."""
-    if tf.executing_eagerly() or _control_flow_util is None:
+    if tf.executing_eagerly():
         return False
-    return bool(_control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+    try:      # TensorFlow's own test for "traced for XLA" (what tf.function(jit_compile=True) enters); internal API
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:                  # pragma: no cover - a TensorFlow without it: the native path everywhere
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def _dconv(k: int):

@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import tensorflow as tf
 
 from primitives import axes
 from primitives.elementwise import align_binary, binary_shape, same_shape
+from primitives.lazy_tf import tf
 from primitives.registry import (FEATURES, IN1, IN2, POSITIONS, POSITIONS_SIG, SINGLE, OpCall, OpSpec, Sig,
                                  features, register)
 
@@ -27,34 +27,34 @@ register(OpSpec(
     sequence="positions: zeroes keys j > t (the causal mask)",
     doc="keep the lower triangle of the last two axes"))
 
-for _name, _fn in (("CUM_PROD", tf.math.cumprod), ("CUM_SUM", tf.math.cumsum)):
+for _name, _fn in (("CUM_PROD", "cumprod"), ("CUM_SUM", "cumsum")):
     register(OpSpec(
         name=_name, arity=1, reads=(IN1,), shape=same_shape, shape_doc="same as in1",
-        fn=lambda call, f=_fn: f(call.x, axis=-2), tf_name=f"tf.math.{_fn.__name__}(x, axis=-2)",
+        fn=lambda call, f=_fn: getattr(tf.math, f)(call.x, axis=-2), tf_name=f"tf.math.{_fn}(x, axis=-2)",
         sequence="running, forward along the sequence (causal)",
         doc=f"running {'product' if _name == 'CUM_PROD' else 'sum'} over positions 0..t"))
 
 
-def _reduction(name, tf_fn, identity, doc):
+def _reduction(name, tf_name, identity, doc):
     def fn(call: OpCall):
         x = call.x
         if call.sig_x.kind == POSITIONS:
             if name == "RED_MEAN":
                 return axes.causal_mean(x)
             x = axes.mask_future(x, identity)  # [B, m, S, S]
-        return tf_fn(x, axis=-1, keepdims=True)  # [B, m, S, 1]
+        return getattr(tf, tf_name)(x, axis=-1, keepdims=True)  # [B, m, S, 1]
 
     register(OpSpec(
         name=name, arity=1, reads=(IN1,), shape=lambda a, b=None, dim=None: features(SINGLE),
-        shape_doc="[S, 1]", fn=fn, tf_name=f"tf.{tf_fn.__name__}(x, axis=-1)",
+        shape_doc="[S, 1]", fn=fn, tf_name=f"tf.{tf_name}(x, axis=-1)",
         sequence="positions: over keys j <= t only", doc=doc))
 
 
-_reduction("RED_MEAN", tf.reduce_mean, 0.0, "mean over the last axis")
-_reduction("RED_SUM", tf.reduce_sum, 0.0, "sum over the last axis")
-_reduction("RED_MIN", tf.reduce_min, np.inf, "minimum over the last axis")
-_reduction("RED_MAX", tf.reduce_max, -np.inf, "maximum over the last axis")
-_reduction("RED_PROD", tf.reduce_prod, 1.0, "product over the last axis")
+_reduction("RED_MEAN", "reduce_mean", 0.0, "mean over the last axis")
+_reduction("RED_SUM", "reduce_sum", 0.0, "sum over the last axis")
+_reduction("RED_MIN", "reduce_min", np.inf, "minimum over the last axis")
+_reduction("RED_MAX", "reduce_max", -np.inf, "maximum over the last axis")
+_reduction("RED_PROD", "reduce_prod", 1.0, "product over the last axis")
 
 
 def _mat_mul_shape(a: Sig, b: Sig, dim=None) -> Sig:

@@ -204,3 +204,32 @@ def test_an_internal_failure_exits_1_with_one_line_and_a_log(monkeypatch, capsys
     err = _one_line_error(capsys, "primer-search show: failed: RuntimeError: no mutation changed", "traceback in ")
     log = err.strip().rsplit("traceback in ", 1)[1].rstrip(")")
     assert "Traceback" in open(log).read() and "broken" in open(log).read()
+
+
+def test_reading_commands_neither_load_tensorflow_nor_print_its_noise(tmp_path):
+    import subprocess
+    import sys
+
+    from primer_search.config import Config
+    from primer_search.store import RunStore
+
+    RunStore.create(tmp_path / "run", Config().to_dict()).close()
+    script = ("import sys\nfrom primer_search.cli import main\n"
+              f"codes = [main(['show', 'transformer']), main(['status', {str(tmp_path / 'run')!r}]),\n"
+              f"         main(['top', {str(tmp_path / 'run')!r}]), main(['validate', 'primer_ez'])]\n"
+              "tf = sys.modules.get('tensorflow')\n"
+              "print(codes, tf is not None and type(tf).__name__ != '_LazyModule', 'keras' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0] False False", done.stdout[-500:]
+    assert done.stderr == ""
+
+
+def test_training_commands_keep_tensorflow_start_up_noise_off_stderr(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "primer_search.cli", "train", "transformer", "--config",
+                           _write_fast_config(tmp_path), "--set", "training.budget=1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "status" in done.stdout and "cudart_stub" not in done.stderr and "absl" not in done.stderr
