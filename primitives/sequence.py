@@ -74,12 +74,18 @@ def causal_product(p: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     A plain product with p's future keys zeroed still multiplies them with y's later rows, and 0 x inf is NaN: a
     non-finite value at a later position would reach earlier outputs. Here y's non-finite values are replaced by 0
     before the product, and an output entry whose visible rows j <= t held one becomes NaN (exactly the entries a
-    non-finite value can reach)."""
-    finite = tf.math.is_finite(y)
-    out = tf.matmul(axes.mask_future(p), tf.where(finite, y, tf.zeros_like(y)))      # [B, m, Q, W|K]
-    seen = tf.cumsum(tf.cast(tf.logical_not(finite), out.dtype), axis=-2)          # [B, m, K, W|K]: up to row j
-    seen = seen[..., tf.shape(seen)[-2] - tf.shape(p)[-2]:, :]                      # the queries' rows
-    return tf.where(seen > 0, tf.constant(np.nan, out.dtype), out)
+    non-finite value can reach). Only a y with a non-finite value takes that path (its running count along the
+    sequence costs as much as the product under XLA); a finite y is the plain product."""
+    masked = axes.mask_future(p)                                                   # [B, m, Q, K]
+
+    def guarded():
+        finite = tf.math.is_finite(y)
+        out = tf.matmul(masked, tf.where(finite, y, tf.zeros_like(y)))              # [B, m, Q, W|K]
+        seen = tf.cumsum(tf.cast(tf.logical_not(finite), out.dtype), axis=-2)      # [B, m, K, W|K]: rows <= j
+        seen = seen[..., tf.shape(seen)[-2] - tf.shape(p)[-2]:, :]                  # the queries' rows
+        return tf.where(seen > 0, tf.constant(np.nan, out.dtype), out)
+
+    return tf.cond(tf.reduce_all(tf.math.is_finite(y)), lambda: tf.matmul(masked, y), guarded)
 
 
 register(OpSpec(
