@@ -55,6 +55,9 @@ def _export(args) -> None:
     else:                                        # export DNA FILE
         dna = _load(args.dna)
     if args.format == "keras" or (args.format is None and args.out.endswith(".py")):
+        from primitives.lazy_tf import load_quietly
+
+        load_quietly()                             # the compiler names the weights: TensorFlow, quietly
         from primer_search.keras_export import write_module
         from primer_search.model import choose_unit
 
