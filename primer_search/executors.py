@@ -179,6 +179,34 @@ class _Trial:
     start: dict | None = None          # the worker's start notice
 
 
+def connect_ray(address: str | None, num_cpus: int | None = None, **init_kwargs) -> None:
+    """`ray.init` for a search or a retrain. Local (address None without RAY_ADDRESS, or "local"): a new instance
+    with `num_cpus` CPUs, workers' TensorFlow chatter kept in Ray's logs (/tmp/ray/session_latest/logs) rather than
+    on the terminal. Else the cluster at `address`; a cluster with token authentication needs its token, and when
+    one is at hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) and RAY_AUTH_MODE is unset it is
+    presented (Ray itself does so only for "auto"). A failed connection is a one-line `ConnectionError` that says
+    what to check."""
+    import ray
+
+    local = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
+    if local:
+        ray.init(num_cpus=num_cpus, **{"log_to_driver": False, **init_kwargs})
+        return
+    token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+             or os.path.isfile(os.path.expanduser("~/.ray/auth_token")))
+    if token and "RAY_AUTH_MODE" not in os.environ:
+        os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        ray.init(address=address, **init_kwargs)
+    except (ConnectionError, ray.exceptions.AuthenticationError) as err:
+        where = address or os.environ.get("RAY_ADDRESS")
+        hint = ("this client presented the token it found (RAY_AUTH_MODE=token): is it the cluster's?" if token else
+                "if the cluster uses token authentication, give this client its token (~/.ray/auth_token, "
+                "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) and set RAY_AUTH_MODE=token")
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConnectionError(f"could not connect to the Ray cluster at {where}: {first}; {hint}") from None
+
+
 class RayExecutor(_Base):
     """Each trial is a Ray task needing `cpus_per_trial` CPUs and `gpus_per_trial` GPUs.
 
@@ -204,12 +232,8 @@ class RayExecutor(_Base):
 
         self._ray = ray
         self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            local = address is None and not os.environ.get("RAY_ADDRESS")
-            # Workers' TensorFlow start-up chatter stays in Ray's logs (/tmp/ray/session_latest/logs), not on the
-            # search's terminal; a trial's failure is recorded with its message in the run store anyway.
-            quiet = {"log_to_driver": False} if local else {}
-            ray.init(address=address, **({"num_cpus": num_cpus} if local else {}), **{**quiet, **(init_kwargs or {})})
+        if self._owns_ray:              # a trial's failure is recorded with its message in the run store anyway
+            connect_ray(address, num_cpus, **(init_kwargs or {}))
         self._streaming = not ray.util.client.ray.is_connected()     # Ray Client cannot stream generators
         options = dict(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_calls=evaluations_per_worker,
                        max_retries=0)                                # retries are ours: counted, with a reason

@@ -26,6 +26,7 @@ import numpy as np
 
 from primer_search.config import Config, config_from_dict
 from primer_search.dna import DNA
+from primer_search.executors import connect_ray
 from primer_search.retrain_config import RetrainConfig, job_config
 
 STATE = "state.npz"          # in a checkpoint: the trainer's arrays (no pickle)
@@ -300,9 +301,7 @@ def retrain(config: RetrainConfig, programs: Sequence[Program], out_dir,
         return [(job, load_result(out, job)) for job in jobs]
     owns = not ray.is_initialized()
     if owns:
-        local = section.address == "local" or (section.address is None and not os.environ.get("RAY_ADDRESS"))
-        ray.init(address=section.address, **({"num_cpus": section.num_cpus} if local else {}),
-                 **({"log_to_driver": False} if local else {}))
+        connect_ray(section.address, section.num_cpus)
     try:
         fit = ray.remote(num_cpus=0)(_fit)
         slots = concurrent_jobs(ray.cluster_resources(), section.workers, resources)

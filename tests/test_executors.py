@@ -206,3 +206,48 @@ def test_ray_workers_are_recycled(ray_executor):
         pids.append(done.value)
     counts = collections.Counter(pids)
     assert len(counts) >= 3 and max(counts.values()) <= 2, pids
+
+
+def _fake_init(calls, error=None):
+    def init(address=None, **kwargs):
+        calls.append((address, kwargs, os.environ.get("RAY_AUTH_MODE")))
+        if error is not None:
+            raise error
+    return init
+
+
+def test_connecting_to_a_cluster_presents_a_token_it_finds(tmp_path, monkeypatch):
+    import ray
+
+    from primer_search.executors import connect_ray
+
+    calls = []
+    monkeypatch.setattr(ray, "init", _fake_init(calls))
+    monkeypatch.setenv("HOME", str(tmp_path))                  # no ~/.ray/auth_token
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    connect_ray(None, 2)
+    assert calls[-1] == (None, {"num_cpus": 2, "log_to_driver": False}, None)     # local: no token involved
+    connect_ray("10.0.0.1:6379")
+    assert calls[-1] == ("10.0.0.1:6379", {}, None)            # no token at hand: Ray's default
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("ab" * 32)
+    connect_ray("10.0.0.1:6379")
+    assert calls[-1] == ("10.0.0.1:6379", {}, "token")         # presented, as Ray does only for "auto"
+
+
+def test_a_failed_connection_is_one_line_that_names_the_token(tmp_path, monkeypatch):
+    import ray
+
+    from primer_search.executors import connect_ray
+
+    monkeypatch.setattr(ray, "init", _fake_init([], ConnectionError("Failed to connect to Ray cluster at 10.0.0.1\n"
+                                                                   "more lines")))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConnectionError) as err:
+        connect_ray("10.0.0.1:6379")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("could not connect to the Ray cluster at 10.0.0.1:6379: Failed")
+    assert "set RAY_AUTH_MODE=token" in message
