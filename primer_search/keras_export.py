@@ -116,8 +116,9 @@ def _expression(node: Node, width_units: int, d: str = "d") -> str:
     if op in _REDUCTIONS:
         name, identity = _REDUCTIONS[op]
         if sig_x.kind == POSITIONS:
-            return "causal_mean({x})".format(x=x) if op == "RED_MEAN" else \
-                f"ops.{name}(mask_future({x}, {identity}), axis=-1, keepdims=True)"
+            if op == "RED_MEAN":
+                return f"causal_mean({x})"
+            return f"ops.{name}(mask_future({x}, {identity}), axis=-1, keepdims=True)"
         return f"ops.{name}({x}, axis=-1, keepdims=True)"
     if op == "CONV_1X1":
         return f"dense({_features(x, sig_x)}, self.{w}_kernel)"
