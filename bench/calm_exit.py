@@ -7,7 +7,7 @@ loss (the full model) is the reference; for each threshold of a sweep the early-
 blocks per token are measured (`CalmLanguageModel.early_exit_sums`). The threshold kept is the one with the fewest
 blocks whose loss is at most 1% above the reference (Schuster et al. 2022 calibrate it to a quality tolerance in
 the same way). Then --tokens tokens (default 256) are generated with a cache at that threshold and with no exit
-(`primer_search.sampling`, batch 1; the two taking turns for five rounds, median) to measure the step time.
+(`primer_search.lm.sampling`, batch 1; the two taking turns for five rounds, median) to measure the step time.
 Schuster et al. report a "speedup of up to x3" in decoding with early exit.
 
     python bench/calm_exit.py [--budget 120] [--layers 8] [--tokens 256] [--set section.key=value ...]
@@ -23,10 +23,10 @@ import numpy as np
 import tensorflow as tf
 from macro_common import config, paired_step_seconds, parse_args, train
 
-from primer_search.data import load_data
-from primer_search.macro_options import MacroOptions
-from primer_search.sampling import Sampler
-from primer_search.seeds import load_seed
+from primer_search.lm.data import load_data
+from primer_search.lm.sampling import Sampler
+from primer_search.program.macro_options import MacroOptions
+from primer_search.program.seeds import load_seed
 
 THRESHOLDS = (0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
 TOLERANCE = 0.01

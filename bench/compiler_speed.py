@@ -5,7 +5,7 @@ Every language model is built and trained in this one process, on the same rando
 with Adam and sparse cross-entropy in a custom `tf.function` train step, without XLA and/or with
 `jit_compile=True`. Three comparisons, each timed alternately in rounds (order flipped every round) after a
 warm-up, so machine noise spreads over both models of a pair:
-    transformer  compiled Transformer seed vs `primer_search.reference.ReferenceTransformerBlock` (Keras
+    transformer  compiled Transformer seed vs `primer_search.program.reference.ReferenceTransformerBlock` (Keras
                  MultiHeadAttention), vocab 8192, d 128 (unit 16: 8 heads of 16, d_ff 512), batch 32 x 64
     primer_ez    compiled Primer-EZ seed vs the hand-written Primer-EZ (`primer_ez=True`: Dense Q/K/V, causal
                  ZeroPadding1D + DepthwiseConv1D, dot-product attention), same shapes
@@ -34,10 +34,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from primer_search import cost  # noqa: E402
-from primer_search.compiler import compile_block  # noqa: E402
-from primer_search.reference import ReferenceTransformerBlock  # noqa: E402
-from primer_search.seeds import SEED_NAMES, load_seed  # noqa: E402
+from primer_search.program import cost  # noqa: E402
+from primer_search.program.compiler import compile_block  # noqa: E402
+from primer_search.program.reference import ReferenceTransformerBlock  # noqa: E402
+from primer_search.program.seeds import SEED_NAMES, load_seed  # noqa: E402
 
 SEQ, LAYERS, HEADS = 64, 2, 8
 WARMUP_STEPS = 3

@@ -38,9 +38,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from primer_search import dna as dna_module, graph, mutations  # noqa: E402
+from primer_search.program import dna as dna_module, graph  # noqa: E402
+
 from primer_search.config import MutationWeights, SearchConfig  # noqa: E402
-from primer_search.seeds import load_seed  # noqa: E402
+from primer_search.program.seeds import load_seed  # noqa: E402
+from primer_search.search import mutations  # noqa: E402
 
 WEIGHTS = MutationWeights()
 MAX_INSTRUCTIONS = SearchConfig().max_instructions

@@ -1,6 +1,6 @@
 """Overhead of one fitness evaluation: how much of its wall time is not training, and can the input keep up.
 
-One `primer_search.fitness.evaluate` of a seed (default: the Transformer) under a config (default
+One `primer_search.lm.fitness.evaluate` of a seed (default: the Transformer) under a config (default
 search_configs/tiny.yaml) with a seconds budget (default 60 s; `training.timeout_seconds` is lifted so a
 long budget is never cut off), in a fresh process, timed from just before the first `load_data` call (source,
 tokenizer load or training, validation set) to the return of `evaluate`. TensorFlow's import happens before that
@@ -42,9 +42,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 from primer_search.config import load_config  # noqa: E402
-from primer_search.data import load_data  # noqa: E402
-from primer_search.fitness import evaluate  # noqa: E402
-from primer_search.seeds import SEED_NAMES, load_seed  # noqa: E402
+from primer_search.lm.data import load_data  # noqa: E402
+from primer_search.lm.fitness import evaluate  # noqa: E402
+from primer_search.program.seeds import SEED_NAMES, load_seed  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = "/tmp/primer_search_bench_cache"

@@ -20,10 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from primer_search.architecture import Architecture  # noqa: E402
 from primer_search.config import load_config  # noqa: E402
-from primer_search.tokenizer import EOS_ID  # noqa: E402
-from primer_search.training import Trainer  # noqa: E402
+from primer_search.lm.architecture import Architecture  # noqa: E402
+from primer_search.lm.tokenizer import EOS_ID  # noqa: E402
+from primer_search.lm.training import Trainer  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2"

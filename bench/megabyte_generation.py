@@ -4,7 +4,7 @@ Both are built from the Transformer seed with --layers blocks (default 8; MEGABY
 global and local stacks) and sized into the same 4M-8M parameter band, then trained for --budget seconds each
 (default 60) on the benchmark corpus read as bytes: rows of 8 x 64 = 512 bytes, 64 rows per batch, so both see the
 same text per step; MEGABYTE's patch size is --patch (default 8), the paper's generation setting. Each then
-generates --bytes bytes (default 1024) with a cache in every block (`primer_search.sampling`, batch 1; the two
+generates --bytes bytes (default 1024) with a cache in every block (`primer_search.lm.sampling`, batch 1; the two
 taking turns for three rounds, median): the byte-level model steps all its blocks per byte, MEGABYTE its global
 stack once per patch and its local stack once per byte.
 Yu et al. (2023) report 1.42x the throughput of a byte-level Transformer of the same size (93 s against 132 s
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from macro_common import config, paired_step_seconds, parse_args, train
 
-from primer_search.macro_options import MacroOptions
-from primer_search.sampling import Sampler
-from primer_search.seeds import load_seed
+from primer_search.lm.sampling import Sampler
+from primer_search.program.macro_options import MacroOptions
+from primer_search.program.seeds import load_seed
 
 ROW_BYTES, ROWS = 512, 64
 

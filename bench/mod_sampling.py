@@ -7,7 +7,7 @@ routers and predictors add about 2%). At the tiny config's own size (d = 120) a 
 per block whatever its FLOPs (TensorFlow's per-op dispatch); at d = 264 the blocks' arithmetic weighs more, as on
 real hardware at real sizes. The MoD model routes causally at sampling time
 through its auxiliary predictor, so the fraction it routes is measured, not assumed. Then each generates --tokens
-tokens (default 256) with a cache (`primer_search.sampling`, batch 1), the two models taking turns for five
+tokens (default 256) with a cache (`primer_search.lm.sampling`, batch 1), the two models taking turns for five
 rounds; the figure is the median time per generated token.
 
 Reported: validation loss of each; the MoD model's routed fraction (validation set, and while sampling); sampling
@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from macro_common import config, paired_step_seconds, parse_args, train
 
-from primer_search.macro_options import MacroOptions
-from primer_search.mod import MixtureOfDepths
-from primer_search.sampling import Sampler
-from primer_search.seeds import load_seed
+from primer_search.lm.mod import MixtureOfDepths
+from primer_search.lm.sampling import Sampler
+from primer_search.program.macro_options import MacroOptions
+from primer_search.program.seeds import load_seed
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """The null rate: how often would a search call a program better than the seed when it is the seed itself?
 
 Evaluates the seed of a config (default search_configs/discovery.yaml) --calibration + --null times with different
-training seeds (`primer_search.calibration.calibrate`, on the project's executor). The first --calibration
+training seeds (`primer_search.search.calibration.calibrate`, on the project's executor). The first --calibration
 evaluations play the run's calibration (`search.seed_evaluations`): their mean and standard deviation. Each of the
 other --null evaluations is a program equivalent to the seed; it is counted when it beats the calibrated mean by
-more than the search's promotion margin (`calibration.promotion_margin`, one evaluation). An evaluation that timed out says
-more about the machine than about the seed: it is run again on the next call. Also printed: the
+more than the search's promotion margin (`calibration.promotion_margin`, one evaluation). An evaluation that timed
+out says more about the machine than about the seed: it is run again on the next call. Also printed: the
 standard deviation at each hurdle and at the end, and where the hurdles fall. The last line is the count (target:
 none). Every evaluation is written to --out as it finishes, so a killed run resumes.
 
@@ -22,12 +22,12 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from primer_search import stats  # noqa: E402
-from primer_search.calibration import promotion_margin, summarize  # noqa: E402
-from primer_search.trial import run_evaluations  # noqa: E402
 from primer_search.config import load_config  # noqa: E402
-from primer_search.hurdles import hurdle_fractions  # noqa: E402
-from primer_search.seeds import load_seed_or_file  # noqa: E402
+from primer_search.program.seeds import load_seed_or_file  # noqa: E402
+from primer_search.search import stats  # noqa: E402
+from primer_search.search.calibration import promotion_margin, summarize  # noqa: E402
+from primer_search.search.hurdles import hurdle_fractions  # noqa: E402
+from primer_search.search.trial import run_evaluations  # noqa: E402
 
 
 def main() -> None:

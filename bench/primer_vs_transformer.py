@@ -1,6 +1,6 @@
 """Primer-EZ against the Transformer under one training budget on a real corpus: the Primer paper's speedup factor.
 
-Both seeds are evaluated one after the other with `primer_search.fitness.evaluate` under the same config: the
+Both seeds are evaluated one after the other with `primer_search.lm.fitness.evaluate` under the same config: the
 tiny CPU config's model sizing and training hyperparameters (search_configs/tiny.yaml: 2 layers, width 8
 units, each model sized into the 0.4M-1.2M parameter band by its own unit; Adafactor, peak learning rate 0.01,
 100 warmup steps; XLA), a seconds budget of training steps (--budget, default 300 s per model; the first,
@@ -8,7 +8,7 @@ compiling step and evaluations are not spent from it; `training.timeout_seconds`
 checkpoint every --every of the budget (default 5%: 19 checkpoints, then the final evaluation). Nothing is tuned
 per seed. Each point of a curve is (training compute so far, validation loss in nats/token), compute being
     seconds   `train_seconds` at the checkpoint (step time, the first compiling step excluded)
-    FLOPs     steps x flops_per_token x batch_tokens (the analytic training FLOPs of `primer_search.cost`)
+    FLOPs     steps x flops_per_token x batch_tokens (the analytic training FLOPs of `primer_search.program.cost`)
 Speedup factor (So et al. 2021, section 4): the compute the Transformer spent to reach its final validation loss,
 divided by the compute Primer-EZ needs to reach that same loss, read off Primer-EZ's curve by linear
 interpolation between the two points around its first crossing. If Primer-EZ is already below that loss at its
@@ -56,10 +56,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 from primer_search.config import load_config  # noqa: E402
-from primer_search.confirmation import compute_to_reach as reach  # noqa: E402
-from primer_search.data import load_data  # noqa: E402
-from primer_search.fitness import evaluate  # noqa: E402
-from primer_search.seeds import load_seed  # noqa: E402
+from primer_search.lm.data import load_data  # noqa: E402
+from primer_search.lm.fitness import evaluate  # noqa: E402
+from primer_search.program.seeds import load_seed  # noqa: E402
+from primer_search.search.confirmation import compute_to_reach as reach  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2"

@@ -29,11 +29,11 @@ import random
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from primer_search.config import MutationWeights, load_config  # noqa: E402
-from primer_search.trial import run_evaluations  # noqa: E402
-from primer_search.graph import canonical_hash  # noqa: E402
-from primer_search.mutations import mutate  # noqa: E402
-from primer_search.seeds import load_seed  # noqa: E402
-from primer_search.stats import spearman  # noqa: E402
+from primer_search.program.graph import canonical_hash  # noqa: E402
+from primer_search.program.seeds import load_seed  # noqa: E402
+from primer_search.search.mutations import mutate  # noqa: E402
+from primer_search.search.stats import spearman  # noqa: E402
+from primer_search.search.trial import run_evaluations  # noqa: E402
 
 
 def without_last(dna, op: str):

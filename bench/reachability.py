@@ -34,11 +34,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from primer_search import mutations  # noqa: E402
-from primer_search.config import MutationWeights, SearchPriors  # noqa: E402
-from primer_search.dna import Instruction, Subprogram  # noqa: E402
-from primer_search.graph import canonical_hash, lower  # noqa: E402
-from primer_search.seeds import load_seed  # noqa: E402
+from primer_search.config import MutationWeights  # noqa: E402
+from primer_search.program.dna import Instruction, Subprogram  # noqa: E402
+from primer_search.program.graph import canonical_hash, lower  # noqa: E402
+from primer_search.program.search_space import SearchPriors  # noqa: E402
+from primer_search.program.seeds import load_seed  # noqa: E402
+from primer_search.search import mutations  # noqa: E402
 from primitives import POSITIONS  # noqa: E402
 
 MAX_INSTRUCTIONS = 40

@@ -24,11 +24,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from primer_search.confirmation import confirm  # noqa: E402
 from primer_search.config import load_config  # noqa: E402
-from primer_search.dna import DNA  # noqa: E402
-from primer_search.search import Search  # noqa: E402
-from primer_search.store import RunStore  # noqa: E402
+from primer_search.program.dna import DNA  # noqa: E402
+from primer_search.search.confirmation import confirm  # noqa: E402
+from primer_search.search.controller import Search  # noqa: E402
+from primer_search.search.store import RunStore  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from reachability import detect  # noqa: E402

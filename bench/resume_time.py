@@ -1,7 +1,7 @@
 """Time to resume a long run from its store: open RUN_DIR/run.sqlite and read everything `resume` needs.
 
 A store of --individuals proposals (default 25,000) is built in a temporary directory (or --dir) through the
-`primer_search.store.RunStore` API, with realistic content: each DNA is the Transformer seed's `to_dict()` with
+`primer_search.search.store.RunStore` API, with realistic content: each DNA is the Transformer seed's `to_dict()` with
 1-6 random edits (constants, dimensions, instruction fields, a duplicated or dropped instruction), the controller's
 `random.Random` state stored with every proposal, up to 4 hurdle records each (half stop at each hurdle),
 FitnessResult-shaped metrics with their checkpoints, a status mix (ok, stopped, invalid, diverged, timeout, oom,
@@ -36,8 +36,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from primer_search.config import load_config  # noqa: E402
-from primer_search.seeds import load_seed  # noqa: E402  (imports TensorFlow through primitives; not timed)
-from primer_search.store import RunStore  # noqa: E402
+from primer_search.program.seeds import load_seed  # noqa: E402  (imports TensorFlow through primitives; not timed)
+from primer_search.search.store import RunStore  # noqa: E402
 
 STATUS_MIX = {"ok": 0.42, "invalid": 0.08, "diverged": 0.03, "timeout": 0.02, "oom": 0.01, "error": 0.01}
 HURDLES = tuple((2 ** i - 1) / 31 for i in range(1, 6))   # H = 4 hurdles at (2^i - 1)/(2^(H+1) - 1), then 1.0

@@ -19,9 +19,9 @@ import statistics
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from primer_search.config import config_from_dict  # noqa: E402
-from primer_search.retrain import Program, retrain  # noqa: E402
-from primer_search.retrain_config import RetrainConfig  # noqa: E402
-from primer_search.seeds import load_seed  # noqa: E402
+from primer_search.program.seeds import load_seed  # noqa: E402
+from primer_search.retrain.config import RetrainConfig  # noqa: E402
+from primer_search.retrain.jobs import Program, retrain  # noqa: E402
 
 
 def config(steps: int, workers: int) -> RetrainConfig:

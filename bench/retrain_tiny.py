@@ -18,10 +18,10 @@ import pathlib
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from primer_search.config import load_config  # noqa: E402
-from primer_search.retrain import load_programs, retrain  # noqa: E402
-from primer_search.retrain_config import load_retrain_config  # noqa: E402
-from primer_search.retrain_report import runs_of, table, write  # noqa: E402
-from primer_search.search import Search  # noqa: E402
+from primer_search.retrain.config import load_retrain_config  # noqa: E402
+from primer_search.retrain.jobs import load_programs, retrain  # noqa: E402
+from primer_search.retrain.report import runs_of, table, write  # noqa: E402
+from primer_search.search.controller import Search  # noqa: E402
 
 
 def search(run_dir: pathlib.Path) -> None:

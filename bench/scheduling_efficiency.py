@@ -31,7 +31,7 @@ import time
 
 import ray
 
-from primer_search.executors import RayExecutor
+from primer_search.search.executors import RayExecutor
 
 
 def simulated_trial(payload):

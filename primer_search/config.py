@@ -2,7 +2,7 @@
 
 Every key has a default, so a config names only what it changes; `--set section.key=value` overrides any key
 from the command line (the value is read as YAML: `--set training.budget=30`, `--set data.train_files=[a.txt]`).
-Loading is strict (see `primer_search.schema`): a misspelt key or a wrong value is a one-line error naming it.
+Loading is strict (see `primer_search.program.schema`): a misspelt key or a wrong value is a one-line error naming it.
 This module imports no TensorFlow, so configs can be checked anywhere.
 """
 
@@ -12,9 +12,11 @@ import dataclasses
 
 import yaml
 
-from primer_search.macro_options import SECTIONS as MACRO_SECTIONS
-from primer_search.schema import between, choice, from_mapping, read_text
-from primer_search.tokenizer import BYTE_VOCAB_SIZE
+from primer_search.program.macro_options import SECTIONS as MACRO_SECTIONS
+from primer_search.program.schema import between, choice, from_mapping, read_text
+from primer_search.program.search_space import SearchPriors
+
+BYTE_VOCAB_SIZE = 258     # the byte tokenizer's ids: PAD, EOS, then the 256 byte values (primer_search.lm.tokenizer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,71 +140,11 @@ class MutationWeights:
             raise ValueError(": found all weights zero, expected at least one positive weight")
 
 
-# How an insert draws its new instruction (README, "Search-space priors"). `uniform` is the paper's draw (So et al.
-# 2021, A.4: "selections and decisions are performed uniform randomly"): every primitive alike, anywhere.
-OP_FAMILY_NAMES = ("arithmetic", "math", "nonlinearity", "sequence", "reduction", "matmul", "dense", "conv", "dconv",
-                   "scale_shift")
-PRIOR_PRESETS = {
-    "default": {"op_families": {"arithmetic": 1.0, "math": 2.0, "nonlinearity": 2.0, "sequence": 1.0,
-                                "reduction": 0.5, "matmul": 1.0, "dense": 1.0, "conv": 1.0, "dconv": 2.0,
-                                "scale_shift": 2.0},
-                "call_probability": 0.1, "branch_probability": 0.05, "insert_placement": "live"},
-    "uniform": {"op_families": dict.fromkeys(OP_FAMILY_NAMES, 1.0),
-                "call_probability": 0.2, "branch_probability": 0.1, "insert_placement": "anywhere"},
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class OpFamilyWeights:
-    """The weight of each primitive of a family when an insert draws a new instruction's op (relative; every op of a
-    family weighs the same; `primer_search.search_space.OP_FAMILIES` lists the members). Unset: the preset's."""
-
-    arithmetic: float | None = between(None, 0.0)     # ADD DIFFERENCE DIVIDE MULTIPLY
-    math: float | None = between(None, 0.0)           # ABS_ROOT SQUARE EXP LOG C_MUL ABS RECIP SIGN
-    nonlinearity: float | None = between(None, 0.0)   # COS SIN TANH MAX MIN SIGMOID
-    sequence: float | None = between(None, 0.0)       # MASK CUM_PROD CUM_SUM
-    reduction: float | None = between(None, 0.0)      # RED_MEAN RED_SUM RED_MIN RED_MAX RED_PROD
-    matmul: float | None = between(None, 0.0)         # MAT_MUL T_MAT_MUL
-    dense: float | None = between(None, 0.0)          # CONV_1X1
-    conv: float | None = between(None, 0.0)           # CONV_3X1 CONV_7X1 CONV_15X1 CONV_31X1
-    dconv: float | None = between(None, 0.0)          # DCONV_3X1 DCONV_7X1 DCONV_15X1 DCONV_31X1
-    scale_shift: float | None = between(None, 0.0)    # SCALE SHIFT
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchPriors:
-    """How an insert mutation draws its instruction: the op mix by family, how often a new instruction calls a
-    higher subprogram or is branched, and where it lands (`live`: only on a wire that a live instruction reads, so
-    it is never dead code; `anywhere`: any position and input, as the paper). `preset` fills every key left unset;
-    once built, every key holds the value in effect."""
-
-    preset: str = choice("default", "default", "uniform")
-    op_families: OpFamilyWeights = OpFamilyWeights()
-    call_probability: float | None = between(None, 0.0, 1.0)     # where the subprogram has higher subprograms
-    branch_probability: float | None = between(None, 0.0, 1.0)   # branched: k drawn from 2, 4, 8, 16
-    insert_placement: str | None = None                            # live or anywhere
-
-    def __post_init__(self):
-        if self.preset not in PRIOR_PRESETS:
-            raise ValueError(f"preset: found {self.preset!r}, expected one of {list(PRIOR_PRESETS)}")
-        preset = PRIOR_PRESETS[self.preset]
-        families = {name: preset["op_families"][name] if value is None else value
-                    for name, value in dataclasses.asdict(self.op_families).items()}
-        if not any(families.values()):
-            raise ValueError("op_families: found all weights zero, expected at least one positive weight")
-        if self.insert_placement not in (None, "live", "anywhere"):
-            raise ValueError(f"insert_placement: found {self.insert_placement!r}, expected one of ['live', 'anywhere']")
-        object.__setattr__(self, "op_families", OpFamilyWeights(**families))
-        for key in ("call_probability", "branch_probability", "insert_placement"):
-            if getattr(self, key) is None:
-                object.__setattr__(self, key, preset[key])
-
-
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
     """Regularized evolution (Real et al. 2019) with halving hurdles, as in the Primer paper's search."""
 
-    mode: str = choice("evolution", "evolution", "random", "hill_climb")   # baselines: see primer_search.evolution
+    mode: str = choice("evolution", "evolution", "random", "hill_climb")   # baselines: search.evolution
     num_individuals: int = between(1000, 1)                   # evaluations in the whole run (seeds included)
     population_size: int = between(100, 2)
     tournament_size: int = between(10, 1)
@@ -221,7 +163,7 @@ class SearchConfig:
                                                               # calibration, and the seed's fitness is the mean
     reevaluations: int = between(2, 0)                        # a program proposed again trains again with a
                                                               # fresh seed, up to this many times; its fitness
-                                                              # is the mean (primer_search.cache)
+                                                              # is the mean (primer_search.search.cache)
     fec: bool = True                                          # functional-equivalence cache
     metric: str = choice("validation_loss", "validation_loss", "bits_per_byte")   # quality, lower is better
     # macro-options the `macro` mutation may switch on (mixture_of_depths, calm, megabyte)

@@ -4,7 +4,7 @@ Shapes follow the glossary in `primitives/registry.py`: features [B, m, S, W], p
 
 The causal helpers also accept a rectangular positions tensor [..., Q, K] whose Q query rows are the LAST Q of
 the K key positions (query row i is position K - Q + i). The square case Q = K is the full-sequence tensor; the
-case Q = 1, K = t + 1 is the single row of position t that `primer_search.decoding` computes per decoded token,
+case Q = 1, K = t + 1 is the single row of position t that `primer_search.lm.decoding` computes per decoded token,
 so every primitive's own implementation runs unchanged on such a row.
 """
 

@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from primer_search import cost
-from primer_search.architecture import Architecture
-from primer_search.decoding import cache_nodes
-from primer_search.calm import CalmLanguageModel
-from primer_search.fitness import evaluate, score
-from primer_search.graph import lower
-from primer_search.macro_options import MacroOptions
-from primer_search.megabyte import MegabyteModel
-from primer_search.mod import MixtureOfDepths
-from primer_search.seeds import load_seed
+from primer_search.lm.architecture import Architecture
+from primer_search.lm.calm import CalmLanguageModel
+from primer_search.lm.fitness import evaluate, score
+from primer_search.lm.megabyte import MegabyteModel
+from primer_search.lm.mod import MixtureOfDepths
+from primer_search.program import cost
+from primer_search.program.decoding_rules import cache_nodes
+from primer_search.program.graph import lower
+from primer_search.program.macro_options import MacroOptions
+from primer_search.program.seeds import load_seed
 
 OPTIONS = {
     "token": {},
@@ -123,7 +123,7 @@ def test_each_option_evaluates_end_to_end(config, name):
 def test_mod_training_trains_the_predictor(config):
     arch, data = Architecture.resolve(_dna("mod"), config)
     model = arch.build(arch.choose_unit())
-    from primer_search.training import Trainer
+    from primer_search.lm.training import Trainer
 
     trainer = Trainer(model, data, config.training, 1)
     predictor = model.blocks[0].predictor.kernel

@@ -2,7 +2,7 @@
 
 import pytest
 
-from primer_search.cache import Plan, ProgramCache
+from primer_search.search.cache import Plan, ProgramCache
 
 
 def _propose(cache, individual, hash_, calibration=False):

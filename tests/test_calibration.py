@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from conftest import FAST
-from primer_search.calibration import Calibration, calibrate, expected_cost, summarize
-from primer_search.cli import main
+from primer_search.cli.main import main
 from primer_search.config import SearchConfig, config_from_dict
-from primer_search.executors import InProcessExecutor
+from primer_search.search.calibration import Calibration, calibrate, expected_cost, summarize
+from primer_search.search.executors import InProcessExecutor
 
 Z = 1.6448536269514722 + 0.8416212335729143     # z_0.95 + z_0.8
 
@@ -70,7 +70,7 @@ def test_summarize_bits_per_byte_reads_that_metric():
 
 @pytest.mark.parametrize("hurdles, cost", [(0, 1.0), (1, 1 / 3 + (2 / 3) / 2), (2, 3 / 7), (4, 5 / 31)])
 def test_expected_cost_of_halving_hurdles(hurdles, cost):
-    from primer_search.hurdles import hurdle_fractions
+    from primer_search.search.hurdles import hurdle_fractions
 
     assert expected_cost(hurdle_fractions(hurdles)) == pytest.approx(cost)
 
@@ -138,7 +138,7 @@ def test_the_promotion_margin_lets_an_equal_program_through_at_its_level():
     """A program equal to the seed beats the seed's mean by the margin with probability alpha: the t rule."""
     import numpy as np
 
-    from primer_search.calibration import PROMOTION_ALPHA, promotion_margin
+    from primer_search.search.calibration import PROMOTION_ALPHA, promotion_margin
 
     assert promotion_margin(0.01, 8) == pytest.approx(4.785 * 0.01 * (1 + 1 / 8) ** 0.5, rel=1e-3)
     assert promotion_margin(0.01, 8, 4) < promotion_margin(0.01, 8, 1)          # more evaluations, smaller margin

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from primer_search.calm import CalmLanguageModel, average_layers, build_calm_model, calm_loss, confidence
-from primer_search.calm import exit_head_flops, exit_layers, exit_loss_weights
 from primer_search.config import ModelConfig
-from primer_search.macro_options import Calm, MacroOptions
-from primer_search.model import LanguageModel
-from primer_search.seeds import load_seed
-from primer_search.training import cross_entropy
+from primer_search.lm.calm import CalmLanguageModel, average_layers, build_calm_model, calm_loss, confidence
+from primer_search.lm.calm import exit_head_flops, exit_layers, exit_loss_weights
+from primer_search.lm.model import LanguageModel
+from primer_search.lm.model import cross_entropy
+from primer_search.program.macro_options import Calm, MacroOptions
+from primer_search.program.seeds import load_seed
 
 V, L, UNIT = 64, 3, 2
 DNA = load_seed("transformer")

@@ -3,9 +3,9 @@ import re
 
 import yaml
 
-from primer_search.cli import main
-from primer_search.dna import load_dna
-from primer_search.seeds import load_seed
+from primer_search.cli.main import main
+from primer_search.program.dna_files import load_dna
+from primer_search.program.seeds import load_seed
 
 
 def test_show_prints_listing_hash_and_size(capsys):
@@ -146,7 +146,8 @@ def test_oversized_and_undecodable_files_are_named(tmp_path, capsys):
 
 
 def test_a_deep_program_shows(tmp_path, capsys):
-    from primer_search.dna import DNA, Instruction, Subprogram, save_dna
+    from primer_search.program.dna import DNA, Instruction, Subprogram
+    from primer_search.program.dna_files import save_dna
 
     chain = [Instruction("ADD", in1=0, in2=1)] + [Instruction("ADD", in1=i + 2, in2=i + 1) for i in range(2999)]
     save_dna(DNA(subprograms=(Subprogram(tuple(chain)),)), tmp_path / "deep.yaml")
@@ -160,7 +161,7 @@ def _snapshot(directory):
 
 def test_refused_commands_leave_the_run_directory_as_it_was(tmp_path, capsys):
     from primer_search.config import load_config
-    from primer_search.store import RunStore
+    from primer_search.search.store import RunStore
 
     config = _write_fast_config(tmp_path)
     run = tmp_path / "run"
@@ -199,7 +200,7 @@ def test_an_internal_failure_exits_1_with_one_line_and_a_log(monkeypatch, capsys
     def broken(*args, **kwargs):
         raise RuntimeError("no mutation changed any of 10 parents")
 
-    monkeypatch.setattr("primer_search.inspection.describe", broken)
+    monkeypatch.setattr("primer_search.cli.inspection.describe", broken)
     assert main(["show", "transformer"]) == 1
     err = _one_line_error(capsys, "primer-search show: failed: RuntimeError: no mutation changed", "traceback in ")
     log = err.strip().rsplit("traceback in ", 1)[1].rstrip(")")
@@ -211,10 +212,10 @@ def test_reading_commands_neither_load_tensorflow_nor_print_its_noise(tmp_path):
     import sys
 
     from primer_search.config import Config
-    from primer_search.store import RunStore
+    from primer_search.search.store import RunStore
 
     RunStore.create(tmp_path / "run", Config().to_dict()).close()
-    script = ("import sys\nfrom primer_search.cli import main\n"
+    script = ("import sys\nfrom primer_search.cli.main import main\n"
               f"codes = [main(['show', 'transformer']), main(['status', {str(tmp_path / 'run')!r}]),\n"
               f"         main(['top', {str(tmp_path / 'run')!r}]), main(['validate', 'primer_ez'])]\n"
               "tf = sys.modules.get('tensorflow')\n"
@@ -228,7 +229,7 @@ def test_training_commands_keep_tensorflow_start_up_noise_off_stderr(tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "primer_search.cli", "train", "transformer", "--config",
+    done = subprocess.run([sys.executable, "-m", "primer_search.cli.main", "train", "transformer", "--config",
                            _write_fast_config(tmp_path), "--set", "training.budget=1"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 
 import primitives
-from primer_search import mutations
-from primer_search.compiler import CompiledBlock, compile_block, node_identity, weight_seed
-from primer_search.dna import DNA, Instruction, Subprogram
-from primer_search.graph import canonical_hash
-from primer_search.search_space import random_dna
-from primer_search.seeds import SEED_NAMES, load_seed
+from primer_search.program.compiler import CompiledBlock, compile_block, node_identity, weight_seed
+from primer_search.program.dna import DNA, Instruction, Subprogram
+from primer_search.program.graph import canonical_hash
+from primer_search.program.search_space import random_dna
+from primer_search.program.seeds import SEED_NAMES, load_seed
+from primer_search.search import mutations
 
 UNIT, WIDTH = 2, 4  # d = 8
 # Ops that move information along the sequence axis, plus a few that feed them, to stress causality.

@@ -2,7 +2,8 @@ import pathlib
 
 import pytest
 
-from primer_search.config import OP_FAMILY_NAMES, Config, apply_overrides, config_from_dict, load_config
+from primer_search.config import Config, apply_overrides, config_from_dict, load_config
+from primer_search.program.search_space import OP_FAMILY_NAMES
 
 
 def test_every_shipped_config_loads():

@@ -5,13 +5,14 @@ import math
 import pytest
 
 from conftest import FAST
-from primer_search import stats
-from primer_search.cli import main
+from primer_search.cli.main import main
 from primer_search.config import config_from_dict
-from primer_search.confirmation import (SEED_OFFSET, Speedup, compute_to_reach, confirm, curve_of, select_programs,
-                                        setup_key, speedup_factor, stored_confirmation, summarize, trial_config)
-from primer_search.seeds import load_seed
-from primer_search.store import ConfirmationRecord, RunStore
+from primer_search.program.seeds import load_seed
+from primer_search.search import stats
+from primer_search.search.confirmation import (SEED_OFFSET, Speedup, compute_to_reach, confirm, curve_of,
+                                               select_programs, setup_key, speedup_factor, stored_confirmation,
+                                               summarize, trial_config)
+from primer_search.search.store import ConfirmationRecord, RunStore
 
 
 def _curve(flops, losses):
@@ -145,7 +146,7 @@ TOY_SEARCH = {"executor": "in_process", "num_individuals": 2, "population_size":
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from primer_search.search import Search
+    from primer_search.search.controller import Search
 
     config = config_from_dict({**FAST, "training": {**FAST["training"], "budget": 3, "warmup_steps": 1},
                                "search": TOY_SEARCH})

@@ -3,7 +3,7 @@ import itertools
 import pytest
 
 from primer_search.config import DataConfig
-from primer_search.corpora import hash_split, open_source, pydoc_source, text_file_source
+from primer_search.lm.corpora import hash_split, open_source, pydoc_source, text_file_source
 
 
 def _take(iterator, n):

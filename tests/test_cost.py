@@ -1,6 +1,6 @@
-from primer_search import cost
-from primer_search.graph import lower
-from primer_search.seeds import load_seed
+from primer_search.program import cost
+from primer_search.program.graph import lower
+from primer_search.program.seeds import load_seed
 
 D, S = 512, 64   # the paper's seed: unit 64, 8 heads of 64
 
@@ -21,7 +21,7 @@ def test_transformer_flops_by_hand():
 
 
 def test_positions_t_mat_mul_is_not_scaled():
-    from primer_search.dna import DNA, Instruction, Subprogram
+    from primer_search.program.dna import DNA, Instruction, Subprogram
 
     dna = DNA(subprograms=(Subprogram((Instruction("T_MAT_MUL", in1=0, in2=0), Instruction("T_MAT_MUL", in1=2,
                                                                                            in2=2))),),

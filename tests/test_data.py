@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from primer_search.config import DataConfig
-from primer_search.data import Prefetcher, load_data, packed_batches, validation_set
-from primer_search.tokenizer import EOS_ID, PAD_ID, ByteTokenizer
+from primer_search.lm.data import Prefetcher, load_data, packed_batches, validation_set
+from primer_search.lm.tokenizer import EOS_ID, PAD_ID, ByteTokenizer
 
 
 class WordTokenizer:
@@ -96,7 +96,7 @@ def test_closing_a_prefetcher_ends_its_thread_even_with_a_full_queue():
 
 
 def test_evaluation_on_the_test_split_measures_the_test_documents():
-    from primer_search.corpora import pydoc_source
+    from primer_search.lm.corpora import pydoc_source
 
     config = DataConfig(tokenizer="bytes", sequence_length=16, batch_tokens=128, validation_tokens=10**9,
                         test_fraction=0.05, evaluation="test")

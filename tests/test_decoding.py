@@ -1,4 +1,4 @@
-"""Token-by-token decoding with a cache (`primer_search.decoding`) equals the full forward pass, row by row."""
+"""Token-by-token decoding with a cache (`primer_search.lm.decoding`) equals the full forward pass, row by row."""
 
 import collections
 import random
@@ -8,11 +8,12 @@ import pytest
 import tensorflow as tf
 
 from primitives import FEATURES
-from primer_search.compiler import compile_block
-from primer_search.decoding import BlockDecoder, cacheable, decode_sequence, decoding_rule, fallback_reason
-from primer_search.dna import DNA, Instruction, Subprogram
-from primer_search.search_space import random_dna
-from primer_search.seeds import SEED_NAMES, load_seed
+from primer_search.lm.decoding import BlockDecoder, decode_sequence
+from primer_search.program.compiler import compile_block
+from primer_search.program.decoding_rules import cacheable, decoding_rule, fallback_reason
+from primer_search.program.dna import DNA, Instruction, Subprogram
+from primer_search.program.search_space import random_dna
+from primer_search.program.seeds import SEED_NAMES, load_seed
 
 B, S, WIDTH = 2, 12, 8
 FAMILIES = {

@@ -3,9 +3,10 @@ import json
 
 import pytest
 
-from primer_search.dna import DNA, DNAError, Instruction, Subprogram, dumps, from_dict, load_dna, loads, save_dna
-from primer_search.macro_options import MacroOptions
-from primer_search.seeds import SEED_NAMES, load_seed
+from primer_search.program.dna import DNA, DNAError, Instruction, Subprogram, from_dict
+from primer_search.program.dna_files import dumps, load_dna, loads, save_dna
+from primer_search.program.macro_options import MacroOptions
+from primer_search.program.seeds import SEED_NAMES, load_seed
 
 
 def _data(**changes):

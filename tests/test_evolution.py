@@ -6,10 +6,10 @@ import random
 import primitives
 
 from primer_search.config import MutationWeights, SearchConfig
-from primer_search.dna import DNA, Instruction, Subprogram
-from primer_search.evolution import Evolution, Member
-from primer_search.mutations import mutate
-from primer_search.seeds import load_seed
+from primer_search.program.dna import DNA, Instruction, Subprogram
+from primer_search.program.seeds import load_seed
+from primer_search.search.evolution import Evolution, Member
+from primer_search.search.mutations import mutate
 
 FIELDS = MutationWeights(delete=0, insert=0, delete_insert=0, swap=0, mutate_bank=0)
 # A small program: a feed-forward block with a residual, so a target is a few specific field values away.
@@ -97,7 +97,7 @@ def test_tournament_takes_the_best_of_the_sample_and_children_are_seeded():
 
 
 def test_proposals_follow_the_search_space_priors():
-    from primer_search.config import OpFamilyWeights, SearchPriors
+    from primer_search.program.search_space import OpFamilyWeights, SearchPriors
 
     only_dconv = SearchPriors(op_families=OpFamilyWeights(**{name: 0.0 for name in (
         "arithmetic", "math", "nonlinearity", "sequence", "reduction", "matmul", "dense", "conv", "scale_shift")},

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from primer_search.config import config_from_dict
-from primer_search.executors import Completion, InProcessExecutor, RayExecutor, make_executor
+from primer_search.search.executors import Completion, InProcessExecutor, RayExecutor, make_executor
 
 
 # Trial functions: module level, so Ray can pickle them (by value: see `ray_executor` below).
@@ -219,7 +219,7 @@ def _fake_init(calls, error=None):
 def test_connecting_to_a_cluster_presents_a_token_it_finds(tmp_path, monkeypatch):
     import ray
 
-    from primer_search.executors import connect_ray
+    from primer_search.search.executors import connect_ray
 
     calls = []
     monkeypatch.setattr(ray, "init", _fake_init(calls))
@@ -239,7 +239,7 @@ def test_connecting_to_a_cluster_presents_a_token_it_finds(tmp_path, monkeypatch
 def test_a_failed_connection_is_one_line_that_names_the_token(tmp_path, monkeypatch):
     import ray
 
-    from primer_search.executors import connect_ray
+    from primer_search.search.executors import connect_ray
 
     monkeypatch.setattr(ray, "init", _fake_init([], ConnectionError("Failed to connect to Ray cluster at 10.0.0.1\n"
                                                                    "more lines")))

@@ -1,9 +1,9 @@
 import dataclasses
 
-from primer_search.dna import DNA, Instruction, Subprogram
-from primer_search.fec import FingerprintIndex, fingerprint, same_function
-from primer_search.graph import canonical_hash
-from primer_search.seeds import load_seed
+from primer_search.program.dna import DNA, Instruction, Subprogram
+from primer_search.program.graph import canonical_hash
+from primer_search.program.seeds import load_seed
+from primer_search.search.fec import FingerprintIndex, fingerprint, same_function
 
 
 def _program(*instructions):

@@ -5,11 +5,11 @@ import types
 import pytest
 import tensorflow as tf
 
-from primer_search import fitness
-from primer_search.fitness import FitnessResult, evaluate
-from primer_search.graph import canonical_hash
-from primer_search.seeds import load_seed
-from primer_search.training import bits_per_byte
+from primer_search.lm import fitness
+from primer_search.lm.fitness import FitnessResult, evaluate
+from primer_search.lm.training import bits_per_byte
+from primer_search.program.graph import canonical_hash
+from primer_search.program.seeds import load_seed
 from test_training import exploding_dna
 
 

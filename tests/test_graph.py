@@ -2,13 +2,13 @@ import dataclasses
 import gc
 import random
 
-from primer_search import mutations
 from primer_search.config import MutationWeights
-from primer_search.dna import DNA, Instruction, Subprogram
-from primer_search.graph import canonical_hash, lower, used_inputs_and_live
-from primer_search.macro_options import MacroOptions
-from primer_search.search_space import random_dna
-from primer_search.seeds import load_seed
+from primer_search.program.dna import DNA, Instruction, Subprogram
+from primer_search.program.graph import canonical_hash, lower, used_inputs_and_live
+from primer_search.program.macro_options import MacroOptions
+from primer_search.program.search_space import random_dna
+from primer_search.program.seeds import load_seed
+from primer_search.search import mutations
 
 
 def _edit(dna, s, instructions):

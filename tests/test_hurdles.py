@@ -1,6 +1,6 @@
 import pytest
 
-from primer_search.hurdles import MIN_RECORDS, compute_saved, hurdle_fractions, passes, threshold
+from primer_search.search.hurdles import MIN_RECORDS, compute_saved, hurdle_fractions, passes, threshold
 
 
 def test_paper_hurdles_split_compute_into_equal_bands():
@@ -25,7 +25,7 @@ def test_compute_saved():
 
 
 def test_hurdle_steps_and_placement():
-    from primer_search.hurdles import hurdle_steps, placement_error
+    from primer_search.search.hurdles import hurdle_steps, placement_error
 
     assert hurdle_steps(2, 70) == [10, 30] and hurdle_steps(4, 31) == [1, 3, 7, 15]
     assert placement_error(2, 70, warmup_steps=10, min_steps=10) is None
@@ -38,7 +38,7 @@ def test_hurdle_steps_and_placement():
 
 def test_a_search_with_hurdles_inside_the_warmup_is_refused_before_the_run_exists(tmp_path):
     from primer_search.config import load_config
-    from primer_search.search import Search
+    from primer_search.search.controller import Search
 
     config = load_config(None, ["training.budget_kind=steps", "training.budget=56", "training.warmup_steps=100",
                                 "search.hurdles=2"])                # a config for `train` may have any hurdles
@@ -49,7 +49,7 @@ def test_a_search_with_hurdles_inside_the_warmup_is_refused_before_the_run_exist
 
 def test_a_flops_budget_is_checked_on_the_seeds_before_the_run_exists(tmp_path):
     from primer_search.config import load_config
-    from primer_search.search import Search
+    from primer_search.search.controller import Search
 
     config = load_config("search_configs/tiny.yaml", ["training.budget=1e12"])   # 33 steps: the first hurdle at 5
     with pytest.raises(ValueError, match=r"fall at steps 5, 15; .*\(seed transformer: 30,04\d,\d{3},\d{3} training "

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 import primitives
-from primer_search.cli import main
-from primer_search.compiler import compile_block
+from primer_search.cli.main import main
 from primer_search.config import ModelConfig
-from primer_search.dna import DNA, Instruction, Subprogram
-from primer_search.keras_export import module_source, width_code, write_module
-from primer_search.model import LanguageModel, build_model
-from primer_search.search_space import random_dna
-from primer_search.seeds import SEED_NAMES, load_seed
+from primer_search.lm.keras_export import module_source, width_code, write_module
+from primer_search.lm.model import LanguageModel, build_model
+from primer_search.program.compiler import compile_block
+from primer_search.program.dna import DNA, Instruction, Subprogram
+from primer_search.program.search_space import random_dna
+from primer_search.program.seeds import SEED_NAMES, load_seed
 from primitives import Width
 
 WIDTH = 4

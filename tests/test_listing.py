@@ -1,9 +1,9 @@
 import pytest
 
-from primer_search.dna import DNAError, Instruction
-from primer_search.listing import from_listing, instruction_line, to_listing
-from primer_search.search_space import random_dna
-from primer_search.seeds import load_seed
+from primer_search.program.dna import DNAError, Instruction
+from primer_search.program.listing import from_listing, instruction_line, to_listing
+from primer_search.program.search_space import random_dna
+from primer_search.program.seeds import load_seed
 
 
 def test_paper_style_lines():

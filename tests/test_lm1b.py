@@ -11,9 +11,9 @@ import requests
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import checksums
 
-from primer_search import lm1b
 from primer_search.config import DataConfig
-from primer_search.corpora import open_source
+from primer_search.lm import lm1b
+from primer_search.lm.corpora import open_source
 
 TOP = "1-billion-word-language-modeling-benchmark-r13output"
 ARCHIVE = f"downloads/manual/{TOP}.tar.gz"                     # relative to the TFDS data dir
@@ -135,7 +135,7 @@ def test_not_prepared_no_archive_offline_says_what_to_do(tmp_path):
         lm1b.lm1b_source(_config(tmp_path))
     message = str(err.value)
     assert "\n" not in message and "cannot be reached" in message
-    assert str(tmp_path / ARCHIVE) in message and "`python -m primer_search.lm1b DIR`" in message
+    assert str(tmp_path / ARCHIVE) in message and "`python -m primer_search.lm.lm1b DIR`" in message
     assert not (tmp_path / "lm1b").exists()                    # nothing was started
 
 

@@ -1,9 +1,10 @@
 import pytest
 
-from primer_search.dna import DNA, DNAError
-from primer_search.graph import canonical_hash
-from primer_search.macro_options import MUTATION_GRIDS, Calm, MacroOptions, Megabyte, MixtureOfDepths, mutable_knobs
-from primer_search.seeds import load_seed
+from primer_search.program.dna import DNA, DNAError
+from primer_search.program.graph import canonical_hash
+from primer_search.program.macro_options import MUTATION_GRIDS, Calm, MacroOptions, Megabyte, MixtureOfDepths, \
+    mutable_knobs
+from primer_search.program.seeds import load_seed
 
 
 def test_defaults_are_all_disabled():
@@ -52,7 +53,7 @@ def test_mutable_knobs_are_those_of_enabled_sections_and_grid_values_are_valid()
 
 
 def test_seed_names_switch_options_on():
-    from primer_search.seeds import load_seed_or_file
+    from primer_search.program.seeds import load_seed_or_file
 
     dna = load_seed_or_file("primer+mod+calm")
     assert dna.name == "primer+mod+calm" and dna.subprograms == load_seed("primer").subprograms
@@ -66,7 +67,7 @@ def test_seed_names_switch_options_on():
 
 def test_megabyte_needs_bits_per_byte():
     from primer_search.config import config_from_dict
-    from primer_search.search import load_seeds
+    from primer_search.search.controller import load_seeds
 
     with pytest.raises(ValueError, match="search.seeds: 'transformer\\+megabyte' enables megabyte"):
         load_seeds(["transformer", "transformer+megabyte"], "validation_loss")

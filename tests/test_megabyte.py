@@ -6,15 +6,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from primer_search import cost, megabyte
-from primer_search.data import load_data
-from primer_search.graph import lower
-from primer_search.macro_options import Megabyte
-from primer_search.megabyte import MegabyteModel, build_megabyte_model, model_flops, parameter_count, split_depth
-from primer_search.model import LanguageModel, positional_encoding
-from primer_search.seeds import load_seed
-from primer_search.tokenizer import PAD_ID
-from primer_search.training import Trainer, cross_entropy
+from primer_search.program import cost
+
+from primer_search.lm import megabyte
+from primer_search.lm.data import load_data
+from primer_search.lm.megabyte import MegabyteModel, build_megabyte_model, model_flops, parameter_count, split_depth
+from primer_search.lm.model import LanguageModel, positional_encoding
+from primer_search.lm.model import cross_entropy
+from primer_search.lm.tokenizer import PAD_ID
+from primer_search.lm.training import Trainer
+from primer_search.program.graph import lower
+from primer_search.program.macro_options import Megabyte
+from primer_search.program.seeds import load_seed
 
 V = 20          # a small vocabulary keeps the heads cheap; ids 0 (PAD) and 2 (a zero byte) keep their meaning
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from primer_search import macro_options
-from primer_search.compiler import CompiledBlock
-from primer_search.mod import CAUSAL_FIXES, ROUTE_PATTERNS, WEIGHT_FNS, MixtureOfDepths, capacity_k, routed_layers
-from primer_search.seeds import load_seed
+from primer_search.lm.mod import CAUSAL_FIXES, ROUTE_PATTERNS, WEIGHT_FNS, MixtureOfDepths, capacity_k, routed_layers
+from primer_search.program import macro_options
+from primer_search.program.compiler import CompiledBlock
+from primer_search.program.seeds import load_seed
 
 B, S, D = 3, 12, 8
 

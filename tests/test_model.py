@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from primer_search.graph import lower
-from primer_search.model import ModelConfig, SizingError, build_model, choose_unit, parameter_count
-from primer_search.seeds import SEED_NAMES, load_seed
+from primer_search.lm.model import ModelConfig, SizingError, build_model, choose_unit, parameter_count
+from primer_search.program.graph import lower
+from primer_search.program.seeds import SEED_NAMES, load_seed
 
 TINY = ModelConfig(vocab_size=256, num_layers=2, param_band=(60_000, 120_000))
 

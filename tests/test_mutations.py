@@ -7,14 +7,15 @@ import statistics
 
 import pytest
 
-from primer_search import mutations
-from primer_search.config import MutationWeights, OpFamilyWeights, SearchPriors
-from primer_search.dna import DNA, RELATIVE_DIMENSIONS, Instruction, Subprogram, validate
-from primer_search.graph import canonical_hash
-from primer_search.macro_options import MUTATION_GRIDS, Calm, MacroOptions, MixtureOfDepths
-from primer_search.mutations import MUTATIONS, Mutation, mutate
-from primer_search.search_space import OP_FAMILIES, family_of, random_dna, random_instruction
-from primer_search.seeds import SEED_NAMES, load_seed
+from primer_search.config import MutationWeights
+from primer_search.program.dna import DNA, RELATIVE_DIMENSIONS, Instruction, Subprogram, validate
+from primer_search.program.graph import canonical_hash
+from primer_search.program.macro_options import MUTATION_GRIDS, Calm, MacroOptions, MixtureOfDepths
+from primer_search.program.search_space import OpFamilyWeights, SearchPriors
+from primer_search.program.search_space import OP_FAMILIES, family_of, random_dna, random_instruction
+from primer_search.program.seeds import SEED_NAMES, load_seed
+from primer_search.search import mutations
+from primer_search.search.mutations import MUTATIONS, Mutation, mutate
 
 KINDS = tuple(MUTATIONS)
 MAX = 40

@@ -163,7 +163,7 @@ def test_kinds_and_weights_metadata():
 
 
 def test_causal_helpers_on_the_last_rows_equal_those_rows_of_the_square(np_rng):
-    # [..., Q, K] with the queries the last Q of K positions (how `primer_search.decoding` computes rows)
+    # [..., Q, K] with the queries the last Q of K positions (how `primer_search.lm.decoding` computes rows)
     from primitives import axes
 
     p = tf.constant(np_rng.normal(size=(2, 3, 6, 6)), tf.float32)                  # [B, m, S, S]

@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from primer_search.compiler import compile_block
-from primer_search.reference import ReferenceTransformerBlock, copy_weights, reference_for
-from primer_search.seeds import load_seed
+from primer_search.program.compiler import compile_block
+from primer_search.program.reference import ReferenceTransformerBlock, copy_weights, reference_for
+from primer_search.program.seeds import load_seed
 
 UNIT, D = 4, 32          # heads of 4, d_model 32, d_ff 128
 UNITS = (4, 13, 19)      # the attention scale 1/sqrt(head size) must follow the unit (19: tiny.yaml's)

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from conftest import FAST
-from primer_search.cli import main
+from primer_search.cli.main import main
 from primer_search.config import config_from_dict
-from primer_search.retrain import MODEL, Program, plan, prepare, retrain
-from primer_search.retrain_config import RetrainConfig
-from primer_search.seeds import load_seed
+from primer_search.program.seeds import load_seed
+from primer_search.retrain.config import RetrainConfig
+from primer_search.retrain.jobs import MODEL, Program, plan, prepare, retrain
 
 RETRAIN = {**FAST, "training": {"warmup_steps": 2, "jit_compile": False},
            "retrain": {"units": [2], "budget_kind": "steps", "budgets": [6], "seeds": 1, "curve_points": 3,
@@ -72,8 +72,8 @@ def test_two_workers_train_as_one_with_the_same_global_batch(one_worker, tmp_pat
 
 @pytest.mark.slow
 def test_a_finished_job_leaves_a_keras_model_that_reads_back(one_worker):
-    from primer_search.architecture import Architecture
-    from primer_search.training import Progress, Trainer
+    from primer_search.lm.architecture import Architecture
+    from primer_search.lm.training import Progress, Trainer
 
     out, job, result = one_worker
     model = keras.models.load_model(out / "jobs" / job.name / MODEL)
@@ -84,8 +84,8 @@ def test_a_finished_job_leaves_a_keras_model_that_reads_back(one_worker):
 
 @pytest.mark.slow
 def test_mixed_precision_trains_close_to_float32_and_saves_a_float32_model(one_worker, tmp_path):
-    from primer_search.architecture import Architecture
-    from primer_search.training import Progress, Trainer
+    from primer_search.lm.architecture import Architecture
+    from primer_search.lm.training import Progress, Trainer
 
     _, job, float32 = one_worker
     [(_, mixed)] = retrain(_config(budgets=[40], curve_points=5, mixed_precision=True), _programs("transformer"),
@@ -151,7 +151,7 @@ def test_the_retrain_command_reports_a_finished_directory_without_training_again
     ("{run}:99", "99"),
 ])
 def test_the_retrain_command_names_a_bad_program(spec, message, tmp_path, capsys):
-    from primer_search.store import RunStore
+    from primer_search.search.store import RunStore
 
     RunStore.create(tmp_path / "run", {}).close()
     spec = spec.format(run=tmp_path / "run")

@@ -1,7 +1,7 @@
 import pytest
 
 from primer_search.config import config_from_dict
-from primer_search.retrain_config import RetrainConfig, curve_fractions, job_config, load_retrain_config
+from primer_search.retrain.config import RetrainConfig, curve_fractions, job_config, load_retrain_config
 
 BASE = {"model": {"vocab_size": 258, "num_layers": 1}, "data": {"tokenizer": "bytes", "batch_tokens": 1024,
                                                                  "sequence_length": 32}}

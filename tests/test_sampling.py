@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from primer_search.architecture import Architecture
-from primer_search.calm import CalmLanguageModel
-from primer_search.macro_options import MacroOptions
-from primer_search.sampling import Sampler, sampling_speed
-from primer_search.seeds import load_seed
+from primer_search.lm.architecture import Architecture
+from primer_search.lm.calm import CalmLanguageModel
+from primer_search.lm.sampling import Sampler, sampling_speed
+from primer_search.program.macro_options import MacroOptions
+from primer_search.program.seeds import load_seed
 
 OPTIONS = {
     "token": {},

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from primer_search.scaling import Run, power_law, summarize
+from primer_search.retrain.scaling import Run, power_law, summarize
 
 
 def _run(program, size, seed, flops, losses, baseline=False, status="ok"):

@@ -10,11 +10,12 @@ import yaml
 
 from conftest import FAST
 from primer_search.config import config_from_dict
-from primer_search import hurdles
-from primer_search.dna import DNA, save_dna
-from primer_search.executors import InProcessExecutor
-from primer_search.search import Search, read_status
-from primer_search.store import RunStore
+from primer_search.program.dna import DNA
+from primer_search.program.dna_files import save_dna
+from primer_search.search import hurdles
+from primer_search.search.controller import Search, read_status
+from primer_search.search.executors import InProcessExecutor
+from primer_search.search.store import RunStore
 from test_training import exploding_dna
 
 SEARCH = {"executor": "in_process", "num_individuals": 8, "population_size": 4, "tournament_size": 2,
@@ -102,7 +103,7 @@ def test_killed_run_resumes_without_losing_or_repeating_anything(tmp_path):
     config_path.write_text(yaml.safe_dump({**FAST, "search": {**SEARCH, "num_individuals": 10}}))
     run_dir = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    controller = subprocess.Popen([sys.executable, "-m", "primer_search.cli", "run", str(config_path),
+    controller = subprocess.Popen([sys.executable, "-m", "primer_search.cli.main", "run", str(config_path),
                                    "--run-dir", str(run_dir), "--progress-every", "0.5"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -141,7 +142,7 @@ def test_status_reads_a_run_while_nobody_holds_it(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_config_runs_end_to_end_on_local_ray(tmp_path, ray_session, capsys):
-    from primer_search.cli import main
+    from primer_search.cli.main import main
 
     run_dir = tmp_path / "run"
     code = main(["run", "search_configs/tiny.yaml", "--run-dir", str(run_dir),
@@ -159,7 +160,7 @@ def test_tiny_config_runs_end_to_end_on_local_ray(tmp_path, ray_session, capsys)
 
 @pytest.mark.slow
 def test_tiny_macro_config_searches_over_the_macro_options(tmp_path, capsys):
-    from primer_search.cli import main
+    from primer_search.cli.main import main
 
     run_dir = tmp_path / "run"
     code = main(["run", "search_configs/tiny_macro.yaml", "--run-dir", str(run_dir),
@@ -184,7 +185,7 @@ def test_a_missing_seed_file_fails_before_the_run_exists(tmp_path):
 
 
 def test_non_finite_fitness_never_enters_the_population():
-    from primer_search.search import fitness_of
+    from primer_search.search.controller import fitness_of
 
     assert fitness_of({"status": "ok", "fitness": float("nan")}) is None
     assert fitness_of({"status": "ok", "fitness": 2.0}) == 2.0
@@ -196,7 +197,7 @@ def test_non_finite_fitness_never_enters_the_population():
 def fake_trial(payload, ask=None):
     """A deterministic stand-in for `run_trial`: the final fitness comes from the program's hash and the training
     seed; at each hurdle the value is a little higher, and the trial asks whether to go on."""
-    from primer_search.graph import canonical_hash
+    from primer_search.program.graph import canonical_hash
 
     dna = DNA.from_dict(payload["dna"])
     final = 1 + int(canonical_hash(dna)[:6], 16) % 1000 / 1000 + 0.01 * payload["training_seed"]
@@ -255,7 +256,7 @@ def _everything(run_dir):
 
 
 def _simulate(run_dir, monkeypatch, kill_after=None, kill_at_question=None):
-    monkeypatch.setattr("primer_search.search.run_trial", fake_trial)
+    monkeypatch.setattr("primer_search.search.controller.run_trial", fake_trial)
     search = Search.start(_simulated_config(), run_dir)
     try:
         search.run(executor=Killing(search.answer, kill_after, kill_at_question))
@@ -299,7 +300,7 @@ def test_killed_at_every_trial_boundary_the_run_resumes_to_the_same_result(tmp_p
 
 
 def test_a_trial_killed_mid_way_is_held_to_its_recorded_thresholds(tmp_path, monkeypatch):
-    monkeypatch.setattr("primer_search.search.run_trial", fake_trial)
+    monkeypatch.setattr("primer_search.search.controller.run_trial", fake_trial)
     search = Search.start(_simulated_config(), tmp_path / "run")
     seed = search.store.add_proposal(None, None, None, search.evolution.seeds[0].to_dict(), "h")
     individual = search.store.add_proposal(seed, "insert", None, search.evolution.seeds[0].to_dict(), "h2")
@@ -326,7 +327,7 @@ def test_resume_refuses_keys_that_would_mix_measurements(tmp_path, monkeypatch):
 
 
 def test_the_hill_climber_mutates_the_best_program_so_far(tmp_path, monkeypatch):
-    monkeypatch.setattr("primer_search.search.run_trial", fake_trial)
+    monkeypatch.setattr("primer_search.search.controller.run_trial", fake_trial)
     search = Search.start(_simulated_config().replace(search={"mode": "hill_climb", "max_in_flight": 1}),
                           tmp_path / "run")
     search.run(executor=Killing(search.answer))
@@ -345,7 +346,7 @@ def test_the_hill_climber_mutates_the_best_program_so_far(tmp_path, monkeypatch)
 
 
 def test_seeds_evaluated_several_times_calibrate_the_run(tmp_path, monkeypatch):
-    monkeypatch.setattr("primer_search.search.run_trial", fake_trial)
+    monkeypatch.setattr("primer_search.search.controller.run_trial", fake_trial)
     config = _simulated_config().replace(search={"seed_evaluations": 3, "num_individuals": 8})
     search = Search.start(config, tmp_path / "run")
     status = search.run(executor=Killing(search.answer))
@@ -362,9 +363,9 @@ def test_seeds_evaluated_several_times_calibrate_the_run(tmp_path, monkeypatch):
 
 
 def test_the_status_counts_programs_better_than_the_seed_beyond_the_noise(tmp_path, monkeypatch):
-    from primer_search.calibration import promotion_margin
+    from primer_search.search.calibration import promotion_margin
 
-    monkeypatch.setattr("primer_search.search.run_trial", fake_trial)
+    monkeypatch.setattr("primer_search.search.controller.run_trial", fake_trial)
     search = Search.start(_simulated_config().replace(search={"seed_evaluations": 3}), tmp_path / "run")
     status = search.run(executor=Killing(search.answer))
     search.close()

@@ -5,12 +5,11 @@ import random
 import pytest
 
 import primitives
-from primer_search.config import OP_FAMILY_NAMES, OpFamilyWeights, SearchPriors
-from primer_search.dna import DNA, Instruction, Subprogram
-from primer_search.graph import canonical_hash, lower
-from primer_search.search_space import OP_FAMILIES, family_of, live_wires, new_instruction, op_draw, \
-    random_dna, random_instruction
-from primer_search.seeds import SEED_NAMES, load_seed
+from primer_search.program.dna import DNA, Instruction, Subprogram
+from primer_search.program.graph import canonical_hash, lower
+from primer_search.program.search_space import OP_FAMILIES, OP_FAMILY_NAMES, OpFamilyWeights, SearchPriors, \
+    family_of, live_wires, new_instruction, op_draw, random_dna, random_instruction
+from primer_search.program.seeds import SEED_NAMES, load_seed
 
 UNIFORM = SearchPriors(preset="uniform")
 
@@ -99,7 +98,7 @@ def test_inputs_restrict_input_1():
 
 def _splice(dna, op, s, p, state):
     """The DNA with op(h`state`) inserted at position p of subprogram s, spliced into its wire."""
-    from primer_search.mutations import _add
+    from primer_search.search.mutations import _add
     programs = _programs(dna)
     programs[s] = _add(programs[s], p, Instruction(op, in1=state))
     return dna.replace(subprograms=tuple(Subprogram(tuple(ins), sp.name) for ins, sp in zip(programs,

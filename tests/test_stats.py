@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from primer_search import stats
+from primer_search.search import stats
 
 
 @pytest.mark.parametrize("a, b, x", [(1, 1, 0.3), (3, 1, 0.7), (1, 4, 0.2), (2, 3, 0.4), (0.5, 0.5, 0.3),

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from primer_search.store import AlreadyRecorded, RunInUse, RunStore
+from primer_search.search.store import AlreadyRecorded, RunInUse, RunStore
 
 CONFIG = {"search": {"population_size": 4, "seed": 0}, "training": {"budget": 4}}
 DNA = {"format_version": 1, "name": "tiny", "subprograms": [{"name": "main", "instructions": []}]}
@@ -185,7 +185,7 @@ def test_a_transaction_is_all_or_nothing(store):
 
 CHILD = textwrap.dedent("""
     import random, sys, time
-    from primer_search.store import RunStore
+    from primer_search.search.store import RunStore
     store = RunStore.create(sys.argv[1], {"search": {"seed": 7}})
     rng = random.Random(7)
     ids = []
@@ -231,7 +231,8 @@ def test_a_killed_controller_loses_nothing_committed_and_frees_the_lock(tmp_path
 
 
 def test_the_store_imports_no_tensorflow():
-    code = "import sys, primer_search.store; print(sorted(m for m in sys.modules if 'tensorflow' in m or 'keras' in m))"
+    code = ("import sys, primer_search.search.store; "
+            "print(sorted(m for m in sys.modules if 'tensorflow' in m or 'keras' in m))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.replace("'", '"')) == []
 

@@ -5,8 +5,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from primer_search.corpora import pydoc_source
-from primer_search.tokenizer import BYTE_VOCAB_SIZE, EOS_ID, PAD_ID, ByteTokenizer, subword_tokenizer
+from primer_search.lm.corpora import pydoc_source
+from primer_search.lm.tokenizer import BYTE_VOCAB_SIZE, EOS_ID, PAD_ID, ByteTokenizer, subword_tokenizer
 
 
 def test_bytes_are_offset_past_the_specials():
@@ -58,8 +58,8 @@ def test_parallel_workers_train_once(tmp_path):
     """Two processes asking at once: one trains (slowly, holding the lock), the other waits and loads."""
     script = textwrap.dedent(f"""
         import sys, time
-        from primer_search.corpora import pydoc_source
-        from primer_search.tokenizer import subword_tokenizer
+        from primer_search.lm.corpora import pydoc_source
+        from primer_search.lm.tokenizer import subword_tokenizer
         source = pydoc_source()
         def documents():
             with open({str(tmp_path / 'trained.log')!r}, 'a') as log:

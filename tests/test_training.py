@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 
-from primer_search.data import load_data
-from primer_search.dna import DNA, Instruction, Subprogram
-from primer_search.model import build_model
-from primer_search.seeds import load_seed
-from primer_search.training import Diverged, EvaluationTimeout, Trainer, WarmupRsqrt
+from primer_search.lm.data import load_data
+from primer_search.lm.model import build_model
+from primer_search.lm.training import Diverged, EvaluationTimeout, Trainer, WarmupRsqrt
+from primer_search.program.dna import DNA, Instruction, Subprogram
+from primer_search.program.seeds import load_seed
 
 
 def test_schedule_warms_up_linearly_then_decays_as_rsqrt():

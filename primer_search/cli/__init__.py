@@ -1,0 +1,1 @@
+"""The `primer-search` command line: a thin layer over the library."""

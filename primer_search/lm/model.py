@@ -1,0 +1,188 @@
+"""The language model around compiled blocks, and the rule that sizes it into a parameter band.
+
+Shape glossary: B batch, S sequence, d model width (= width_units x unit), V vocabulary.
+The program covers the block only (as in the paper): token embedding, position information, final
+normalization and the output projection are fixed parts of the model. With the DNA's Mixture-of-Depths option the
+blocks that `mod.routed_layers` selects are wrapped in a `mod.MixtureOfDepths` router (training routes the top-k
+tokens, evaluation routes causally; see `primer_search.lm.mod`).
+
+Training and evaluation go through two methods that every language model of the project has (this one, CALM's
+and MEGABYTE's), so the trainer needs no knowledge of the macro-options:
+    training_loss(inputs, targets)    the scalar to minimize (mean token cross-entropy plus any auxiliary loss)
+    validation_sums(inputs, targets)  {"nll": summed NLL over non-PAD targets, ...}: sums over a batch that the
+                                      evaluation adds up (MoD adds "routed": tokens routed per routed block)
+
+Sizing rule: every relative dimension of the DNA is multiplied by one size unit, and the block width is
+`width_units` units. The unit is the largest integer in [1, max_unit] whose whole-model parameter count
+(embeddings + num_layers blocks + final norm + head) is at most the band's upper end; if that count is below the
+band's lower end the DNA cannot be sized into the band and a `SizingError` says so. Parameter counts grow with the
+unit, so the choice is a deterministic binary search over exact counts (`Graph.parameter_count`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from primer_search.config import ModelConfig
+from primer_search.lm import mod
+from primer_search.lm.tokenizer import PAD_ID
+from primer_search.program.compiler import CompiledBlock
+from primer_search.program.dna import DNA
+from primer_search.program.graph import Graph, lower
+
+
+def cross_entropy(logits, targets):
+    """Per-token negative log-likelihood in nats [B, L], zero where the target is padding."""
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
+    return nll * tf.cast(targets != PAD_ID, tf.float32)
+
+
+class SizingError(ValueError):
+    """No size unit puts the model inside the configured parameter band."""
+
+
+def routed(dna: DNA, num_layers: int) -> list[bool]:
+    """Which blocks the DNA's Mixture-of-Depths option routes (none when it is disabled)."""
+    options = dna.macro_options.mixture_of_depths
+    return mod.routed_layers(options.route_pattern, num_layers) if options.enabled else [False] * num_layers
+
+
+def parameter_count(graph: Graph, config: ModelConfig, unit: int) -> int:
+    """Exact trainable parameter count of the whole language model at this unit (MoD routers included)."""
+    d = config.width_units * unit
+    embedding = config.vocab_size * d
+    head = 0 if config.tie_embeddings else d * config.vocab_size + config.vocab_size
+    routing, options = 0, graph.macro_options["mixture_of_depths"]     # the DNA's options, as a dict
+    if options["enabled"]:
+        routing = sum(mod.routed_layers(options["route_pattern"], config.num_layers)) * mod.routing_parameters(
+            d, options["causal_fix"])
+    return embedding + config.num_layers * graph.parameter_count(unit) + 2 * d + head + routing
+
+
+def search_unit(count: Callable[[int], int], config: ModelConfig) -> int:
+    """The largest unit in [1, max_unit] whose parameter `count(unit)` is at most the band's upper end (a binary
+    search: counts grow with the unit); a `SizingError` when even that is outside the band."""
+    low, high = config.param_band
+    if count(1) > high:
+        raise SizingError(f"model has {count(1):,} parameters at the smallest unit (1), "
+                          f"above the band's upper end {high:,}; lower vocab_size or num_layers, or widen the band")
+    lo, hi = 1, config.max_unit
+    while lo < hi:  # largest unit with count <= high
+        mid = (lo + hi + 1) // 2
+        if count(mid) <= high:
+            lo = mid
+        else:
+            hi = mid - 1
+    total = count(lo)
+    if total < low:
+        raise SizingError(f"model has {total:,} parameters at unit {lo} (the largest unit allowed, max_unit="
+                          f"{config.max_unit}, or the largest under {high:,}); below the band's lower end {low:,}")
+    return lo
+
+
+def choose_unit(dna: DNA, config: ModelConfig) -> int:
+    """The size unit that puts the model in `config.param_band` (see the module docstring)."""
+    graph = lower(dna, config.width_units)
+    return search_unit(lambda unit: parameter_count(graph, config, unit), config)
+
+
+def positional_encoding(length: tf.Tensor, d: int) -> tf.Tensor:
+    """Sinusoidal position signal [S, d] (Vaswani et al. 2017), defined for any length."""
+    positions = tf.cast(tf.range(length), tf.float32)[:, None]                   # [S, 1]
+    rates = np.exp(-math.log(10_000.0) * np.arange(0, d, 2) / d).astype(np.float32)  # [d/2]
+    angles = positions * rates[None, :]                                         # [S, d/2]
+    signal = tf.stack([tf.sin(angles), tf.cos(angles)], axis=-1)                 # [S, d/2, 2]
+    return tf.reshape(signal, [length, 2 * len(rates)])[:, :d]                   # [S, d]
+
+
+class NextTokenLosses:
+    """`training_loss` and `validation_sums` of a Keras model whose call maps tokens [B, S] to next-token logits
+    [B, S, V] (see the module docstring)."""
+
+    def training_loss(self, tokens, targets) -> tf.Tensor:
+        """Mean cross-entropy over all B*S positions (PAD targets count zero), plus the layers' auxiliary losses."""
+        loss = tf.reduce_mean(cross_entropy(self(tokens, training=True), targets))
+        return loss + tf.add_n(self.losses) if self.losses else loss
+
+    def validation_sums(self, tokens, targets) -> dict[str, tf.Tensor]:
+        return {"nll": tf.reduce_sum(cross_entropy(self(tokens, training=False), targets))}
+
+
+@keras.saving.register_keras_serializable(package="primer_search")
+class LanguageModel(NextTokenLosses, keras.Model):
+    """Decoder-only LM: embedding + sinusoidal positions, N compiled blocks, final layer norm, vocab head."""
+
+    def __init__(self, dna, unit: int, vocab_size: int, num_layers: int, width_units: int = 8,
+                 tie_embeddings: bool = True, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.dna = dna if isinstance(dna, DNA) else DNA.from_dict(dna)
+        self.unit, self.vocab_size, self.num_layers = unit, vocab_size, num_layers
+        self.width_units, self.tie_embeddings, self.seed = width_units, tie_embeddings, seed
+        self.d_model = width_units * unit
+        init = keras.initializers.RandomNormal(stddev=self.d_model ** -0.5, seed=seed)
+        self.embedding = keras.layers.Embedding(vocab_size, self.d_model, embeddings_initializer=init,
+                                                name="embedding")
+        options = self.dna.macro_options.mixture_of_depths
+        self.blocks = []
+        for i, is_routed in enumerate(routed(self.dna, num_layers)):
+            block = CompiledBlock(self.dna, unit=unit, width_units=width_units, seed=seed + 1 + i, name=f"block_{i}")
+            if is_routed:
+                block = mod.MixtureOfDepths.from_options(block, options, seed=seed + 1 + i, name=f"routed_{i}")
+            self.blocks.append(block)
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
+        self.head = None if tie_embeddings else keras.layers.Dense(
+            vocab_size, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), name="head")
+
+    def call(self, tokens, training=None):                                # tokens: [B, S] int
+        x = self.embed(tokens)                                            # [B, S, d]
+        for block in self.blocks:
+            x = block(x, training=training)                               # [B, S, d]
+        return self.project(x)                                            # [B, S, V]
+
+    def embed(self, tokens) -> tf.Tensor:                                  # tokens: [B, S] int
+        x = self.embedding(tokens) * math.sqrt(self.d_model)              # [B, S, d]
+        return x + tf.cast(positional_encoding(tf.shape(tokens)[1], self.d_model), x.dtype)[None]
+
+    def project(self, h) -> tf.Tensor:                                     # h: [B, S, d]
+        """The output projection: final norm, then the tied embedding or the head -> [B, S, V]."""
+        h = self.final_norm(h)
+        if self.head is not None:
+            return self.head(h)
+        return tf.matmul(h, tf.cast(self.embedding.embeddings, h.dtype), transpose_b=True)
+
+    def validation_sums(self, tokens, targets) -> dict[str, tf.Tensor]:
+        """Sums over the non-PAD targets of a batch: "nll" (nats) and, when blocks route, "routed" (tokens the
+        routed blocks pass through their block, averaged over those blocks)."""
+        mask = tf.cast(targets != PAD_ID, tf.float32)                     # [B, S]
+        x, routed_counts = self.embed(tokens), []
+        for block in self.blocks:
+            if isinstance(block, mod.MixtureOfDepths):
+                x, routed_mask = block.evaluate(x)
+                routed_counts.append(tf.reduce_sum(tf.cast(routed_mask, tf.float32) * mask))
+            else:
+                x = block(x, training=False)
+        sums = {"nll": tf.reduce_sum(cross_entropy(self.project(x), targets))}
+        if routed_counts:
+            sums["routed"] = tf.add_n(routed_counts) / len(routed_counts)
+        return sums
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dna=self.dna.to_dict(), unit=self.unit, vocab_size=self.vocab_size,
+                      num_layers=self.num_layers, width_units=self.width_units,
+                      tie_embeddings=self.tie_embeddings, seed=self.seed)
+        return config
+
+
+def build_model(dna: DNA, config: ModelConfig, seed: int = 0, unit: int | None = None) -> LanguageModel:
+    """A built LanguageModel sized into the config's parameter band (or at an explicit unit)."""
+    unit = choose_unit(dna, config) if unit is None else unit
+    model = LanguageModel(dna, unit=unit, vocab_size=config.vocab_size, num_layers=config.num_layers,
+                          width_units=config.width_units, tie_embeddings=config.tie_embeddings, seed=seed)
+    model(tf.zeros([1, 1], tf.int32))
+    return model

@@ -1,0 +1,1 @@
+"""Programs: the DNA, its paper-style listing, lowering to a live graph, compiling to a Keras block, and its cost."""

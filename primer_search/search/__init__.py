@@ -1,0 +1,1 @@
+"""The search: mutations, evolution, hurdles, the cache, the run store, executors, the controller and its reports."""

@@ -1,0 +1,300 @@
+"""Confirmation, the Primer paper's selection protocol: retrain a run's best programs and its seeds longer, with
+several training seeds, on text the search never ranked on, and compare them with the seeds.
+
+`confirm(run_dir, k, seeds, budget_multiplier)` takes the top `k` programs of a run (distinct canonical hashes,
+status ok, by search fitness, the seeds' own programs left out) and the run's seed programs (the individuals
+without parent), and trains each with the same `seeds` training seeds (training.seed + SEED_OFFSET + 1, + 2, ...:
+paired, and never the seed a search evaluated with) at `budget_multiplier` x the search's budget (same kind),
+measuring the data config's test split (`data.evaluation: test`) at every 5% of the budget and at the end.
+Each training is stored in the run store (`RunStore.record_confirmation`) as it finishes, keyed by
+(individual, training seed, multiplier, setup): the setup names the trial config apart from the seed (model,
+data, training), so a re-run reuses what is stored and trains only what is missing.
+
+Reported per program: the mean and 95% t confidence interval of the final metric (`search.metric`) over the
+training seeds; against each seed program, per training seed, the speedup factor (So et al. 2021, section 4): the
+training compute (steps x batch tokens x FLOPs per token) the seed spent to reach its final quality, divided by
+the compute the program needs to reach that quality, read off the program's curve by linear interpolation
+between the points around its first crossing. It is a lower bound when the program is better already at its
+first point, an upper bound (seed compute / program's total) when it never gets there. Their mean and CI, and
+the two-sided paired t-test of the final metric (program against seed, paired by training seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Callable, Sequence
+
+from primer_search.config import Config, config_from_dict
+from primer_search.program.dna import DNA
+from primer_search.search import stats
+from primer_search.search.store import REUSABLE_STATUSES, ConfirmationRecord, RunInUse, RunStore
+from primer_search.search.trial import run_evaluations
+
+CURVE_FRACTIONS = tuple(i / 20 for i in range(1, 20))   # a test-split point every 5% of the budget
+SEED_OFFSET = 10_000          # confirmation training seeds: training.seed + SEED_OFFSET + 1 ... + S
+LEVEL = 0.95                  # of the confidence intervals
+
+
+# -- the speedup factor on curves --------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Speedup:
+    value: float
+    kind: str          # "at": reached on the curve; "lower_bound": better at its first point; "upper_bound": never
+
+
+def compute_to_reach(curve: Sequence[dict], target: float, metric: str,
+                     compute_key: str = "flops") -> tuple[str, float]:
+    """("at", c): the compute (`compute_key` of the points) where the curve first reaches `target` (at most), by
+    linear interpolation; ("before", c): already there at its first point c; ("never", c): never, c being its
+    total compute."""
+    previous = None
+    for point in curve:
+        compute, value = point[compute_key], point[metric]
+        if value <= target:
+            if previous is None:
+                return "before", compute
+            c0, v0 = previous
+            return "at", c0 + (compute - c0) * (v0 - target) / (v0 - value)
+        previous = (compute, value)
+    return "never", curve[-1][compute_key]
+
+
+def speedup_factor(seed_curve: Sequence[dict], program_curve: Sequence[dict], metric: str) -> Speedup:
+    """The compute the seed spent to reach its final `metric` over the compute the program needs to reach it."""
+    target, spent = seed_curve[-1][metric], seed_curve[-1]["flops"]
+    kind, compute = compute_to_reach(program_curve, target, metric)
+    return Speedup(spent / compute, {"at": "at", "before": "lower_bound", "never": "upper_bound"}[kind])
+
+
+def curve_of(result: dict) -> list[dict]:
+    """The points of a result: its checkpoints, then the end; compute = steps x batch tokens x FLOPs per token.
+    A checkpoint at the same step as a later point is dropped (short budgets)."""
+    if not result.get("steps") or not result.get("flops_per_token"):
+        return []
+    per_step = result["tokens_seen"] / result["steps"] * result["flops_per_token"]
+    points = [*result.get("checkpoints", ())]
+    if result.get("status") == "ok":
+        points.append({"step": result["steps"], "train_seconds": result["train_seconds"],
+                       "validation_loss": result["validation_loss"], "bits_per_byte": result["bits_per_byte"]})
+    curve = [{"step": p["step"], "flops": p["step"] * per_step, "train_seconds": p["train_seconds"],
+              "validation_loss": p["validation_loss"], "bits_per_byte": p["bits_per_byte"]} for p in points]
+    return [p for p, after in zip(curve, curve[1:] + [None]) if after is None or after["step"] != p["step"]]
+
+
+# -- the summary -------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """A program against one seed program, paired by training seed."""
+
+    seed_id: int
+    speedups: tuple[Speedup | None, ...]     # per training seed (None: either training failed)
+    speedup_mean: float | None
+    speedup_ci: float | None                 # half width
+    difference: float | None                 # mean of program - seed, final metric
+    p_value: float | None                    # two-sided paired t-test
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """(lower bounds, upper bounds) among the speedups."""
+        kinds = [s.kind for s in self.speedups if s is not None]
+        return kinds.count("lower_bound"), kinds.count("upper_bound")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramConfirmation:
+    individual_id: int
+    role: str                                # "seed" or "top"
+    canonical_hash: str | None
+    search_fitness: float | None
+    values: tuple[float | None, ...]         # final metric per training seed (None: not ok)
+    statuses: tuple[str | None, ...]         # per training seed (None: not trained yet)
+    mean: float | None
+    ci: float | None                         # half width of the 95% t interval
+    comparisons: tuple[Comparison, ...]      # against each seed program (none for a seed itself)
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirmation:
+    metric: str
+    budget_multiplier: float
+    budget: float                            # the confirmation budget: search budget x multiplier
+    budget_kind: str
+    test_split: str                          # e.g. "data.test_fraction 0.1"
+    training_seeds: tuple[int, ...]
+    programs: tuple[ProgramConfirmation, ...]
+    trained: int = 0                         # trainings run by this call
+    reused: int = 0                          # stored trainings reused
+
+    def program(self, individual_id: int) -> ProgramConfirmation | None:
+        return next((p for p in self.programs if p.individual_id == individual_id), None)
+
+
+def _compare(program: dict, seed: dict, seed_id: int, metric: str, training_seeds) -> Comparison:
+    """`program`, `seed`: training seed -> ConfirmationRecord."""
+    speedups, a, b = [], [], []
+    for s in training_seeds:
+        p, q = program.get(s), seed.get(s)
+        if p is None or q is None or p.status != "ok" or q.status != "ok" or not p.curve or not q.curve:
+            speedups.append(None)
+            continue
+        speedups.append(speedup_factor(q.curve, p.curve, metric))
+        a.append(getattr(p, metric))
+        b.append(getattr(q, metric))
+    values = [s.value for s in speedups if s is not None]
+    test = stats.paired_t_test(a, b)
+    return Comparison(seed_id, tuple(speedups), stats.mean(values) if values else None,
+                      stats.confidence_half_width(values, LEVEL),
+                      stats.mean([x - y for x, y in zip(a, b)]) if a else None, None if test is None else test[1])
+
+
+def summarize(records: Sequence[ConfirmationRecord], individuals, metric: str, training_seeds: Sequence[int],
+              budget: tuple[float, float, str], test_split: str) -> Confirmation:
+    """The confirmation of stored trainings of `individuals` (store Individuals; the seeds are those without a
+    parent); `budget` is (multiplier, confirmation budget, budget kind)."""
+    by_program: dict[int, dict[int, ConfirmationRecord]] = {}
+    for record in records:
+        by_program.setdefault(record.individual_id, {})[record.training_seed] = record
+    seeds = [i.id for i in individuals if i.parent_id is None]
+    programs = []
+    for ind in individuals:
+        runs = by_program.get(ind.id, {})
+        values = [getattr(runs[s], metric) if s in runs and runs[s].status == "ok" else None for s in training_seeds]
+        measured = [v for v in values if v is not None]
+        comparisons = () if ind.parent_id is None else tuple(
+            _compare(runs, by_program.get(seed, {}), seed, metric, training_seeds) for seed in seeds)
+        programs.append(ProgramConfirmation(
+            ind.id, "seed" if ind.parent_id is None else "top", ind.canonical_hash, ind.fitness, tuple(values),
+            tuple(runs[s].status if s in runs else None for s in training_seeds),
+            stats.mean(measured) if measured else None, stats.confidence_half_width(measured, LEVEL), comparisons))
+    multiplier, amount, kind = budget
+    return Confirmation(metric, multiplier, amount, kind, test_split, tuple(training_seeds), tuple(programs))
+
+
+# -- running it ---------------------------------------------------------------------------------------------------
+
+def describe_test_split(config: Config) -> str:
+    data = config.data
+    if data.test_files:
+        return f"data.test_files {list(data.test_files)}"
+    if data.test_split:
+        return f"data.test_split {data.test_split!r}"
+    return f"data.test_fraction {data.test_fraction:g}"
+
+
+def trial_config(config: Config, multiplier: float, training_seed: int) -> Config:
+    """The config a confirmation trains under: `multiplier` x the budget and its time limits, a point every 5%,
+    measured on the test split; no hurdles (nothing is stopped)."""
+    def scaled(limit):
+        return None if limit is None else limit * multiplier
+
+    return config.replace(
+        training={"budget": config.training.budget * multiplier, "checkpoints": list(CURVE_FRACTIONS),
+                  "seed": training_seed, "timeout_seconds": scaled(config.training.timeout_seconds)},
+        data={"evaluation": "test"},
+        search={"hurdles": 0, "trial_timeout_seconds": scaled(config.search.trial_timeout_seconds)})
+
+
+def setup_key(config: Config) -> str:
+    """A name of what a confirmation measures apart from the training seed: the model, data and training keys
+    (where files are cached, the seed and the time limits left out)."""
+    data = config.to_dict()
+    for section, keys in (("data", ("cache_dir", "tfds_data_dir")),
+                          ("training", ("seed", "timeout_seconds", "memory_limit_gb"))):
+        for key in keys:
+            data[section].pop(key, None)
+    text = json.dumps({key: data[key] for key in ("model", "data", "training")}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def select_programs(store: RunStore, k: int) -> list:
+    """The run's seed programs (distinct hashes, id order), then its top `k` other programs by fitness."""
+    chosen, hashes = [], set()
+    for ind in store.individuals_without_parent():
+        if ind.canonical_hash not in hashes:
+            chosen.append(ind)
+            hashes.add(ind.canonical_hash)
+    n = 4 * k
+    while True:
+        rows = store.top(n)
+        top = []
+        for ind in rows:
+            if ind.canonical_hash not in hashes and all(t.canonical_hash != ind.canonical_hash for t in top):
+                top.append(ind)
+        if len(top) >= k or len(rows) < n:
+            return chosen + top[:k]
+        n *= 4
+
+
+def _open(run_dir) -> RunStore:
+    try:
+        return RunStore.open(run_dir, lock=True)
+    except RunInUse as err:
+        raise ValueError(f"{err}; confirm writes to the run store, so it waits until the search has stopped") \
+            from None
+
+
+def confirm(run_dir, k: int = 5, seeds: int = 5, budget_multiplier: float = 1.0, overrides=(), executor=None,
+            on_result: Callable[[int, int, dict], None] | None = None) -> Confirmation:
+    """Retrain the top `k` programs of the run and its seeds (see the module docstring) and summarize;
+    `on_result(individual_id, training_seed, result)` is called as each training finishes."""
+    for name, value, least in (("k", k, 1), ("seeds", seeds, 1)):
+        if value < least:
+            raise ValueError(f"{name}: found {value}, expected at least {least}")
+    if not budget_multiplier > 0:
+        raise ValueError(f"budget multiplier: found {budget_multiplier}, expected a positive number")
+    with _open(run_dir) as store:
+        config = config_from_dict(store.config, overrides)
+        if not config.data.has_test_split:
+            keys = " or ".join(f"--set data.{key}=..." for key in config.data.TEST_SPLIT_KEYS[config.data.source])
+            example = {"pydoc": "0.1", "text_files": "0.1", "lm1b": "test"}[config.data.source]
+            raise ValueError(f"{run_dir}: its config (data.source: {config.data.source}) has no test split to confirm "
+                             f"on; expected {keys} (e.g. {keys.split(' or ')[0].replace('...', example)})")
+        programs = select_programs(store, k)
+        training_seeds = [config.training.seed + SEED_OFFSET + i for i in range(1, seeds + 1)]
+        configs = {s: trial_config(config, budget_multiplier, s) for s in training_seeds}
+        setup = setup_key(configs[training_seeds[0]])
+        stored = {(r.individual_id, r.training_seed) for r in store.confirmations(setup, budget_multiplier)
+                  if r.status in REUSABLE_STATUSES}
+        todo = [(ind, s) for s in training_seeds for ind in programs if (ind.id, s) not in stored]
+        jobs = [(DNA.from_dict(ind.dna), configs[s]) for ind, s in todo]
+
+        trial = configs[training_seeds[0]].training
+        split = describe_test_split(config)
+        if not any(store.config.get("data", {}).get(key) for key in ("test_fraction", "test_files", "test_split")):
+            split += ", set for confirm: the search trained on it, never ranked on it"
+        store.meta_set(f"confirmation:{setup}:{budget_multiplier:g}",
+                       {"training_seeds": training_seeds, "test_split": split,
+                        "budget": trial.budget, "budget_kind": trial.budget_kind, "metric": config.search.metric})
+
+        def record(index: int, result: dict) -> None:
+            ind, s = todo[index]
+            store.record_confirmation(ind.id, s, budget_multiplier, setup, result, curve_of(result))
+            if on_result is not None:
+                on_result(ind.id, s, result)
+
+        if jobs:
+            run_evaluations(config.search, jobs, executor, record)
+        summary = summarize(store.confirmations(setup, budget_multiplier), programs, config.search.metric,
+                            training_seeds, (budget_multiplier, trial.budget, trial.budget_kind), split)
+    return dataclasses.replace(summary, trained=len(todo), reused=len(programs) * seeds - len(todo))
+
+
+def stored_confirmation(store: RunStore) -> Confirmation | None:
+    """The latest confirmation stored in a run (its setup and multiplier), for `top` and `show`; None if none."""
+    records = store.confirmations()
+    if not records:
+        return None
+    last = records[-1]
+    info = store.meta_get(f"confirmation:{last.setup}:{last.budget_multiplier:g}")
+    if info is None:
+        return None
+    records = [r for r in records if (r.setup, r.budget_multiplier) == (last.setup, last.budget_multiplier)]
+    ids = sorted({r.individual_id for r in records})
+    individuals = sorted((store.individual(i) for i in ids),
+                         key=lambda i: (i.parent_id is not None, i.fitness is None, i.fitness or 0.0, i.id))
+    return summarize(records, individuals, info["metric"], info["training_seeds"],
+                     (last.budget_multiplier, info["budget"], info["budget_kind"]), info["test_split"])

@@ -1,0 +1,65 @@
+"""Halving hurdles (So et al. 2021, appendix A.3): stop weak candidates early, at points of equal compute.
+
+With H hurdles at budget fractions (2^i - 1) / (2^(H+1) - 1), i = 1..H (for H = 4: 1/31, 3/31, 7/31, 15/31),
+each band between consecutive hurdles costs the same expected compute when half the candidates pass each hurdle.
+At hurdle i a candidate goes on only if its fitness there is in the better half of the fitnesses recorded at that
+hurdle by the most recent `window` individuals (lower is better: at most their median). Until `MIN_RECORDS`
+fitnesses are recorded at a hurdle, everyone passes it. A candidate that stops keeps the fitness it had there.
+
+The threshold is taken when a trial reaches the hurdle, from every record so far (the search controller answers
+the trial's question, `primer_search.search.controller`). Hurdles must fall after the learning-rate warmup and after a
+minimum number of steps (`placement_error`): earlier, losses mostly measure the initialization.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Sequence
+
+MIN_RECORDS = 4
+
+
+def hurdle_fractions(count: int) -> tuple[float, ...]:
+    """The budget fractions of `count` hurdles."""
+    total = 2 ** (count + 1) - 1
+    return tuple((2 ** i - 1) / total for i in range(1, count + 1))
+
+
+def hurdle_steps(count: int, total_steps: float) -> list[int]:
+    """The training step at which each hurdle falls in a run of `total_steps` (the first step whose budget
+    fraction reaches the hurdle's)."""
+    return [max(1, math.ceil(f * total_steps - 1e-9)) for f in hurdle_fractions(count)]
+
+
+def placement_error(count: int, total_steps: float, warmup_steps: int, min_steps: int) -> str | None:
+    """Why hurdles at these steps cannot rank programs, or None: each must fall at or after both the warmup and
+    `min_steps`."""
+    steps = hurdle_steps(count, total_steps)
+    floor = max(warmup_steps, min_steps)
+    if not steps or steps[0] >= floor:
+        return None
+    fractions = ", ".join(f"{f:.3g}" for f in hurdle_fractions(count))
+    early = [s for s in steps if s < floor]
+    return (f"search.hurdles: {count} hurdles at budget fractions {fractions} of {total_steps:,.0f} training steps "
+            f"fall at steps {', '.join(map(str, steps))}; {len(early)} before step {floor} (training.warmup_steps "
+            f"{warmup_steps}, search.min_hurdle_steps {min_steps}); expected a budget of at least "
+            f"{math.ceil(floor / hurdle_fractions(count)[0]):,} steps, a shorter warmup or fewer hurdles")
+
+
+def threshold(recent: Sequence[float]) -> float | None:
+    """The fitness a candidate must not exceed at a hurdle, from the recent records there (None: no hurdle yet)."""
+    if len(recent) < MIN_RECORDS:
+        return None
+    return statistics.median(recent)
+
+
+def passes(fitness: float, limit: float | None) -> bool:
+    return limit is None or fitness <= limit
+
+
+def compute_saved(stopped_fractions: Sequence[float], completed: int) -> float:
+    """The share of training compute the hurdles saved: budget not spent by stopped trials over budget without
+    hurdles, given the fractions at which trials stopped and the number of trials trained to the end."""
+    trials = len(stopped_fractions) + completed
+    return sum(1.0 - f for f in stopped_fractions) / trials if trials else 0.0

@@ -1,0 +1,79 @@
+"""A search's progress from its run store: what `primer-search status` and the progress line show."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from primer_search.config import config_from_dict
+from primer_search.search import hurdles
+from primer_search.search.store import MEASURED, RunStore
+
+
+@dataclasses.dataclass
+class Status:
+    done: int
+    in_flight: int
+    target: int
+    by_status: dict
+    best: tuple[int, float] | None           # (id, fitness)
+    evaluations_per_hour: float
+    cache_hits: int
+    hurdle_stops: int
+    hurdle_compute_saved: float              # share of training compute
+    compute_factor: float = 1.0              # individuals per full training budget spent (hurdles and cache)
+    noise: tuple[float, int] | None = None   # the first seed's final metric: (standard deviation, evaluations)
+    improvements: int | None = None          # programs better than the seed beyond the promotion margin
+
+    @property
+    def cache_hit_rate(self) -> float:
+        return self.cache_hits / self.done if self.done else 0.0
+
+    def line(self) -> str:
+        failed = sum(n for s, n in self.by_status.items() if s not in MEASURED)
+        best = f"{self.best[1]:.4f} (#{self.best[0]})" if self.best else "-"
+        return (f"search: done {self.done}/{self.target}  in flight {self.in_flight}  failed {failed}  "
+                f"best {best}  {self.evaluations_per_hour:.0f} evals/h  cache hits {self.cache_hits}  "
+                f"hurdle stops {self.hurdle_stops} (saved {self.hurdle_compute_saved:.0%})  "
+                f"compute saved {self.compute_factor:.1f}x"
+                + (f"  noise {self.noise[0]:.4f} ({self.noise[1]} seeds)  better than the seed "
+                   f"{self.improvements}" if self.noise else ""))
+
+
+def read_status(store: RunStore, since: float | None = None, done_before: int = 0) -> Status:
+    """The status of a run from its store (works while a controller runs)."""
+    counts = store.counts()
+    config = config_from_dict(store.config)
+    top = store.top(1)
+    elapsed = time.time() - (since if since is not None else store.meta_get("created_at"))
+    rate = (counts["done"] - done_before) / elapsed * 3600 if elapsed > 0 else 0.0
+    completed = store.completed()
+    trained = sum(1 for row in completed if row.status == "ok" and row.cached_from is None)
+    spent = sum(row.metrics.get("budget_fraction") or 0.0 for row in completed if row.cached_from is None)
+    calibration = store.meta_get("calibration")
+    final = calibration["programs"][0]["final"] if calibration else None
+    improvements = _improvements(completed, final) if final and final["std"] is not None else None
+    return Status(done=counts["done"], in_flight=counts["proposed"] - counts["done"],
+                  target=config.search.num_individuals, by_status=counts["by_status"],
+                  best=(top[0].id, top[0].fitness) if top else None, evaluations_per_hour=rate,
+                  cache_hits=counts["cache_hits"], hurdle_stops=counts["hurdle_stops"],
+                  hurdle_compute_saved=hurdles.compute_saved(store.stopped_fractions(), trained),
+                  compute_factor=counts["done"] / spent if spent > 0 else 1.0,
+                  noise=(final["std"], final["runs"]) if final and final["std"] is not None else None,
+                  improvements=improvements)
+
+
+def _improvements(completed, final: dict) -> int:
+    """Programs (children, with their re-evaluations) whose mean beats the seed's calibrated mean by more than
+    the promotion margin for their number of evaluations (`calibration.promotion_margin`)."""
+    from primer_search.search.calibration import promotion_margin
+
+    programs: dict[int, list] = {}                       # root -> [evaluations, latest mean]
+    for row in completed:
+        if row.parent_id is None or row.status != "ok" or row.fitness is None:
+            continue
+        program = programs.setdefault(row.repeat_of or row.id, [0, row.fitness])
+        program[0] += row.cached_from is None
+        program[1] = row.fitness
+    return sum(1 for n, mean in programs.values()
+               if n and mean < final["mean"] - promotion_margin(final["std"], final["runs"], n))
