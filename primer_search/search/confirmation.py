@@ -29,7 +29,8 @@ from typing import Callable, Sequence
 from primer_search.config import Config, config_from_dict
 from primer_search.program.dna import DNA
 from primer_search.search import stats
-from primer_search.search.store import REUSABLE_STATUSES, ConfirmationRecord, RunInUse, RunStore
+from primer_search.search.run_database import RunInUse
+from primer_search.search.store import REUSABLE_STATUSES, ConfirmationRecord, RunStore
 from primer_search.search.trial import run_evaluations
 
 CURVE_FRACTIONS = tuple(i / 20 for i in range(1, 20))   # a test-split point every 5% of the budget
