@@ -38,9 +38,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from primer_search.program import dna as dna_module, graph  # noqa: E402
-
 from primer_search.config import MutationWeights, SearchConfig  # noqa: E402
+from primer_search.program import dna as dna_module, graph  # noqa: E402
 from primer_search.program.seeds import load_seed  # noqa: E402
 from primer_search.search import mutations  # noqa: E402
 

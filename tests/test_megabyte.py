@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from primer_search.program import cost
-
 from primer_search.lm import megabyte
 from primer_search.lm.data import load_data
 from primer_search.lm.megabyte import MegabyteModel, build_megabyte_model, model_flops, parameter_count, split_depth
-from primer_search.lm.model import LanguageModel, positional_encoding
-from primer_search.lm.model import cross_entropy
+from primer_search.lm.model import LanguageModel, cross_entropy, positional_encoding
 from primer_search.lm.tokenizer import PAD_ID
 from primer_search.lm.training import Trainer
+from primer_search.program import cost
 from primer_search.program.graph import lower
 from primer_search.program.macro_options import Megabyte
 from primer_search.program.seeds import load_seed

@@ -1,227 +1,13 @@
-"""The `primer-search` command line: argument parsing only; every command calls one library function."""
+"""The `primer-search` command line: the parser and the entry point; `commands` does the work."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-from primer_search.config import ModelConfig, load_config
-from primer_search.program.dna import DNA
-from primer_search.program.dna_files import save_dna
-from primer_search.program.seeds import SEED_NAMES, load_seed_or_file
-
-
-def _load(path_or_seed: str) -> DNA:
-    if os.path.isfile(os.path.join(path_or_seed, "run.sqlite")):
-        raise ValueError(f"{path_or_seed} is a run directory: expected an individual's id after it")
-    return load_seed_or_file(path_or_seed)
-
-
-def _show(args) -> None:
-    if args.id is not None:
-        from primer_search.search.reports import describe_individual
-
-        with _open_run(args.dna) as store:
-            print(describe_individual(store, args.id))
-        return
-    from primer_search.cli.inspection import describe
-
-    if args.config and (args.unit or args.width_units):
-        raise ValueError("show: --config sizes the model into its param_band; expected either --config or "
-                         "--unit/--width-units, not both")
-    config = load_config(args.config) if args.config else None
-    print(describe(_load(args.dna), unit=args.unit or 64, width_units=args.width_units or 8, show_graph=args.graph,
-                   config=config))
-
-
-def _export(args) -> None:
-    if args.dna.endswith(".keras") or os.path.isfile(os.path.join(args.dna, "model.keras")):
-        from primer_search.lm.keras_export import write_trained
-        from primer_search.lm.sampling import load_retrained
-        from primitives.lazy_tf import load_quietly
-
-        load_quietly()
-        weights = write_trained(load_retrained(args.dna)[0], args.out)
-        print(f"wrote {args.out} and {weights}")
-        return
-    config = load_config(args.config) if args.config else None
-    if args.id is not None:                      # export RUN_DIR ID -o FILE
-        from primer_search.config import config_from_dict
-
-        with _open_run(args.dna) as store:
-            dna = DNA.from_dict(store.individual(args.id).dna).replace(name=f"individual {args.id}")
-            config = config or config_from_dict(store.config)
-    else:                                        # export DNA FILE
-        dna = _load(args.dna)
-    if args.format == "keras" or (args.format is None and args.out.endswith(".py")):
-        from primitives.lazy_tf import load_quietly
-
-        load_quietly()                             # the compiler names the weights: TensorFlow, quietly
-        from primer_search.lm.keras_export import write_module
-        from primer_search.lm.model import choose_unit
-
-        model = config.model if config else ModelConfig()
-        write_module(dna, args.out, args.unit or (choose_unit(dna, model) if config else 64), model)
-    else:
-        save_dna(dna, args.out)
-    print(f"wrote {args.out}")
-
-
-def _open_run(run_dir):
-    from primer_search.search.store import RunStore
-
-    return RunStore.open(run_dir)
-
-
-def _search_overrides(args) -> list[str]:
-    extra = [f"search.address={args.address}"] if args.address else []
-    return list(args.set) + extra
-
-
-def _progress(status) -> None:
-    print(status.line(), file=sys.stderr, flush=True)
-
-
-def _finish(search, progress_every: float) -> int:
-    from primer_search.search.reports import status_text, top_table
-
-    try:
-        status = search.run(on_progress=_progress, progress_every=progress_every)
-    finally:
-        search.close()
-    print(status_text(status))
-    print()
-    with _open_run(search.store.run_dir) as store:
-        print(top_table(store, 5))
-    print(f"\nrun directory: {search.store.run_dir}")
-    return 0
-
-
-def _run(args) -> int:
-    import datetime
-    import pathlib
-
-    from primer_search.search.controller import Search
-
-    config = load_config(args.config, _search_overrides(args))
-    run_dir = args.run_dir = args.run_dir or pathlib.Path("runs") / (
-        f"{pathlib.Path(args.config).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    search = Search.start(config, run_dir)
-    print(f"run directory: {run_dir}", file=sys.stderr)
-    return _finish(search, args.progress_every)
-
-
-def _resume(args) -> int:
-    from primer_search.search.controller import Search
-
-    return _finish(Search.resume(args.run_dir, _search_overrides(args)), args.progress_every)
-
-
-def _status(args) -> None:
-    from primer_search.search.controller import read_status
-    from primer_search.search.reports import status_text
-
-    with _open_run(args.run_dir) as store:
-        print(status_text(read_status(store)))
-
-
-def _top(args) -> None:
-    from primer_search.search.reports import top_table
-
-    with _open_run(args.run_dir) as store:
-        print(top_table(store, args.n))
-
-
-def _validate(args) -> None:
-    dna = _load(args.dna)
-    print(f"{args.dna}: valid DNA, {len(dna.subprograms)} subprograms")
-
-
-def _train(args) -> int:
-    from primer_search.cli.display import ProgressLine, format_result
-    from primer_search.lm.fitness import evaluate
-    from primer_search.search.store import MEASURED
-
-    dna, config = _load(args.dna), load_config(args.config, args.set)
-    with ProgressLine(sys.stderr, config.training) as progress:
-        result = evaluate(dna, config, on_step=progress.update, on_checkpoint=progress.checkpoint)
-    print(format_result(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result.to_dict(), f, indent=2)
-        print(f"wrote {args.json}")
-    return 0 if result.status in MEASURED else 1
-
-
-def _calibrate(args) -> None:
-    from primer_search.search.calibration import calibrate
-    from primer_search.search.reports import calibration_text
-
-    config = load_config(args.config, args.set)
-    _check_writable(args.json)
-
-    def progress(program, seed, result):
-        value = result.get(config.search.metric)
-        detail = f"{value:.4f}" if result["status"] == "ok" and value is not None else result.get("error") or ""
-        print(f"calibrate: {program} training seed {seed}: {result['status']} {detail}", file=sys.stderr, flush=True)
-
-    calibration = calibrate(config, args.k, on_result=progress)
-    print(calibration_text(calibration))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(calibration.to_dict(), f, indent=2)
-        print(f"wrote {args.json}")
-
-
-def _confirm(args) -> None:
-    from primer_search.search.confirmation import confirm
-    from primer_search.search.reports import confirmation_text
-
-    def progress(individual, seed, result):
-        detail = "" if result["status"] == "ok" else result.get("error") or ""
-        print(f"confirm: individual {individual} training seed {seed}: {result['status']} {detail}",
-              file=sys.stderr, flush=True)
-
-    print(confirmation_text(confirm(args.run_dir, args.k, args.seeds, args.budget_multiplier, args.set,
-                                    on_result=progress)))
-
-
-def _retrain(args) -> int:
-    from primer_search.retrain.config import load_retrain_config
-    from primer_search.retrain.jobs import load_programs, retrain
-    from primer_search.retrain.report import runs_of, table, write
-
-    overrides = list(args.set) + ([f"retrain.address={args.address}"] if args.address else [])
-    config = load_retrain_config(args.config, overrides)
-    programs = load_programs([*config.retrain.programs, *args.program], args.baseline or config.retrain.baselines)
-
-    def progress(job, result):
-        if result["status"] == "ok":
-            detail = f"{result['curve'][-1]['validation_loss']:.4f} after {result['steps']} steps"
-        else:
-            detail = result.get("error", "")
-        print(f"retrain: {job.name}: {result['status']} {detail}", file=sys.stderr, flush=True)
-
-    results = retrain(config, programs, args.out, on_result=progress)
-    print(table(write(args.out, runs_of(results))))
-    print(f"\nwrote {args.out}/report.json, report.csv and plots; models in {args.out}/jobs/*/model.keras")
-    return 0 if all(result["status"] == "ok" for _, result in results) else 1
-
-
-def _sample(args) -> None:
-    from primer_search.lm.sampling import sample_text
-
-    text = sample_text(args.checkpoint, args.prompt, args.n, args.temperature, args.seed)
-    print(args.prompt + text)
-
-
-def _check_writable(path) -> None:
-    """Refuse an output file that could not be written, before spending compute on what goes in it."""
-    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise ValueError(f"--json {path}: found no directory {os.path.dirname(os.path.abspath(path))}, expected "
-                         f"an existing one")
+from primer_search.cli import commands
+from primer_search.program.seeds import SEED_NAMES
 
 
 def _positive(text: str) -> int:
@@ -243,20 +29,20 @@ def _positive_number(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="primer-search", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    subcommands = parser.add_subparsers(dest="command", required=True)
     dna_help = (f"a DNA file (.yaml, .json, .txt listing) or a seed name ({', '.join(SEED_NAMES)}), optionally "
                 "with +mod, +calm or +megabyte")
 
-    show = commands.add_parser("show", help="print a program's listing, hash and size")
+    show = subcommands.add_parser("show", help="print a program's listing, hash and size")
     show.add_argument("dna", help=dna_help + ", or a run directory followed by an individual's id")
     show.add_argument("id", nargs="?", type=int, help="with a run directory: the individual to show")
     show.add_argument("--unit", type=_positive, help="size unit for the parameter count (default 64)")
     show.add_argument("--width-units", type=_positive, help="block width in units (default 8)")
     show.add_argument("--config", help="a search config; size the model into its model.param_band")
     show.add_argument("--graph", action="store_true", help="also print the lowered live graph")
-    show.set_defaults(run=_show)
+    show.set_defaults(run=commands.show)
 
-    export = commands.add_parser("export", help="write a DNA (a seed, a file, or a run's individual) to a .yaml, "
+    export = subcommands.add_parser("export", help="write a DNA (a seed, a file, or a run's individual) to a .yaml, "
                                                 ".json or .txt file, or as a standalone Keras module (.py): "
                                                 "`export DNA OUT` or `export RUN_DIR ID -o OUT`")
     export.add_argument("dna", help=dna_help + ", a run directory, or a retrained model (a retrain job's "
@@ -269,52 +55,52 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--unit", type=_positive, help="keras: the size unit (default: sized into --config's "
                                                       "param_band, or the run's; else 64)")
     export.add_argument("--config", help="keras: a search config whose model section sizes the model")
-    export.set_defaults(run=_export)
+    export.set_defaults(run=commands.export)
 
-    validate = commands.add_parser("validate", help="check a DNA file against the schema")
+    validate = subcommands.add_parser("validate", help="check a DNA file against the schema")
     validate.add_argument("dna", help=dna_help)
-    validate.set_defaults(run=_validate)
+    validate.set_defaults(run=commands.validate)
 
-    train = commands.add_parser("train", help="evaluate one program: train it for the config's budget, measure it")
+    train = subcommands.add_parser("train", help="evaluate one program: train it for the config's budget, measure it")
     train.add_argument("dna", help=dna_help)
     train.add_argument("--config", required=True, help="a search config YAML (e.g. search_configs/tiny.yaml)")
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a config key, e.g. --set training.budget=10 (repeatable)")
     train.add_argument("--json", metavar="PATH", help="also write the result as JSON")
-    train.set_defaults(run=_train)
+    train.set_defaults(run=commands.train)
 
-    run = commands.add_parser("run", help="start a search")
+    run = subcommands.add_parser("run", help="start a search")
     run.add_argument("config", help="a search config YAML (e.g. search_configs/tiny.yaml)")
     run.add_argument("--run-dir", help="where the run store goes (default runs/CONFIG-DATE-TIME)")
-    for command in (run, resume := commands.add_parser("resume", help="go on with a stopped or killed search")):
+    for command in (run, resume := subcommands.add_parser("resume", help="go on with a stopped or killed search")):
         command.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                              help="override a config key, e.g. --set search.max_in_flight=4 (repeatable)")
         command.add_argument("--address", help="a Ray cluster: auto, or ray://host:10001 (default: a local Ray)")
         command.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS",
                              help="seconds between progress lines (default 10)")
-    run.set_defaults(run=_run)
+    run.set_defaults(run=commands.run)
     resume.add_argument("run_dir", help="the run directory of the search")
-    resume.set_defaults(run=_resume)
+    resume.set_defaults(run=commands.resume)
 
-    status = commands.add_parser("status", help="a search's progress, failures, best fitness and savings")
+    status = subcommands.add_parser("status", help="a search's progress, failures, best fitness and savings")
     status.add_argument("run_dir")
-    status.set_defaults(run=_status)
+    status.set_defaults(run=commands.status)
 
-    top = commands.add_parser("top", help="the best programs of a search")
+    top = subcommands.add_parser("top", help="the best programs of a search")
     top.add_argument("run_dir")
     top.add_argument("-n", type=_positive, default=10, help="how many (default 10)")
-    top.set_defaults(run=_top)
+    top.set_defaults(run=commands.top)
 
-    calibrate = commands.add_parser("calibrate", help="measure a config's noise: evaluate its seeds with K training "
+    calibrate = subcommands.add_parser("calibrate", help="measure a config's noise: evaluate its seeds with K training "
                                                       "seeds; spread at each hurdle and at the end, cost of hurdles")
     calibrate.add_argument("config", help="a search config YAML (e.g. search_configs/tiny.yaml)")
     calibrate.add_argument("-k", type=_positive, default=8, help="evaluations per seed program (default 8)")
     calibrate.add_argument("--json", metavar="PATH", help="also write the calibration as JSON")
     calibrate.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                            help="override a config key, e.g. --set search.executor=in_process (repeatable)")
-    calibrate.set_defaults(run=_calibrate)
+    calibrate.set_defaults(run=commands.calibrate)
 
-    confirm = commands.add_parser("confirm", help="retrain a run's top programs and its seeds with several training "
+    confirm = subcommands.add_parser("confirm", help="retrain a run's top programs and its seeds with several training "
                                                   "seeds on the test split: CI, speedup factor, paired p-value")
     confirm.add_argument("run_dir", help="the run directory of a search")
     confirm.add_argument("-k", type=_positive, default=5, help="top programs to confirm (default 5)")
@@ -323,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="train for M x the search's training budget (default 1)")
     confirm.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                          help="override a config key, e.g. --set data.test_fraction=0.1 (repeatable)")
-    confirm.set_defaults(run=_confirm)
+    confirm.set_defaults(run=commands.confirm)
 
-    retrain = commands.add_parser("retrain", help="retrain programs and baselines at several sizes with several "
+    retrain = subcommands.add_parser("retrain", help="retrain programs and baselines at several sizes with several "
                                                   "seeds on Ray Train: speedup factors, scaling fits, models")
     retrain.add_argument("config", help="a retrain config YAML (e.g. search_configs/retrain_tiny.yaml)")
     retrain.add_argument("--out", required=True, help="the retrain directory (the same command again resumes it)")
@@ -337,16 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--address", help="a Ray cluster (\"auto\", \"ray://host:port\"); default: local Ray")
     retrain.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                          help="override a config key, e.g. --set retrain.seeds=5 (repeatable)")
-    retrain.set_defaults(run=_retrain)
+    retrain.set_defaults(run=commands.retrain)
 
-    sample = commands.add_parser("sample", help="generate text from a retrained model (any kind) with the cached "
+    sample = subcommands.add_parser("sample", help="generate text from a retrained model (any kind) with the cached "
                                                 "sampler")
     sample.add_argument("checkpoint", help="a retrain job's directory (RETRAIN_DIR/jobs/NAME) or its model.keras")
     sample.add_argument("--prompt", default="", help="the text to continue (default: a new document)")
     sample.add_argument("-n", type=_positive, default=64, help="tokens to generate (default 64)")
     sample.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 is greedy (default 1)")
     sample.add_argument("--seed", type=int, default=0, help="the generator's seed (default 0)")
-    sample.set_defaults(run=_sample)
+    sample.set_defaults(run=commands.sample)
     return parser
 
 
