@@ -6,7 +6,8 @@ The pieces, in the order data flows through them:
     listing.to_listing / from_listing        the paper-style text form
     graph.lower, graph.canonical_hash        live graph, computation hash, parameter counts
     compiler.compile_block                   DNA -> Keras layer [B, S, d] -> [B, S, d]
-    model.build_model, model.choose_unit     the language model around the blocks, sized into a band
+    model.build_model                        the language model around the blocks
+    model_cost.choose_unit                   its size unit in a parameter band
     seeds.load_seed                          transformer, primer_ez, primer
 
 The op vocabulary is the separate package `primitives`.

@@ -7,9 +7,10 @@ import tensorflow as tf
 
 from primer_search.config import ModelConfig
 from primer_search.lm.calm import CalmLanguageModel, average_layers, build_calm_model, calm_loss, confidence
-from primer_search.lm.calm import exit_head_flops, exit_layers, exit_loss_weights
+from primer_search.lm.calm import exit_loss_weights
 from primer_search.lm.model import LanguageModel
 from primer_search.lm.model import cross_entropy
+from primer_search.lm.model_cost import exit_head_flops
 from primer_search.program.macro_options import Calm, MacroOptions
 from primer_search.program.seeds import load_seed
 
@@ -70,13 +71,7 @@ def _token_by_token(model, tokens, threshold):
     return np.stack(all_logits), np.array(all_exits)
 
 
-def test_exit_layers():
-    assert exit_layers(4, 0, 1) == (0, 1, 2, 3)
-    assert exit_layers(6, 1, 2) == (1, 3, 5)
-    assert exit_layers(5, 1, 2) == (1, 3, 4)                   # the last layer is always an exit
-    assert exit_layers(3, 10, 1) == (2,)                       # first_exit beyond the stack: last exit only
-    with pytest.raises(ValueError):
-        exit_layers(3, 0, 0)
+
 
 
 def test_loss_weights_hand_checked():

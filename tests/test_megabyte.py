@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from primer_search.lm import megabyte
 from primer_search.lm.data import load_data
-from primer_search.lm.megabyte import MegabyteModel, build_megabyte_model, model_flops, parameter_count, split_depth
+from primer_search.lm.megabyte import MegabyteModel, build_megabyte_model
 from primer_search.lm.model import LanguageModel, cross_entropy, positional_encoding
+from primer_search.lm.model_cost import megabyte_flops, megabyte_parameter_count
 from primer_search.lm.tokenizer import PAD_ID
 from primer_search.lm.training import Trainer
 from primer_search.program import cost
@@ -45,33 +45,6 @@ def max_change(model, tokens, t):
     """(change of logits[:, :t], change of logits[:, t]) when input byte t changes."""
     before, after = model(tokens).numpy(), model(perturbed(tokens, t)).numpy()
     return np.abs(after[:, :t] - before[:, :t]).max(initial=0.0), np.abs(after[:, t] - before[:, t]).max()
-
-
-@pytest.mark.parametrize("num_layers,depth_split,expected", [
-    (2, "1:1", (1, 1)), (4, "1:1", (2, 2)), (5, "3:2", (3, 2)), (6, "2:1", (4, 2)), (4, "3:1", (3, 1)),
-    (6, "3:1", (5, 1)), (2, "3:1", (1, 1)), (1, "1:1", (1, 0)), (0, "2:1", (0, 0)), (24, "3:2", (14, 10)),
-])
-def test_split_depth(num_layers, depth_split, expected):
-    assert split_depth(num_layers, depth_split) == expected
-    global_layers, local_layers = expected
-    assert global_layers >= local_layers
-
-
-def test_split_depth_rejects_bad_input():
-    for bad in ("2", "a:b", "0:0", None):
-        with pytest.raises(ValueError):
-            split_depth(4, bad)
-    with pytest.raises(ValueError):
-        split_depth(-1, "1:1")
-
-
-def test_widths_follow_the_knobs():
-    assert megabyte.widths(8, 4, 4) == megabyte.widths(8, 4, 4, 1, 1.0)
-    w = megabyte.widths(8, 4, 8, global_width_factor=2, local_width_factor=0.5)
-    assert (w.global_unit, w.d_global, w.d_byte, w.local_unit, w.d_local) == (8, 64, 8, 2, 16)
-    w = megabyte.widths(8, 3, 16)                            # 8 x 3 = 24 is not divisible by 16: unit rounded up to 4
-    assert (w.global_unit, w.d_global, w.d_byte) == (4, 32, 2)
-    assert megabyte.widths(8, 3, 4, local_width_factor=0.5).local_unit == 1     # floor(1.5)
 
 
 def test_shapes(dna):
@@ -230,17 +203,17 @@ def test_counted_parameters_equal_built_parameters(dna, kwargs):
     model = tiny(dna, **kwargs)
     model(random_tokens([1, 16]))
     settings = {"unit": 1, "global_layers": 1, "local_layers": 1, **kwargs}
-    assert model.count_params() == parameter_count(lower(dna), vocab_size=V, **settings)
+    assert model.count_params() == megabyte_parameter_count(lower(dna), vocab_size=V, **settings)
 
 
 def test_flops(dna):
     graph, length = lower(dna), 32
     d = graph.width_units * 2
     plain = cost.model_flops(graph, 2, length, 2, V)
-    assert model_flops(graph, 2, length, 1, 2, 0, V) == plain + 2 * d * d          # P = 1: plus W_GL
+    assert megabyte_flops(graph, 2, length, 1, 2, 0, V) == plain + 2 * d * d          # P = 1: plus W_GL
     expected = (-(-2 * cost.block_flops(graph, 2, 8) // 4) + cost.block_flops(graph, 2, 4)
                 + 2 * (d // 4) * d + 2 * d * V)
-    assert model_flops(graph, 2, length, 4, 2, 1, V) == expected
+    assert megabyte_flops(graph, 2, length, 4, 2, 1, V) == expected
 
 
 def test_config_round_trip_and_builder(dna):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from primer_search.lm.mod import CAUSAL_FIXES, ROUTE_PATTERNS, WEIGHT_FNS, MixtureOfDepths, capacity_k, routed_layers
+from primer_search.lm.mod import CAUSAL_FIXES, WEIGHT_FNS, MixtureOfDepths, capacity_k
+from primer_search.lm.model_cost import ROUTE_PATTERNS, routed_layers
 from primer_search.program import macro_options
 from primer_search.program.compiler import CompiledBlock
 from primer_search.program.seeds import load_seed
@@ -53,14 +54,7 @@ def test_capacity_k_rounds_up_and_routes_at_least_one(capacity, length, k):
     assert int(capacity_k(capacity, tf.constant(length))) == k
 
 
-def test_routed_layers():
-    assert routed_layers("every_other_odd", 5) == [False, True, False, True, False]
-    assert routed_layers("every_other_even", 4) == [True, False, True, False]
-    assert routed_layers("every_3rd", 7) == [False, False, True, False, False, True, False]
-    assert routed_layers("all", 3) == [True] * 3
-    assert routed_layers("all", 0) == []
-    with pytest.raises(ValueError, match="route_pattern"):
-        routed_layers("every_4th", 4)
+
 
 
 @pytest.mark.parametrize("kwargs, message", [({"capacity": 0.0}, "capacity"), ({"capacity": 1.5}, "capacity"),

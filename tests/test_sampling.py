@@ -76,9 +76,8 @@ def test_each_step_function_traces_once_over_generations(name, fast_config):
     sampler = Sampler(_model(name, fast_config), max_length=40)
     for seed in range(3):
         sampler.generate([1, 2, 3], 30, np.random.default_rng(seed))
-    stacks = [sampler.global_stack, sampler.local_stack] if name == "megabyte" else [sampler.stack]
-    functions = [f for f in vars(sampler).values() if isinstance(f, tf.types.experimental.PolymorphicFunction)]
-    for stack in stacks:
+    functions = [f for f in vars(sampler.steps).values() if isinstance(f, tf.types.experimental.PolymorphicFunction)]
+    for stack in sampler.steps.stacks:
         functions += [f for f in (*stack.decide, *stack.routed_steps) if f is not None]
         functions += [d.traced_step for d in stack.decoders]
     counts = [f.experimental_get_tracing_count() for f in functions]

@@ -59,7 +59,7 @@ def export(args) -> None:
 
         load_quietly()                             # the compiler names the weights: TensorFlow, quietly
         from primer_search.lm.keras_export import write_module
-        from primer_search.lm.model import choose_unit
+        from primer_search.lm.model_cost import choose_unit
 
         model = config.model if config else ModelConfig()
         write_module(dna, args.out, args.unit or (choose_unit(dna, model) if config else 64), model)

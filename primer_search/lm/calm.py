@@ -43,7 +43,8 @@ import tensorflow as tf
 
 from primer_search.config import ModelConfig
 from primer_search.lm.mod import MixtureOfDepths
-from primer_search.lm.model import LanguageModel, choose_unit, cross_entropy
+from primer_search.lm.model import LanguageModel, cross_entropy
+from primer_search.lm.model_cost import choose_unit, exit_layers
 from primer_search.lm.tokenizer import PAD_ID
 from primer_search.program.dna import DNA
 from primer_search.program.macro_options import Calm
@@ -51,14 +52,6 @@ from primer_search.program.schema import from_mapping
 
 LOSS_WEIGHTS = ("linear", "uniform", "geometric", "last_only")
 CONFIDENCES = ("softmax_diff", "softmax_max", "state_cos", "classifier")
-
-
-def exit_layers(num_layers: int, first_exit: int, exit_interval: int) -> tuple[int, ...]:
-    """Layers (0-based block indices) followed by an exit, ascending; the last layer is always one."""
-    if num_layers < 1 or exit_interval < 1 or first_exit < 0:
-        raise ValueError(f"exit_layers: need num_layers >= 1, exit_interval >= 1, first_exit >= 0; received "
-                         f"{num_layers}, {exit_interval}, {first_exit}")
-    return tuple(range(first_exit, num_layers - 1, exit_interval)) + (num_layers - 1,)
 
 
 def exit_loss_weights(exits: Sequence[int], loss_weights: str) -> np.ndarray:
@@ -107,16 +100,6 @@ def average_layers(exit_layer, mask=None) -> tf.Tensor:
         return tf.reduce_mean(used)
     mask = tf.cast(mask, tf.float32)
     return tf.reduce_sum(used * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
-
-
-def classifier_parameters(d_model: int, calm: Calm) -> int:
-    """Parameters the exits add: the early-exit classifier's d + 1 with confidence "classifier", else none."""
-    return d_model + 1 if calm.enabled and calm.confidence == "classifier" else 0
-
-
-def exit_head_flops(d_model: int, vocab_size: int, num_exits: int) -> int:
-    """Forward FLOPs per token that the extra exits add to a training step (one more projection per exit)."""
-    return 2 * d_model * vocab_size * (num_exits - 1)
 
 
 def _as_calm(calm) -> Calm:

@@ -40,94 +40,16 @@ Not implemented: cached patch-by-patch generation, strided inference, the conv p
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import keras
 import tensorflow as tf
 
 from primer_search.lm.model import NextTokenLosses, positional_encoding
+from primer_search.lm.model_cost import split_depth, widths
 from primer_search.lm.tokenizer import PAD_ID
-from primer_search.program import cost
 from primer_search.program.compiler import CompiledBlock
 from primer_search.program.dna import DNA
-from primer_search.program.graph import Graph
-
-DEPTH_SPLITS = ("1:1", "3:2", "2:1", "3:1")
-
-
-def split_depth(num_layers: int, depth_split: str) -> tuple[int, int]:
-    """(global, local) layer counts summing to num_layers in the ratio "G:L": global = round(N*G/(G+L)), halves
-    rounded up (the paper spends more on the global model), then at least one layer each when N >= 2."""
-    try:
-        g, l = (int(part) for part in depth_split.split(":"))
-    except (AttributeError, ValueError):
-        raise ValueError(f"depth_split: found {depth_split!r}, expected 'G:L' such as one of {list(DEPTH_SPLITS)}")
-    if num_layers < 0 or g < 0 or l < 0 or g + l == 0:
-        raise ValueError(f"split_depth: need num_layers >= 0 and a ratio with a positive part; received "
-                         f"{num_layers}, {depth_split!r}")
-    global_layers = (2 * num_layers * g + g + l) // (2 * (g + l))       # round half up, in integers
-    if num_layers >= 2:
-        global_layers = min(max(global_layers, 1), num_layers - 1)
-    return global_layers, num_layers - global_layers
-
-
-@dataclasses.dataclass(frozen=True)
-class Widths:
-    """Units and widths of the two stacks (see the module docstring)."""
-
-    global_unit: int
-    local_unit: int
-    d_global: int     # P * D_G, the global stack's width
-    d_byte: int       # D_G
-    d_local: int      # D_L
-
-
-def widths(width_units: int, unit: int, patch_size: int, global_width_factor: int = 1,
-           local_width_factor: float = 1.0) -> Widths:
-    if patch_size < 1 or unit < 1 or global_width_factor < 1 or not 0 < local_width_factor:
-        raise ValueError(f"MEGABYTE widths: need patch_size, unit, global_width_factor >= 1 and "
-                         f"local_width_factor > 0; received {patch_size}, {unit}, {global_width_factor}, "
-                         f"{local_width_factor}")
-    step = patch_size // math.gcd(patch_size, width_units)              # global_unit multiple of step: P | width
-    global_unit = -(-global_width_factor * unit // step) * step
-    local_unit = max(1, math.floor(local_width_factor * unit))
-    d_global = width_units * global_unit
-    return Widths(global_unit, local_unit, d_global, d_global // patch_size, width_units * local_unit)
-
-
-def parameter_count(graph: Graph, unit: int, patch_size: int, global_layers: int, local_layers: int,
-                    vocab_size: int, global_width_factor: int = 1, local_width_factor: float = 1.0,
-                    tie_embeddings: bool = True) -> int:
-    """Exact trainable parameter count of a MegabyteModel (graph: the DNA lowered at the model's width_units)."""
-    w = widths(graph.width_units, unit, patch_size, global_width_factor, local_width_factor)
-    global_part = (vocab_size * w.d_byte + (patch_size - 1) * w.d_byte          # embedding, pad slots
-                   + global_layers * graph.parameter_count(w.global_unit) + 2 * w.d_global)   # blocks, norm
-    local_part = (w.d_byte * w.d_local + vocab_size * w.d_local + w.d_local     # W_GL, embedding, pad
-                  + local_layers * graph.parameter_count(w.local_unit) + 2 * w.d_local)       # blocks, norm
-    head = 0 if tie_embeddings else w.d_local * vocab_size + vocab_size
-    return global_part + local_part + head
-
-
-def model_flops(graph: Graph, unit: int, length: int, patch_size: int, global_layers: int, local_layers: int,
-                vocab_size: int, global_width_factor: int = 1, local_width_factor: float = 1.0) -> int:
-    """Forward FLOPs per input byte, counted as `primer_search.program.cost` counts a plain model: a global block runs
-    once per patch (K = ceil(length / P) positions) and a local block once per byte over length P; plus W_GL
-    (2 D_G D_L) and the output projection (2 D_L V). This is the paper's 2T(m_G/P + m_L) with attention terms."""
-    w = widths(graph.width_units, unit, patch_size, global_width_factor, local_width_factor)
-    patches = -(-length // patch_size)
-    global_per_patch = global_layers * cost.block_flops(graph, w.global_unit, patches)
-    local_per_byte = local_layers * cost.block_flops(graph, w.local_unit, patch_size)
-    return (-(-global_per_patch // patch_size) + local_per_byte
-            + 2 * w.d_byte * w.d_local + 2 * w.d_local * vocab_size)
-
-
-def training_flops_per_token(graph: Graph, unit: int, length: int, patch_size: int, global_layers: int,
-                             local_layers: int, vocab_size: int, global_width_factor: int = 1,
-                             local_width_factor: float = 1.0) -> int:
-    return cost.TRAINING_MULTIPLIER * model_flops(graph, unit, length, patch_size, global_layers, local_layers,
-                                                  vocab_size, global_width_factor, local_width_factor)
-
 
 def _dim(x: tf.Tensor, axis: int):
     return x.shape[axis] if x.shape[axis] is not None else tf.shape(x)[axis]

@@ -53,47 +53,23 @@ never trains and the causal evaluation routes at random.
 
 from __future__ import annotations
 
-import math
 
 import keras
 import tensorflow as tf
 
+from primer_search.lm import model_cost
 from primer_search.program import macro_options
 
 WEIGHT_FNS = ("identity", "sigmoid")
 CAUSAL_FIXES = ("predictor", "aux_bce", "both")
-ROUTE_PATTERNS = ("every_other_odd", "every_other_even", "every_3rd", "all")
 AUX_BCE_WEIGHT = 0.01  # the paper gives no coefficient; community code uses 0.01
 
 
-def routed_layers(pattern: str, num_layers: int) -> list[bool]:
-    """Which blocks of a `num_layers` stack route (0-based indices). every_other_odd: 1, 3, 5, ... (block 0, which
-    reads the embeddings, stays dense; the paper's best: every other block); every_other_even: 0, 2, 4, ...;
-    every_3rd: 2, 5, 8, ... (the third, sixth, ... block); all: every block."""
-    rules = {"every_other_odd": lambda i: i % 2 == 1, "every_other_even": lambda i: i % 2 == 0,
-             "every_3rd": lambda i: i % 3 == 2, "all": lambda i: True}
-    if pattern not in rules:
-        raise ValueError(f"unknown MoD route_pattern {pattern!r}, expected one of {', '.join(ROUTE_PATTERNS)}")
-    return [rules[pattern](i) for i in range(num_layers)]
-
-
-def routing_parameters(d: int, causal_fix: str) -> int:
-    """Parameters one routed block adds: the router (d + 1) and, with a predictor, its MLP d -> d/2 -> 1."""
-    hidden = max(1, d // 2)
-    predictor = d * hidden + hidden + hidden + 1 if causal_fix in ("predictor", "both") else 0
-    return d + 1 + predictor
-
-
-def routing_flops(d: int, causal_fix: str) -> int:
-    """Forward FLOPs per token of the router and predictor of one routed block (2 per weight)."""
-    return 2 * routing_parameters(d, causal_fix)
-
-
 def capacity_k(capacity: float, length):
-    """Tokens routed per sequence: min(S, max(1, ceil(capacity * S))); a Python int for an int length, else an
-    int32 scalar tensor (same float64 arithmetic). The 1e-9 keeps 0.3 * 10 at 3, not 4."""
+    """`model_cost.capacity_k` for a Python int length, else for an int32 scalar tensor (the same float64
+    arithmetic, as an int32 scalar tensor)."""
     if isinstance(length, int):
-        return min(length, max(1, math.ceil(capacity * length - 1e-9)))
+        return model_cost.capacity_k(capacity, length)
     length = tf.cast(length, tf.float64)
     k = tf.maximum(1.0, tf.math.ceil(capacity * length - 1e-9))
     return tf.cast(tf.minimum(length, k), tf.int32)

@@ -3,7 +3,7 @@
 Shape glossary: B batch, S sequence, d model width (= width_units x unit), V vocabulary.
 The program covers the block only (as in the paper): token embedding, position information, final
 normalization and the output projection are fixed parts of the model. With the DNA's Mixture-of-Depths option the
-blocks that `mod.routed_layers` selects are wrapped in a `mod.MixtureOfDepths` router (training routes the top-k
+blocks that `model_cost.routed_layers` selects are wrapped in a `mod.MixtureOfDepths` router (training routes the top-k
 tokens, evaluation routes causally; see `primer_search.lm.mod`).
 
 Training and evaluation go through two methods that every language model of the project has (this one, CALM's
@@ -22,7 +22,6 @@ unit, so the choice is a deterministic binary search over exact counts (`Graph.p
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import keras
 import numpy as np
@@ -30,65 +29,16 @@ import tensorflow as tf
 
 from primer_search.config import ModelConfig
 from primer_search.lm import mod
+from primer_search.lm.model_cost import choose_unit, routed
 from primer_search.lm.tokenizer import PAD_ID
 from primer_search.program.compiler import CompiledBlock
 from primer_search.program.dna import DNA
-from primer_search.program.graph import Graph, lower
 
 
 def cross_entropy(logits, targets):
     """Per-token negative log-likelihood in nats [B, L], zero where the target is padding."""
     nll = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, tf.cast(logits, tf.float32))
     return nll * tf.cast(targets != PAD_ID, tf.float32)
-
-
-class SizingError(ValueError):
-    """No size unit puts the model inside the configured parameter band."""
-
-
-def routed(dna: DNA, num_layers: int) -> list[bool]:
-    """Which blocks the DNA's Mixture-of-Depths option routes (none when it is disabled)."""
-    options = dna.macro_options.mixture_of_depths
-    return mod.routed_layers(options.route_pattern, num_layers) if options.enabled else [False] * num_layers
-
-
-def parameter_count(graph: Graph, config: ModelConfig, unit: int) -> int:
-    """Exact trainable parameter count of the whole language model at this unit (MoD routers included)."""
-    d = config.width_units * unit
-    embedding = config.vocab_size * d
-    head = 0 if config.tie_embeddings else d * config.vocab_size + config.vocab_size
-    routing, options = 0, graph.macro_options["mixture_of_depths"]     # the DNA's options, as a dict
-    if options["enabled"]:
-        routing = sum(mod.routed_layers(options["route_pattern"], config.num_layers)) * mod.routing_parameters(
-            d, options["causal_fix"])
-    return embedding + config.num_layers * graph.parameter_count(unit) + 2 * d + head + routing
-
-
-def search_unit(count: Callable[[int], int], config: ModelConfig) -> int:
-    """The largest unit in [1, max_unit] whose parameter `count(unit)` is at most the band's upper end (a binary
-    search: counts grow with the unit); a `SizingError` when even that is outside the band."""
-    low, high = config.param_band
-    if count(1) > high:
-        raise SizingError(f"model has {count(1):,} parameters at the smallest unit (1), "
-                          f"above the band's upper end {high:,}; lower vocab_size or num_layers, or widen the band")
-    lo, hi = 1, config.max_unit
-    while lo < hi:  # largest unit with count <= high
-        mid = (lo + hi + 1) // 2
-        if count(mid) <= high:
-            lo = mid
-        else:
-            hi = mid - 1
-    total = count(lo)
-    if total < low:
-        raise SizingError(f"model has {total:,} parameters at unit {lo} (the largest unit allowed, max_unit="
-                          f"{config.max_unit}, or the largest under {high:,}); below the band's lower end {low:,}")
-    return lo
-
-
-def choose_unit(dna: DNA, config: ModelConfig) -> int:
-    """The size unit that puts the model in `config.param_band` (see the module docstring)."""
-    graph = lower(dna, config.width_units)
-    return search_unit(lambda unit: parameter_count(graph, config, unit), config)
 
 
 def positional_encoding(length: tf.Tensor, d: int) -> tf.Tensor:

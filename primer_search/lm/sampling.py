@@ -105,77 +105,46 @@ def _gated_step(decoder: BlockDecoder, x, gate, cache) -> tuple[tf.Tensor, dict]
     return x + gate * (y - x), cache
 
 
-class Sampler:
-    """Generate from a trained model with caches (see the module docstring)."""
+class _TokenSteps:
+    """One position of a token model (Mixture-of-Depths routers included): every block steps on it."""
 
-    def __init__(self, model, max_length: int = 4096, threshold: float | None = None):
-        """`threshold` overrides a CALM model's exit threshold (e.g. to sweep it after training)."""
-        if not isinstance(model, (LanguageModel, MegabyteModel)):
-            raise TypeError(f"Sampler: expected a LanguageModel, CalmLanguageModel or MegabyteModel, received "
-                            f"{type(model).__name__}")
-        self.model, self.max_length = model, max_length
-        if isinstance(model, CalmLanguageModel):
-            self.threshold = model.calm.threshold if threshold is None else threshold
-        if isinstance(model, MegabyteModel):
-            self.global_stack, self.local_stack = _Stack(model.global_blocks), _Stack(model.local_blocks)
-            self.positions = positional_encoding(max_length, model.widths.d_byte)        # [T, D_G]
-            self._trace_megabyte()
-        else:
-            self.stack = _Stack(model.blocks)
-            self.positions = positional_encoding(max_length, model.d_model)              # [T, d]
-            d, one = model.d_model, tf.TensorSpec([1, 1, model.d_model], tf.float32)
-            self._embed = tf.function(
-                lambda token, t: model.embedding(token) * math.sqrt(d) + tf.gather(self.positions, t),
-                input_signature=(tf.TensorSpec([1, 1], tf.int32), tf.TensorSpec([], tf.int32)), autograph=False)
-            self._project = _traced(model.project, d)
-            if isinstance(model, CalmLanguageModel):
-                self._exit = tf.function(self._exit_confidence, input_signature=(one, one), autograph=False)
+    def __init__(self, model: LanguageModel, max_length: int):
+        self.model = model
+        self.stack = _Stack(model.blocks)
+        self.stacks = [self.stack]
+        self.positions = positional_encoding(max_length, model.d_model)                  # [T, d]
+        d = model.d_model
+        self._embed = tf.function(
+            lambda token, t: model.embedding(token) * math.sqrt(d) + tf.gather(self.positions, t),
+            input_signature=(tf.TensorSpec([1, 1], tf.int32), tf.TensorSpec([], tf.int32)), autograph=False)
+        self._project = _traced(model.project, d)
 
-    def generate(self, prompt, num_tokens: int, rng: np.random.Generator | None = None,
-                 temperature: float = 1.0) -> Generation:
-        """The prompt (token ids; empty means one end-of-document id) followed by `num_tokens` drawn tokens.
-        `rng` draws them (required unless temperature is 0, which picks the most likely token)."""
-        tokens = [int(t) for t in prompt] or [EOS_ID]
-        if temperature > 0 and rng is None:
-            raise ValueError("Sampler.generate: pass a seeded numpy Generator as rng, or temperature=0 (greedy)")
-        if len(tokens) + num_tokens > self.max_length:
-            raise ValueError(f"Sampler.generate: prompt ({len(tokens)}) + num_tokens ({num_tokens}) exceeds "
-                             f"max_length {self.max_length}")
-        self._reset()
-        out, last_prompt = Generation(tokens, [], 0.0, num_tokens), len(tokens) - 1
-        start = time.perf_counter()
-        for t in range(last_prompt + num_tokens):
-            if t == last_prompt:
-                start = time.perf_counter()
-            logits, blocks, layers = self._position(t, tokens)
-            out.logits.append(logits)
-            if t >= last_prompt:                                         # predicts a generated token
-                out.blocks_run += blocks
-                if layers is not None:
-                    out.layers_run.append(layers)
-                tokens.append(_draw(logits, rng, temperature))
-        out.seconds = time.perf_counter() - start
-        return out
+    def reset(self) -> None:
+        for stack in self.stacks:
+            stack.reset()
 
-    def _reset(self) -> None:
-        if isinstance(self.model, MegabyteModel):
-            self.global_stack.reset()
-            self.local_stack.reset()
-        else:
-            self.stack.reset()
-
-    def _position(self, t: int, tokens: list[int]) -> tuple[np.ndarray, int, int | None]:
-        """Logits [V] predicting token t + 1, the block steps run, and CALM's blocks used."""
-        if isinstance(self.model, MegabyteModel):
-            return self._megabyte_position(t, tokens)
+    def position(self, t: int, tokens: list[int]) -> tuple[np.ndarray, int, int | None]:
+        """Logits [V] predicting token t + 1, the block steps run, and the blocks used (CALM's; else None)."""
         x = self._embed(tf.constant([[tokens[t]]], tf.int32), tf.constant(t, tf.int32))      # [1, 1, d]
-        if isinstance(self.model, CalmLanguageModel):
-            return self._calm_position(x)
         ran = 0
         for i in range(len(self.model.blocks)):
             x, did = self.stack.step(i, x)
             ran += did
         return self._project(x)[0, 0].numpy(), ran, None
+
+
+class _CalmSteps(_TokenSteps):
+    """One position of a CALM model: the token leaves at the first exit whose confidence reaches the threshold."""
+
+    def __init__(self, model: CalmLanguageModel, max_length: int, threshold: float | None = None):
+        super().__init__(model, max_length)
+        self.threshold = model.calm.threshold if threshold is None else threshold
+        one = tf.TensorSpec([1, 1, model.d_model], tf.float32)
+        self._exit = tf.function(self._exit_confidence, input_signature=(one, one), autograph=False)
+
+    def position(self, t: int, tokens: list[int]) -> tuple[np.ndarray, int, int]:
+        x = self._embed(tf.constant([[tokens[t]]], tf.int32), tf.constant(t, tf.int32))      # [1, 1, d]
+        return self._calm_position(x)
 
     def _exit_confidence(self, previous, new) -> tuple[tf.Tensor, tf.Tensor]:
         """An exit's logits [1, 1, V] and the token's confidence [1, 1] there."""
@@ -201,7 +170,22 @@ class Sampler:
             logits = self._project(x)
         return logits[0, 0].numpy(), ran, used
 
-    def _megabyte_position(self, t: int, tokens: list[int]) -> tuple[np.ndarray, int, None]:
+
+class _MegabyteSteps:
+    """One byte of a MEGABYTE model: a global step at the first byte of a patch, then one local step."""
+
+    def __init__(self, model: MegabyteModel, max_length: int):
+        self.model = model
+        self.global_stack, self.local_stack = _Stack(model.global_blocks), _Stack(model.local_blocks)
+        self.stacks = [self.global_stack, self.local_stack]
+        self.positions = positional_encoding(max_length, model.widths.d_byte)            # [T, D_G]
+        self._trace()
+
+    def reset(self) -> None:
+        for stack in self.stacks:
+            stack.reset()
+
+    def position(self, t: int, tokens: list[int]) -> tuple[np.ndarray, int, None]:
         model, p = self.model, self.model.patch_size
         k, slot = divmod(t, p)
         ran = 0
@@ -220,7 +204,7 @@ class Sampler:
             ran += 1
         return self._local_out(x)[0, 0].numpy(), ran, None
 
-    def _trace_megabyte(self) -> None:
+    def _trace(self) -> None:
         """The per-patch and per-byte pieces of MEGABYTE generation as `tf.function`s traced once."""
         model, p, w = self.model, self.model.patch_size, self.model.widths
         pads = (tf.concat([model.global_pad, tf.zeros([1, w.d_byte])], axis=0) if p > 1
@@ -254,6 +238,49 @@ class Sampler:
         self._local_in = tf.function(local_in, input_signature=(
             tf.TensorSpec([1, 1], tf.int32), scalar, tf.TensorSpec([1, p, w.d_local], tf.float32)), autograph=False)
         self._local_out = _traced(local_out, w.d_local)
+
+
+# The steps of each model kind, the most specific class first (a CalmLanguageModel is a LanguageModel).
+_STEPS = ((MegabyteModel, _MegabyteSteps), (CalmLanguageModel, _CalmSteps), (LanguageModel, _TokenSteps))
+
+
+class Sampler:
+    """Generate from a trained model with caches (see the module docstring)."""
+
+    def __init__(self, model, max_length: int = 4096, threshold: float | None = None):
+        """`threshold` overrides a CALM model's exit threshold (e.g. to sweep it after training)."""
+        steps = next((steps for kind, steps in _STEPS if isinstance(model, kind)), None)
+        if steps is None:
+            raise TypeError(f"Sampler: expected a LanguageModel, CalmLanguageModel or MegabyteModel, received "
+                            f"{type(model).__name__}")
+        self.model, self.max_length = model, max_length
+        self.steps = steps(model, max_length, threshold) if steps is _CalmSteps else steps(model, max_length)
+
+    def generate(self, prompt, num_tokens: int, rng: np.random.Generator | None = None,
+                 temperature: float = 1.0) -> Generation:
+        """The prompt (token ids; empty means one end-of-document id) followed by `num_tokens` drawn tokens.
+        `rng` draws them (required unless temperature is 0, which picks the most likely token)."""
+        tokens = [int(t) for t in prompt] or [EOS_ID]
+        if temperature > 0 and rng is None:
+            raise ValueError("Sampler.generate: pass a seeded numpy Generator as rng, or temperature=0 (greedy)")
+        if len(tokens) + num_tokens > self.max_length:
+            raise ValueError(f"Sampler.generate: prompt ({len(tokens)}) + num_tokens ({num_tokens}) exceeds "
+                             f"max_length {self.max_length}")
+        self.steps.reset()
+        out, last_prompt = Generation(tokens, [], 0.0, num_tokens), len(tokens) - 1
+        start = time.perf_counter()
+        for t in range(last_prompt + num_tokens):
+            if t == last_prompt:
+                start = time.perf_counter()
+            logits, blocks, layers = self.steps.position(t, tokens)
+            out.logits.append(logits)
+            if t >= last_prompt:                                         # predicts a generated token
+                out.blocks_run += blocks
+                if layers is not None:
+                    out.layers_run.append(layers)
+                tokens.append(_draw(logits, rng, temperature))
+        out.seconds = time.perf_counter() - start
+        return out
 
 
 def _draw(logits: np.ndarray, rng, temperature: float) -> int:

@@ -105,9 +105,9 @@ class Job:
 
 def plan(config: RetrainConfig, programs: Sequence[Program]) -> list[Job]:
     """Every (program, size, seed) job, sizes outermost so the small ones finish first. A program that cannot be
-    sized into a band raises `model.SizingError` naming it."""
+    sized into a band raises `model_cost.SizingError` naming it."""
     from primer_search.lm.architecture import Architecture
-    from primer_search.lm.model import SizingError
+    from primer_search.lm.model_cost import SizingError
 
     baseline = next(p for p in programs if p.baseline)
     jobs = []
