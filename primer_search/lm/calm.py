@@ -1,35 +1,6 @@
 """CALM early exit (Schuster et al. 2022, arXiv 2207.07061) around a stack of compiled blocks.
 
-Shape glossary: B batch, S sequence, d model width, V vocabulary, L number of blocks, E number of exits.
-Layers are counted from 0: "layer l" is the output of block l, so a token that exits at layer l used l + 1 blocks.
-
-Exits sit after blocks first_exit, first_exit + exit_interval, ... and always after the last block (L - 1); a
-first_exit beyond the stack leaves only the last exit. Every exit reads the shared output projection (final layer
-norm + tied embedding, or the untied head), so CALM adds no parameters but the classifier's (d + 1, see below).
-
-Training: loss = sum_i w_i * CE_i over exits, CE_i the trainer's per-token cross-entropy (PAD targets count zero,
-averaged over all B*S positions, like `Trainer._step`), with weights normalized to sum to 1:
-    linear     w_i proportional to the exit's depth l_i + 1 (the paper's w_i = i / sum_j j when every layer exits)
-    uniform    w_i = 1 / E
-    geometric  w_i proportional to 2**i, i the exit's index (each exit weighs twice the previous one, as t5x)
-    last_only  the last exit only (the standard loss)
-
-Evaluation and sampling: a token exits at the first exit layer whose confidence reaches the threshold
-(`conf >= threshold`, as t5x; +inf never exits, -inf always exits at the first exit); tokens that reach the last
-layer use it. Confidence of token t at exit layer l:
-    softmax_diff  top-1 minus top-2 probability of the exit's softmax (the paper's "softmax response")
-    softmax_max   top-1 probability (the official code's default)
-    state_cos     cos(h_t^{l-1}, h_t^l) of consecutive layers' hidden states (the paper's "hidden-state saturation";
-                  h^{-1} is the embedded input; t5x instead compares consecutive exits and gives the first 0)
-    classifier    sigmoid(w . h_t^l + b), the paper's "early-exit classifier": one linear classifier shared by the
-                  exits, trained beside the model on the stop-gradient hidden states with binary cross-entropy
-                  against the oracle label "this exit's top-1 token equals the last layer's" (the paper's
-                  consistency target), so its loss reaches the classifier only
-State propagation: once token t has exited at layer e, its hidden state at every later layer is its layer-e state,
-so each later block computes that token's keys and values from the copied state with its own weights (never a copy
-of keys/values). `early_exit_logits` simulates this for a whole sequence in one causal pass: every block still runs
-on every position (no compute is saved), but exited positions keep their frozen state, so the logits and the exit
-layers equal token-by-token decoding with a KV cache, and each decision depends only on positions <= t.
+How it works: `CalmLanguageModel`.
 """
 
 from __future__ import annotations
@@ -112,7 +83,39 @@ def _as_calm(calm) -> Calm:
 class CalmLanguageModel(LanguageModel):
     """A LanguageModel with CALM exits. `call` is the plain model (all blocks); `exit_logits` and `training_loss`
     train every exit; `early_exit_logits` evaluates with early exit. The knobs come from `calm` (a `Calm`, or its
-    dict) or, when it is None, from the DNA's macro-options; variables are exactly those of LanguageModel."""
+    dict) or, when it is None, from the DNA's macro-options; variables are exactly those of LanguageModel.
+
+    Shape glossary: B batch, S sequence, d model width, V vocabulary, L number of blocks, E number of exits.
+    Layers are counted from 0: "layer l" is the output of block l, so a token that exits at layer l used l + 1 blocks.
+
+    Exits sit after blocks first_exit, first_exit + exit_interval, ... and always after the last block (L - 1); a
+    first_exit beyond the stack leaves only the last exit. Every exit reads the shared output projection (final layer
+    norm + tied embedding, or the untied head), so CALM adds no parameters but the classifier's (d + 1, see below).
+
+    Training: loss = sum_i w_i * CE_i over exits, CE_i the trainer's per-token cross-entropy (PAD targets count zero,
+    averaged over all B*S positions, like `Trainer._step`), with weights normalized to sum to 1:
+        linear     w_i proportional to the exit's depth l_i + 1 (the paper's w_i = i / sum_j j when every layer exits)
+        uniform    w_i = 1 / E
+        geometric  w_i proportional to 2**i, i the exit's index (each exit weighs twice the previous one, as t5x)
+        last_only  the last exit only (the standard loss)
+
+    Evaluation and sampling: a token exits at the first exit layer whose confidence reaches the threshold
+    (`conf >= threshold`, as t5x; +inf never exits, -inf always exits at the first exit); tokens that reach the last
+    layer use it. Confidence of token t at exit layer l:
+        softmax_diff  top-1 minus top-2 probability of the exit's softmax (the paper's "softmax response")
+        softmax_max   top-1 probability (the official code's default)
+        state_cos     cos(h_t^{l-1}, h_t^l) of consecutive layers' hidden states (the paper's "hidden-state saturation";
+                      h^{-1} is the embedded input; t5x instead compares consecutive exits and gives the first 0)
+        classifier    sigmoid(w . h_t^l + b), the paper's "early-exit classifier": one linear classifier shared by the
+                      exits, trained beside the model on the stop-gradient hidden states with binary cross-entropy
+                      against the oracle label "this exit's top-1 token equals the last layer's" (the paper's
+                      consistency target), so its loss reaches the classifier only
+    State propagation: once token t has exited at layer e, its hidden state at every later layer is its layer-e state,
+    so each later block computes that token's keys and values from the copied state with its own weights (never a copy
+    of keys/values). `early_exit_logits` simulates this for a whole sequence in one causal pass: every block still runs
+    on every position (no compute is saved), but exited positions keep their frozen state, so the logits and the exit
+    layers equal token-by-token decoding with a KV cache, and each decision depends only on positions <= t.
+    """
 
     def __init__(self, dna, unit: int, vocab_size: int, num_layers: int, width_units: int = 8,
                  tie_embeddings: bool = True, seed: int = 0, calm=None, **kwargs):

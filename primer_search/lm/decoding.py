@@ -1,47 +1,6 @@
 """Token-by-token decoding of any compiled block with a cache (key/value style), equal to the full forward pass.
 
-Shape glossary (as `primer_search.program.compiler`): B batch, m branch copies (1 = shared), W feature width, d block
-width, t the position being decoded (the cache holds positions 0..t-1). Inside the block a full-sequence tensor is
-features [B, m|1, S, W] or positions [B, m|1, S, S]; while decoding, each graph node holds only its ROW of
-position t: features [B, m|1, 1, W], positions [B, m|1, 1, t+1] (keys 0..t; the full tensor's future keys j > t
-are never computed).
-
-Method
-------
-At step t every node computes its new row from its inputs' new rows with the primitive's own implementation (the
-compiler's `CompiledBlock.run_node`, so the decoder cannot drift from it): `primitives.axes` treats a positions
-tensor [..., Q, K] as the last Q queries of K positions, so causal masks and causal means are right on a [1, t+1]
-row. A few ops reach along the sequence; the decoder keeps, in the cache, exactly what they read:
-    T_MAT_MUL(x, y)           the history of y, rows 0..t ("keys"): features rows [B, m, t+1, W] (a positions y
-                              that meets a features x is stored as its causal-mean rows [B, m, t+1, 1]); a
-                              positions y meeting a positions x as a square [B, m, t+1, t+1], row s zero-padded
-                              beyond key s (exact: T_MAT_MUL masks y's future keys). The op runs on (row, history).
-    MAT_MUL(x positions, y)   the history of y, rows 0..t ("values"), y features; the op runs on (row, history).
-    DCONV_kX1                 the last k-1 rows of the (causal-mean) input, starting as zeros, which is exactly the
-                              convolution's zero fill before position 0; the output row sums the same k products
-                              as the primitive, in its XLA form's order (O(k); the primitive on the window costs
-                              O(k^2)).
-    CONV_kX1                  the same window, of the input rows already projected on all k taps [.., k*U] (the
-                              primitive's first half, once per row); the row sums the k shifted slices in order.
-    CUM_SUM / CUM_PROD        (features) the previous output row, starting at the identity 0 or 1; the primitive
-                              runs on [previous, row] and its last row is kept: previous + x or previous * x.
-    MASK                      band_part(x, -1, 0) keeps entry (t, j) iff j <= t; on a row that is "keep the
-                              columns j <= t" (all of a positions row; the first t+1 features of a features row,
-                              the one place where a primitive depends on the position itself).
-So a step costs O(t) for attention-like ops (O(t^2) for a T_MAT_MUL of two positions tensors, which contracts a
-whole triangle in the full pass too) and O(1) for everything else. The cache is a dict of tensors; histories grow
-along axis 2, so `traced_step` / `traced_extend` give `tf.function`s with an input signature whose lengths are
-None: one trace for every step.
-
-Why this is exact, and which graphs it cannot decode row by row: `primer_search.program.decoding_rules`.
-
-Fallback mode: the cache holds the block's input rows 0..t [B, t+1, d]; a step re-runs the block on the whole
-prefix and returns its last row (exact by causality; a token then costs a whole pass over t+1 positions).
-`BlockDecoder.mode` says which mode a decoder uses and `BlockDecoder.reason` why.
-
-One known difference, inherited from the full pass rather than from decoding: a full pass multiplies a masked
-(zeroed) future key by its value, so an inf/NaN value at a future position j > t can turn row t into NaN there
-(0 * inf); the decoder never sees future positions and returns the finite row.
+How it works: `BlockDecoder`.
 """
 
 from __future__ import annotations
@@ -149,6 +108,50 @@ class BlockDecoder:
     of tensors: "length" (int32 scalar, the positions it holds) and the entries listed by `cache_spec()`.
     `extend_nodes` are the graph nodes `extend` computes (the ancestors of what the cache stores).
     `traced_step` and `traced_extend` are `tf.function`s of `step` and `extend` traced once for all lengths.
+
+    Shape glossary (as `primer_search.program.compiler`): B batch, m branch copies (1 = shared), W feature width, d
+    block
+    width, t the position being decoded (the cache holds positions 0..t-1). Inside the block a full-sequence tensor is
+    features [B, m|1, S, W] or positions [B, m|1, S, S]; while decoding, each graph node holds only its ROW of
+    position t: features [B, m|1, 1, W], positions [B, m|1, 1, t+1] (keys 0..t; the full tensor's future keys j > t
+    are never computed).
+
+    Method
+    ------
+    At step t every node computes its new row from its inputs' new rows with the primitive's own implementation (the
+    compiler's `CompiledBlock.run_node`, so the decoder cannot drift from it): `primitives.axes` treats a positions
+    tensor [..., Q, K] as the last Q queries of K positions, so causal masks and causal means are right on a [1, t+1]
+    row. A few ops reach along the sequence; the decoder keeps, in the cache, exactly what they read:
+        T_MAT_MUL(x, y)           the history of y, rows 0..t ("keys"): features rows [B, m, t+1, W] (a positions y
+                                  that meets a features x is stored as its causal-mean rows [B, m, t+1, 1]); a
+                                  positions y meeting a positions x as a square [B, m, t+1, t+1], row s zero-padded
+                                  beyond key s (exact: T_MAT_MUL masks y's future keys). The op runs on (row, history).
+        MAT_MUL(x positions, y)   the history of y, rows 0..t ("values"), y features; the op runs on (row, history).
+        DCONV_kX1                 the last k-1 rows of the (causal-mean) input, starting as zeros, which is exactly the
+                                  convolution's zero fill before position 0; the output row sums the same k products
+                                  as the primitive, in its XLA form's order (O(k); the primitive on the window costs
+                                  O(k^2)).
+        CONV_kX1                  the same window, of the input rows already projected on all k taps [.., k*U] (the
+                                  primitive's first half, once per row); the row sums the k shifted slices in order.
+        CUM_SUM / CUM_PROD        (features) the previous output row, starting at the identity 0 or 1; the primitive
+                                  runs on [previous, row] and its last row is kept: previous + x or previous * x.
+        MASK                      band_part(x, -1, 0) keeps entry (t, j) iff j <= t; on a row that is "keep the
+                                  columns j <= t" (all of a positions row; the first t+1 features of a features row,
+                                  the one place where a primitive depends on the position itself).
+    So a step costs O(t) for attention-like ops (O(t^2) for a T_MAT_MUL of two positions tensors, which contracts a
+    whole triangle in the full pass too) and O(1) for everything else. The cache is a dict of tensors; histories grow
+    along axis 2, so `traced_step` / `traced_extend` give `tf.function`s with an input signature whose lengths are
+    None: one trace for every step.
+
+    Why this is exact, and which graphs it cannot decode row by row: `primer_search.program.decoding_rules`.
+
+    Fallback mode: the cache holds the block's input rows 0..t [B, t+1, d]; a step re-runs the block on the whole
+    prefix and returns its last row (exact by causality; a token then costs a whole pass over t+1 positions).
+    `BlockDecoder.mode` says which mode a decoder uses and `BlockDecoder.reason` why.
+
+    One known difference, inherited from the full pass rather than from decoding: a full pass multiplies a masked
+    (zeroed) future key by its value, so an inf/NaN value at a future position j > t can turn row t into NaN there
+    (0 * inf); the decoder never sees future positions and returns the finite row.
     """
 
     def __init__(self, block: CompiledBlock):

@@ -1,41 +1,7 @@
 """MEGABYTE (Yu et al. 2023, arXiv 2305.07185): a global stack over patches of bytes and a local stack over the
 bytes of each patch, both built from the candidate's compiled block.
 
-Shape glossary: B batch, T input tokens (bytes), P patch size, K = T / P patches, V vocabulary, D_G per-byte
-global width, P*D_G global stack width, D_L local stack width.
-
-Convention (the same as `primer_search.lm.model.LanguageModel`, so `primer_search.lm.training.Trainer` trains it
-unchanged): `model(inputs)` maps token ids [B, T] to logits [B, T, V] and logits[:, j] predict the token after
-inputs[:, j], i.e. targets[:, j] with inputs = rows[:, :-1], targets = rows[:, 1:]; they depend on inputs[:, :j+1]
-only. The model needs no knowledge of PAD_ID: the loss mask is the trainer's (`model.cross_entropy` zeroes
-targets equal to PAD_ID 0, and a genuine zero byte is id 2), the shift pads are learned vectors (never the
-embedding of an id), and right padding cannot reach earlier positions because the model is causal. T need not be
-a multiple of P: the inputs are right-padded with PAD_ID to a whole patch and the extra logits dropped.
-
-The algorithm is the paper's (§2, Eqs. 1-6; design notes §3.2) on the targets y (y_i = x_{i+1}, x the inputs),
-with one byte of left context x_0 = y_{-1}:
-    bytes      h_i = E_G[x_i] * sqrt(D_G) + pos_i                              [B, T, D_G]  (pos: sinusoidal)
-    global in  patch k holds the bytes of target patch k-1, y_{(k-1)P .. kP-1} = x_{(k-1)P+1 .. kP}, concatenated;
-               patch 0 holds P-1 learned pad vectors then x_0 (the paper: P pads; here the trainer's row gives
-               one real byte before the first target, and it is used)        [B, K, P*D_G]
-    global     the global stack (L_G compiled blocks of width P*D_G) over K patches, then its final layer norm
-    local in   slot p of patch k: W_GL . (global out k)[p-th D_G slice] + (E_L[x_{kP+p}] * sqrt(D_L) if p > 0
-               else a learned pad E_Lpad): the byte shift inside the patch is the paper's y_{kP+p-1}
-                                                                             [B*K, P, D_L]
-    local      the local stack (L_L compiled blocks of width D_L), independently on each patch's P slots
-    logits     final layer norm, then the output projection tied to E_L (Eq. 6) or an untied head  [B, T, V]
-So global output k depends on x_0..x_{kP}, local slot p adds x_{kP+1..kP+p}, and logits[:, kP+p] depend on
-x_0..x_{kP+p}: the global input is shifted by one patch and the local one by one byte, in target coordinates.
-With P = 1 there is no pad and no local context: the global stack is exactly a LanguageModel trunk over the
-inputs (same embedding, positions and blocks) and the local stack sees one slot (W_GL . g + E_Lpad) per position.
-
-Widths (design notes §3.4, knobs of `macro_options.Megabyte`), d = width_units x unit being the plain model's:
-    global  P*D_G = width_units x global_unit with global_unit = global_width_factor x unit, rounded up to the next
-            multiple that makes the width divisible by P (no rounding with width_units 8 and P <= 8)
-    local   D_L = width_units x local_unit with local_unit = max(1, floor(local_width_factor x unit))
-Both stacks compile the same DNA at their own unit, so the block keeps its proportions. Depth: `split_depth`.
-Parameters: `parameter_count`; analytic FLOPs: `training_flops_per_token` (the paper's 2T(m_G/P + m_L) + heads).
-Not implemented: cached patch-by-patch generation, strided inference, the conv patch encoder, cross-patch attention.
+How it works: `MegabyteModel`.
 """
 
 from __future__ import annotations
@@ -57,7 +23,44 @@ def _dim(x: tf.Tensor, axis: int):
 
 @keras.saving.register_keras_serializable(package="primer_search")
 class MegabyteModel(NextTokenLosses, keras.Model):
-    """Byte-level MEGABYTE language model: token ids [B, T] -> next-token logits [B, T, V] (module docstring)."""
+    """Byte-level MEGABYTE language model: token ids [B, T] -> next-token logits [B, T, V].
+
+    Shape glossary: B batch, T input tokens (bytes), P patch size, K = T / P patches, V vocabulary, D_G per-byte
+    global width, P*D_G global stack width, D_L local stack width.
+
+    Convention (the same as `primer_search.lm.model.LanguageModel`, so `primer_search.lm.training.Trainer` trains it
+    unchanged): `model(inputs)` maps token ids [B, T] to logits [B, T, V] and logits[:, j] predict the token after
+    inputs[:, j], i.e. targets[:, j] with inputs = rows[:, :-1], targets = rows[:, 1:]; they depend on inputs[:, :j+1]
+    only. The model needs no knowledge of PAD_ID: the loss mask is the trainer's (`model.cross_entropy` zeroes
+    targets equal to PAD_ID 0, and a genuine zero byte is id 2), the shift pads are learned vectors (never the
+    embedding of an id), and right padding cannot reach earlier positions because the model is causal. T need not be
+    a multiple of P: the inputs are right-padded with PAD_ID to a whole patch and the extra logits dropped.
+
+    The algorithm is the paper's (§2, Eqs. 1-6; design notes §3.2) on the targets y (y_i = x_{i+1}, x the inputs),
+    with one byte of left context x_0 = y_{-1}:
+        bytes      h_i = E_G[x_i] * sqrt(D_G) + pos_i                              [B, T, D_G]  (pos: sinusoidal)
+        global in  patch k holds the bytes of target patch k-1, y_{(k-1)P .. kP-1} = x_{(k-1)P+1 .. kP}, concatenated;
+                   patch 0 holds P-1 learned pad vectors then x_0 (the paper: P pads; here the trainer's row gives
+                   one real byte before the first target, and it is used)        [B, K, P*D_G]
+        global     the global stack (L_G compiled blocks of width P*D_G) over K patches, then its final layer norm
+        local in   slot p of patch k: W_GL . (global out k)[p-th D_G slice] + (E_L[x_{kP+p}] * sqrt(D_L) if p > 0
+                   else a learned pad E_Lpad): the byte shift inside the patch is the paper's y_{kP+p-1}
+                                                                                 [B*K, P, D_L]
+        local      the local stack (L_L compiled blocks of width D_L), independently on each patch's P slots
+        logits     final layer norm, then the output projection tied to E_L (Eq. 6) or an untied head  [B, T, V]
+    So global output k depends on x_0..x_{kP}, local slot p adds x_{kP+1..kP+p}, and logits[:, kP+p] depend on
+    x_0..x_{kP+p}: the global input is shifted by one patch and the local one by one byte, in target coordinates.
+    With P = 1 there is no pad and no local context: the global stack is exactly a LanguageModel trunk over the
+    inputs (same embedding, positions and blocks) and the local stack sees one slot (W_GL . g + E_Lpad) per position.
+
+    Widths (design notes §3.4, knobs of `macro_options.Megabyte`), d = width_units x unit being the plain model's:
+        global  P*D_G = width_units x global_unit with global_unit = global_width_factor x unit, rounded up to the next
+                multiple that makes the width divisible by P (no rounding with width_units 8 and P <= 8)
+        local   D_L = width_units x local_unit with local_unit = max(1, floor(local_width_factor x unit))
+    Both stacks compile the same DNA at their own unit, so the block keeps its proportions. Depth: `split_depth`.
+    Parameters: `parameter_count`; analytic FLOPs: `training_flops_per_token` (the paper's 2T(m_G/P + m_L) + heads).
+    Not implemented: cached patch-by-patch generation, strided inference, the conv patch encoder, cross-patch attention.
+    """
 
     def __init__(self, dna, unit: int, patch_size: int, global_layers: int, local_layers: int,
                  width_units: int = 8, global_width_factor: int = 1, local_width_factor: float = 1.0,

@@ -1,58 +1,9 @@
 """Mixture-of-Depths routing (Raposo et al. 2024) around one decoder block: [B, S, d] -> [B, S, d].
 
-Shape glossary: B batch, S sequence, d block width, k routed tokens per sequence, h predictor width.
-
-`MixtureOfDepths(block, capacity, weight_fn, causal_fix, seed)` wraps any causal residual block (a `CompiledBlock`
-or any Keras layer [B, n, d] -> [B, n, d] that works for every length n). Knobs follow the DNA's
-`macro_options.MixtureOfDepths`; which blocks of a stack route (`route_pattern`) is the model's business, see
-`routed_layers`.
-
-Conventions:
-- Router: a scalar linear map of the residual stream entering the block, r = w.x + b [B, S] (one per wrapped
-  block). The paper writes r = w.x; the bias (zero at init) lets the causal threshold `r > 0` of `aux_bce` settle
-  at the capacity fraction whatever the mean of x.
-- k = capacity_k(capacity, S) = min(S, max(1, ceil(capacity * S))): rounding up routes at least the capacity
-  fraction and at least one token; capacity 1 routes every token. k is a Python int when S is static (needed by XLA).
-- Residual: the block is a full residual block, blk(x) = x + f(x), so its update is f = blk(x_sel) - x_sel and
-  out = x + weight(r) * f on routed rows, out = x (bit for bit) elsewhere. weight is the raw r ("identity", the
-  paper) or sigmoid(r).
-- Positions: the block receives no position input; position information travels in x (the model adds it to the
-  embeddings), so a gathered token keeps its own. Local mixers (causal convs) see the previous *routed* tokens.
-
-Training (training=True): expert-choice top-k over each sequence (never over the batch). The k indices are sorted
-ascending so the block's causal mask sees the routed tokens in their original order, the block runs on [B, k, d]
-only, and the weighted updates are scattered back. Top-k is NOT causal: whether token t is routed depends on the
-router scores of later tokens, so it is used for training only.
-
-Evaluation (training=False or None, the default; this is what fitness must use): a causal per-token decision,
-routed iff logit > 0, where the logit is the auxiliary predictor's (causal_fix "predictor" or "both") or the
-router's own (causal_fix "aux_bce"). The routed count then varies per sequence, so the layer runs the block once on
-a packed [B, S, d] sequence: the routed tokens first, in their original order, then the others. A causal block
-cannot let the tail reach the routed rows, so each routed token sees exactly the earlier routed tokens (the same
-function as training and as token-by-token decoding where unrouted tokens write no K/V); the tail's outputs are
-discarded. This costs a full S per block: it is exact for scoring, not a speed-up.
-
-Auxiliary losses (training mode only), both binary cross-entropy with the top-k membership as target:
-- "aux_bce": `aux_weight` x BCE(router logits, top-k mask); trains the router (and, through x, the layers below)
-  so that sigmoid(r) > 0.5 on the routed tokens. The paper reports ~0.2-0.3% LM cost; coefficient 0.01 by default.
-- "predictor": BCE(predictor(stop_gradient(x)), top-k mask); a small MLP d -> h = d/2 (SiLU) -> 1. The
-  stop-gradient means this loss reaches the predictor's weights only, never the backbone or the router.
-- "both": both losses; the predictor makes the evaluation decision.
-They are registered with Keras' `self.add_loss`, so a trainer reads them from `model.losses` after the forward pass,
-inside the same GradientTape (and tf.function):
-
-    with tf.GradientTape() as tape:
-        logits = model(inputs, training=True)
-        loss = lm_loss(logits, targets)
-        if model.losses:
-            loss = loss + tf.add_n(model.losses)
-
-Keras clears them at the start of every outermost call; `model.fit` adds them by itself. Without them the predictor
-never trains and the causal evaluation routes at random.
+How it works: `MixtureOfDepths`.
 """
 
 from __future__ import annotations
-
 
 import keras
 import tensorflow as tf
@@ -96,7 +47,57 @@ def _seed(seed: int, count: int) -> int:
 class MixtureOfDepths(keras.layers.Layer):
     """Route the top `capacity` fraction of each sequence through `block` (training), causally at evaluation.
 
-    See the module docstring for the routing, residual and auxiliary-loss conventions."""
+    Shape glossary: B batch, S sequence, d block width, k routed tokens per sequence, h predictor width.
+
+    `MixtureOfDepths(block, capacity, weight_fn, causal_fix, seed)` wraps any causal residual block (a `CompiledBlock`
+    or any Keras layer [B, n, d] -> [B, n, d] that works for every length n). Knobs follow the DNA's
+    `macro_options.MixtureOfDepths`; which blocks of a stack route (`route_pattern`) is the model's business, see
+    `routed_layers`.
+
+    Conventions:
+    - Router: a scalar linear map of the residual stream entering the block, r = w.x + b [B, S] (one per wrapped
+      block). The paper writes r = w.x; the bias (zero at init) lets the causal threshold `r > 0` of `aux_bce` settle
+      at the capacity fraction whatever the mean of x.
+    - k = capacity_k(capacity, S) = min(S, max(1, ceil(capacity * S))): rounding up routes at least the capacity
+      fraction and at least one token; capacity 1 routes every token. k is a Python int when S is static (needed by
+      XLA).
+    - Residual: the block is a full residual block, blk(x) = x + f(x), so its update is f = blk(x_sel) - x_sel and
+      out = x + weight(r) * f on routed rows, out = x (bit for bit) elsewhere. weight is the raw r ("identity", the
+      paper) or sigmoid(r).
+    - Positions: the block receives no position input; position information travels in x (the model adds it to the
+      embeddings), so a gathered token keeps its own. Local mixers (causal convs) see the previous *routed* tokens.
+
+    Training (training=True): expert-choice top-k over each sequence (never over the batch). The k indices are sorted
+    ascending so the block's causal mask sees the routed tokens in their original order, the block runs on [B, k, d]
+    only, and the weighted updates are scattered back. Top-k is NOT causal: whether token t is routed depends on the
+    router scores of later tokens, so it is used for training only.
+
+    Evaluation (training=False or None, the default; this is what fitness must use): a causal per-token decision,
+    routed iff logit > 0, where the logit is the auxiliary predictor's (causal_fix "predictor" or "both") or the
+    router's own (causal_fix "aux_bce"). The routed count then varies per sequence, so the layer runs the block once on
+    a packed [B, S, d] sequence: the routed tokens first, in their original order, then the others. A causal block
+    cannot let the tail reach the routed rows, so each routed token sees exactly the earlier routed tokens (the same
+    function as training and as token-by-token decoding where unrouted tokens write no K/V); the tail's outputs are
+    discarded. This costs a full S per block: it is exact for scoring, not a speed-up.
+
+    Auxiliary losses (training mode only), both binary cross-entropy with the top-k membership as target:
+    - "aux_bce": `aux_weight` x BCE(router logits, top-k mask); trains the router (and, through x, the layers below)
+      so that sigmoid(r) > 0.5 on the routed tokens. The paper reports ~0.2-0.3% LM cost; coefficient 0.01 by default.
+    - "predictor": BCE(predictor(stop_gradient(x)), top-k mask); a small MLP d -> h = d/2 (SiLU) -> 1. The
+      stop-gradient means this loss reaches the predictor's weights only, never the backbone or the router.
+    - "both": both losses; the predictor makes the evaluation decision.
+    They are registered with Keras' `self.add_loss`, so a trainer reads them from `model.losses` after the forward pass,
+    inside the same GradientTape (and tf.function):
+
+        with tf.GradientTape() as tape:
+            logits = model(inputs, training=True)
+            loss = lm_loss(logits, targets)
+            if model.losses:
+                loss = loss + tf.add_n(model.losses)
+
+    Keras clears them at the start of every outermost call; `model.fit` adds them by itself. Without them the predictor
+    never trains and the causal evaluation routes at random.
+    """
 
     def __init__(self, block: keras.layers.Layer, capacity: float = 0.125, weight_fn: str = "identity",
                  causal_fix: str = "predictor", seed: int = 0, aux_weight: float = AUX_BCE_WEIGHT,

@@ -1,4 +1,4 @@
-"""The language model around compiled blocks, and the rule that sizes it into a parameter band.
+"""The language model around compiled blocks.
 
 Shape glossary: B batch, S sequence, d model width (= width_units x unit), V vocabulary.
 The program covers the block only (as in the paper): token embedding, position information, final
@@ -11,12 +11,6 @@ and MEGABYTE's), so the trainer needs no knowledge of the macro-options:
     training_loss(inputs, targets)    the scalar to minimize (mean token cross-entropy plus any auxiliary loss)
     validation_sums(inputs, targets)  {"nll": summed NLL over non-PAD targets, ...}: sums over a batch that the
                                       evaluation adds up (MoD adds "routed": tokens routed per routed block)
-
-Sizing rule: every relative dimension of the DNA is multiplied by one size unit, and the block width is
-`width_units` units. The unit is the largest integer in [1, max_unit] whose whole-model parameter count
-(embeddings + num_layers blocks + final norm + head) is at most the band's upper end; if that count is below the
-band's lower end the DNA cannot be sized into the band and a `SizingError` says so. Parameter counts grow with the
-unit, so the choice is a deterministic binary search over exact counts (`Graph.parameter_count`).
 """
 
 from __future__ import annotations

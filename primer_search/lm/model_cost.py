@@ -24,8 +24,11 @@ class SizingError(ValueError):
 
 
 def search_unit(count: Callable[[int], int], config: ModelConfig) -> int:
-    """The largest unit in [1, max_unit] whose parameter `count(unit)` is at most the band's upper end (a binary
-    search: counts grow with the unit); a `SizingError` when even that is outside the band."""
+    """The sizing rule: every relative dimension of the DNA is multiplied by one size unit, and the block width is
+    `width_units` units. The unit is the largest integer in [1, max_unit] whose whole-model parameter `count(unit)`
+    is at most the band's upper end; if that count is below the band's lower end the DNA cannot be sized into the
+    band and a `SizingError` says so. Counts grow with the unit, so the choice is a deterministic binary search
+    over exact counts."""
     low, high = config.param_band
     if count(1) > high:
         raise SizingError(f"model has {count(1):,} parameters at the smallest unit (1), "
@@ -57,7 +60,7 @@ def parameter_count(graph: Graph, config: ModelConfig, unit: int) -> int:
 
 
 def choose_unit(dna: DNA, config: ModelConfig) -> int:
-    """The size unit that puts the model in `config.param_band` (see the module docstring)."""
+    """The size unit that puts the token model in `config.param_band` (`search_unit`)."""
     graph = lower(dna, config.width_units)
     return search_unit(lambda unit: parameter_count(graph, config, unit), config)
 
@@ -145,7 +148,7 @@ def split_depth(num_layers: int, depth_split: str) -> tuple[int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class Widths:
-    """Units and widths of the two stacks (see the module docstring)."""
+    """Units and widths of MEGABYTE's two stacks (`MegabyteModel` says how they follow the knobs)."""
 
     global_unit: int
     local_unit: int

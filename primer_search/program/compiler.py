@@ -1,33 +1,6 @@
 """DNA -> Keras 3 layer. The compiled block maps [B, S, d] to [B, S, d] with d = width_units x unit.
 
-Shape glossary: B batch, S sequence (any length; nothing is tied to it), d block width, m branch copies.
-Inside the block every tensor carries a branch axis: features [B, m|1, S, W], positions [B, m|1, S, S].
-A branch axis of size 1 means "identical in every copy" and broadcasts, so entering an 8-way branch copies
-nothing and the 8 per-branch projections of a shared input run as one fused matmul (`primitives.parametric.dense`),
-so a branched self-attention trains as fast as Keras' fused MultiHeadAttention (bench/compiler_speed.py).
-
-Rules (also in the README and primitives/README.md):
-- Only live instructions are built and run (`graph.lower` inlines calls and drops dead code).
-- Dimension mismatches: see `primitives.elementwise` (a single column broadcasts, else input 2 is cut or
-  zero-padded to input 1's width); the final state is brought to width d the same way (a positions tensor is
-  first collapsed to its causal mean over keys).
-- Causality is enforced by the primitives for every program, whatever the DNA contains.
-- T_MAT_MUL over features is the scaled dot product x @ y^T / sqrt(W), a stated deviation from the paper's plain
-  matmul so attention's temperature does not change with the unit (`primitives.sequence`).
-- Rewrite: DIVIDE(MASK(EXP(x)), RED_SUM(MASK(EXP(x)))) on a positions tensor runs as a max-subtracted softmax over
-  keys j <= t (`primitives.masked_softmax`); mathematically identical, and it cannot overflow.
-
-Weight initialization (common random numbers): a weight's initial value depends only on the block seed, the weight's
-name and shape, and its node's identity (`node_identity`): along the node's call path, each instruction is named
-by (op, resolved relative dimension if the op reads one, branching, ordinal among the live instructions of its
-subprogram with that same op, dimension and branching), so "S0.1-S1.2-S3.0" is "S1/-/8/0 > S3/-/1/2 >
-CONV_1X1/1/1/0" (value projection). These are hashed (SHA-256, stable across processes) into the initializer's
-seed. An edit thus re-draws only the weights it adds or changes: a weight keeps its value when instructions are
-inserted or deleted around it, when constants change, and across programs that share the instruction (the
-Transformer and Primer-EZ seeds share all their projection and feed-forward kernels). Limits: a new shape
-re-draws (a changed dimension, or a new input width); inserting, deleting or moving an instruction with the same
-op, dimension and branching before another in the same subprogram (also by making one live or dead) re-deals the
-later ones' values in order; a constant-initialized weight (SCALE 1, SHIFT 0, DCONV taps) is the same anyway.
+How it works: `CompiledBlock`.
 """
 
 from __future__ import annotations
@@ -81,7 +54,7 @@ def _instruction_names(dna: DNA) -> list[dict[int, str]]:
 
 def node_identity(dna: DNA, path: str, names: list[dict[int, str]] | None = None) -> str:
     """The stable identity of the graph node at `path` ("S0.1-S1.2-S3.0"), e.g. "S1/-/8/0 > S3/-/1/2 >
-    CONV_1X1/1/1/0": what its weights' initial values depend on (module docstring). `names` caches
+    CONV_1X1/1/1/0": what its weights' initial values depend on (`CompiledBlock`). `names` caches
     `_instruction_names(dna)`."""
     names = _instruction_names(dna) if names is None else names
     parts = []
@@ -115,7 +88,37 @@ def _merge(x: tf.Tensor, node: Node, source_sig) -> tf.Tensor:
 
 @keras.saving.register_keras_serializable(package="primer_search")
 class CompiledBlock(keras.layers.Layer):
-    """A decoder block compiled from a DNA. `get_config()` holds the DNA, so the block saves and reloads."""
+    """A decoder block compiled from a DNA. `get_config()` holds the DNA, so the block saves and reloads.
+
+    Shape glossary: B batch, S sequence (any length; nothing is tied to it), d block width, m branch copies.
+    Inside the block every tensor carries a branch axis: features [B, m|1, S, W], positions [B, m|1, S, S].
+    A branch axis of size 1 means "identical in every copy" and broadcasts, so entering an 8-way branch copies
+    nothing and the 8 per-branch projections of a shared input run as one fused matmul (`primitives.parametric.dense`),
+    so a branched self-attention trains as fast as Keras' fused MultiHeadAttention (bench/compiler_speed.py).
+
+    Rules (also in the README and primitives/README.md):
+    - Only live instructions are built and run (`graph.lower` inlines calls and drops dead code).
+    - Dimension mismatches: see `primitives.elementwise` (a single column broadcasts, else input 2 is cut or
+      zero-padded to input 1's width); the final state is brought to width d the same way (a positions tensor is
+      first collapsed to its causal mean over keys).
+    - Causality is enforced by the primitives for every program, whatever the DNA contains.
+    - T_MAT_MUL over features is the scaled dot product x @ y^T / sqrt(W), a stated deviation from the paper's plain
+      matmul so attention's temperature does not change with the unit (`primitives.sequence`).
+    - Rewrite: DIVIDE(MASK(EXP(x)), RED_SUM(MASK(EXP(x)))) on a positions tensor runs as a max-subtracted softmax over
+      keys j <= t (`primitives.masked_softmax`); mathematically identical, and it cannot overflow.
+
+    Weight initialization (common random numbers): a weight's initial value depends only on the block seed, the weight's
+    name and shape, and its node's identity (`node_identity`): along the node's call path, each instruction is named
+    by (op, resolved relative dimension if the op reads one, branching, ordinal among the live instructions of its
+    subprogram with that same op, dimension and branching), so "S0.1-S1.2-S3.0" is "S1/-/8/0 > S3/-/1/2 >
+    CONV_1X1/1/1/0" (value projection). These are hashed (SHA-256, stable across processes) into the initializer's
+    seed. An edit thus re-draws only the weights it adds or changes: a weight keeps its value when instructions are
+    inserted or deleted around it, when constants change, and across programs that share the instruction (the
+    Transformer and Primer-EZ seeds share all their projection and feed-forward kernels). Limits: a new shape
+    re-draws (a changed dimension, or a new input width); inserting, deleting or moving an instruction with the same
+    op, dimension and branching before another in the same subprogram (also by making one live or dead) re-deals the
+    later ones' values in order; a constant-initialized weight (SCALE 1, SHIFT 0, DCONV taps) is the same anyway.
+    """
 
     def __init__(self, dna, unit: int, width_units: int = 8, seed: int = 0, fuse: bool = True, **kwargs):
         super().__init__(**kwargs)

@@ -11,49 +11,7 @@ writes h(i + 2), the last state is the output. A child has the parent's banks, m
 unless the mutation changes them, and the name "" (it is a new program; naming candidates is the controller's
 job).
 
-delete         Remove an instruction (a subprogram keeps at least one). Later reads of the removed state are
-               redirected to the removed instruction's input 1, so the graph stays connected: the instruction is
-               cut out of its wire (x -> op -> y becomes x -> y). Later states shift down by one.
-insert         Insert a new instruction (`search_space.new_instruction`, drawn under the `SearchPriors`) into a
-               subprogram that has fewer than `max_instructions` instructions, splicing it into the wire of its
-               input 1: later reads of that state x now read the new state (like an in-place update
-               `x = op(x, ...)` in a register machine), and later states shift up by one. Without the splice a new
-               instruction before the end could never be read (no existing reference can name a new state), so it
-               would always be dead code and rejected as a no-op; with it, delete exactly undoes insert. Where it
-               lands: `insert_placement: anywhere` (the paper) draws the subprogram, a position 0..len and input 1
-               uniformly, so many inserts splice into a wire no live instruction reads and are rejected as
-               no-ops; `live` draws them uniformly among the subprograms that run, the positions with a live wire
-               and the live wires there (`search_space.live_wires`; at the end, the output's), so an insert is
-               never dead code and every instruction that was live stays live.
-delete_insert  A delete followed by an insert (Helmuth et al.), each in its own uniformly drawn subprogram.
-mutate_field   Change one field the instruction reads (its op always; in1/in2/const/dim as its op reads them,
-               calls read in1 and in2; and branch) to a different valid value: a state 0..i+1, a bank index, a
-               branching from `BRANCHING`, or an op from the primitives and the calls of higher subprograms.
-swap           Exchange two instructions' places in the compute graph. Paper: "Swap the position of two
-               instructions ... The input tensors for each instruction are also swapped so that the net effect
-               is switching the positions of the instructions in the compute graph." Read here as: the two
-               instructions' operations (op, const, dim, branch) change places while in1/in2 stay with the
-               positions, so each position keeps its input wiring and its readers. A chain x -> A -> B -> y
-               becomes x -> B -> A -> y; independent A and B each take the other's inputs and readers. The child
-               is always valid and is a no-op only when the two operations are equal (such pairs are not drawn).
-               Moving A and B with their own inputs and renumbering readers to follow them would be the identity
-               on the graph (always rejected as a no-op), so it cannot be what the paper means.
-mutate_bank    Change a relative dimension to another value of `RELATIVE_DIMENSIONS`, or a constant by
-               c_new = c_prev * 10**X + Y with X, Y ~ N(0, 1) (drawn in that order with `rng.gauss`). The bank
-               (dimensions or constants) is drawn first, then the entry.
-macro          Toggle a macro-option (`primer_search.program.macro_options`) or change one knob of an enabled one to
-               another value of its `MUTATION_GRIDS` entry, drawn uniformly among the legal moves: disable an
-               enabled section, enable a disabled one that the search allows (`sections`) and that combines with
-               those enabled, or set a knob. Enabling keeps the section's knobs (defaults for a new DNA). Not in
-               the paper: its weight defaults to 0.
-
-`mutate` draws a type with probability proportional to `MutationWeights`, applies it and tries again when it does
-not apply, the child is invalid, or the child's canonical graph hash equals the parent's (the paper's no-op
-rejection). The returned `Mutation` carries the child's hash, so a caller need not lower the child again, and a
-caller that keeps its members' hashes passes `parent_hash` so the parent is not lowered either (each lowering
-is a few hundred microseconds for a Transformer-sized program). `max_tries` defaults to 1000: in a program whose
-output depends on few of its instructions most mutations hit dead code; such programs arise by drift and can
-need dozens of tries (one seen with ~3% of tries changing the graph, where 100 tries fail about 5% of the time).
+Each type's rule is its function's docstring; `mutate` draws a type by `MutationWeights` and retries no-ops.
 """
 
 from __future__ import annotations
@@ -188,7 +146,9 @@ def _insert_in(programs: Programs, rng: random.Random, max_instructions: int | N
 
 
 def delete(dna: DNA, rng: random.Random, max_instructions: int | None = None) -> Result:
-    """Remove a random instruction of a random subprogram that has more than one."""
+    """Remove an instruction (a subprogram keeps at least one). Later reads of the removed state are redirected to the
+    removed instruction's input 1, so the graph stays connected: the instruction is cut out of its wire (x -> op ->
+    y becomes x -> y). Later states shift down by one."""
     programs = _programs(dna)
     detail = _delete_in(programs, rng)
     if detail is None:
@@ -198,7 +158,16 @@ def delete(dna: DNA, rng: random.Random, max_instructions: int | None = None) ->
 
 def insert(dna: DNA, rng: random.Random, max_instructions: int | None = None,
            priors: SearchPriors = SearchPriors()) -> Result:
-    """Insert a random instruction into a random subprogram with fewer than `max_instructions` (None: no limit)."""
+    """Insert a new instruction (`search_space.new_instruction`, drawn under the `SearchPriors`) into a subprogram that
+    has fewer than `max_instructions` instructions, splicing it into the wire of its input 1: later reads of that
+    state x now read the new state (like an in-place update `x = op(x, ...)` in a register machine), and later
+    states shift up by one. Without the splice a new instruction before the end could never be read (no existing
+    reference can name a new state), so it would always be dead code and rejected as a no-op; with it, delete
+    exactly undoes insert. Where it lands: `insert_placement: anywhere` (the paper) draws the subprogram, a position
+    0..len and input 1 uniformly, so many inserts splice into a wire no live instruction reads and are rejected as
+    no-ops; `live` draws them uniformly among the subprograms that run, the positions with a live wire and the live
+    wires there (`search_space.live_wires`; at the end, the output's), so an insert is never dead code and every
+    instruction that was live stays live."""
     programs = _programs(dna)
     detail = _insert_in(programs, rng, max_instructions, priors, dna)
     if detail is None:
@@ -208,7 +177,7 @@ def insert(dna: DNA, rng: random.Random, max_instructions: int | None = None,
 
 def delete_insert(dna: DNA, rng: random.Random, max_instructions: int | None = None,
                   priors: SearchPriors = SearchPriors()) -> Result:
-    """A delete followed by an insert."""
+    """A delete followed by an insert (Helmuth et al.), each in its own uniformly drawn subprogram."""
     programs = _programs(dna)
     removed = _delete_in(programs, rng)
     if removed is None:
@@ -240,7 +209,9 @@ def _show(field: str, value) -> str:
 
 
 def mutate_field(dna: DNA, rng: random.Random, max_instructions: int | None = None) -> Result:
-    """Change one field an instruction reads (op, in1, in2, const, dim or branch) to another valid value."""
+    """Change one field the instruction reads (its op always; in1/in2/const/dim as its op reads them, calls read in1
+    and in2; and branch) to a different valid value: a state 0..i+1, a bank index, a branching from `BRANCHING`, or
+    an op from the primitives and the calls of higher subprograms."""
     s = rng.randrange(len(dna.subprograms))
     instructions = dna.subprograms[s].instructions
     i = rng.randrange(len(instructions))
@@ -264,7 +235,14 @@ def _has_two_operations(instructions: tuple) -> bool:
 
 
 def swap(dna: DNA, rng: random.Random, max_instructions: int | None = None) -> Result:
-    """Exchange the operations of two instructions of a subprogram, each position keeping its inputs."""
+    """Exchange two instructions' places in the compute graph. Paper: "Swap the position of two instructions ... The
+    input tensors for each instruction are also swapped so that the net effect is switching the positions of the
+    instructions in the compute graph." Read here as: the two instructions' operations (op, const, dim, branch)
+    change places while in1/in2 stay with the positions, so each position keeps its input wiring and its readers. A
+    chain x -> A -> B -> y becomes x -> B -> A -> y; independent A and B each take the other's inputs and readers.
+    The child is always valid and is a no-op only when the two operations are equal (such pairs are not drawn).
+    Moving A and B with their own inputs and renumbering readers to follow them would be the identity on the graph
+    (always rejected as a no-op), so it cannot be what the paper means."""
     s = _pick(rng, [s for s, sp in enumerate(dna.subprograms) if _has_two_operations(sp.instructions)])
     if s is None:
         return None, "swap: not applicable, no subprogram has two instructions with different operations"
@@ -283,7 +261,9 @@ def swap(dna: DNA, rng: random.Random, max_instructions: int | None = None) -> R
 
 
 def mutate_bank(dna: DNA, rng: random.Random, max_instructions: int | None = None) -> Result:
-    """Change a relative dimension (to another vocabulary value) or a constant (c * 10**X + Y)."""
+    """Change a relative dimension to another value of `RELATIVE_DIMENSIONS`, or a constant by c_new = c_prev * 10**X +
+    Y with X, Y ~ N(0, 1) (drawn in that order with `rng.gauss`). The bank (dimensions or constants) is drawn first,
+    then the entry."""
     if rng.random() < 0.5:
         k = rng.randrange(NUM_DIMENSIONS)
         old = dna.dimensions[k]
@@ -306,7 +286,10 @@ def mutate_bank(dna: DNA, rng: random.Random, max_instructions: int | None = Non
 
 def mutate_macro(dna: DNA, rng: random.Random, max_instructions: int | None = None,
                  sections: tuple[str, ...] = SECTIONS) -> Result:
-    """Toggle a macro-option or change a knob of an enabled one (see the module docstring)."""
+    """Toggle a macro-option (`primer_search.program.macro_options`) or change one knob of an enabled one to another
+    value of its `MUTATION_GRIDS` entry, drawn uniformly among the legal moves: disable an enabled section, enable a
+    disabled one that the search allows (`sections`) and that combines with those enabled, or set a knob. Enabling
+    keeps the section's knobs (defaults for a new DNA). Not in the paper: its weight defaults to 0."""
     options = dna.macro_options
     moves = [("disable", s) for s in SECTIONS if options.enabled(s)]
     for section in sections:
@@ -365,6 +348,12 @@ def mutate(dna: DNA, rng: random.Random, weights: MutationWeights, max_instructi
     `macro_sections` are the macro-options a `macro` mutation may switch on; `priors` (the config's
     `search.priors`) how inserts draw their instruction.
     After `max_tries` failed tries, raise a ValueError that counts what happened.
+
+    The returned `Mutation` carries the child's hash, so a caller need not lower the child again, and a caller that
+    keeps its members' hashes passes `parent_hash` so the parent is not lowered either (each lowering is a few
+    hundred microseconds for a Transformer-sized program). `max_tries` defaults to 1000: in a program whose output
+    depends on few of its instructions most mutations hit dead code; such programs arise by drift and can need
+    dozens of tries (one seen with ~3% of tries changing the graph, where 100 tries fail about 5% of the time).
     """
     _check_arguments(weights, priors, max_instructions, max_tries)
     functions = dict(MUTATIONS, insert=functools.partial(insert, priors=priors),

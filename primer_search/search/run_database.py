@@ -4,42 +4,7 @@ Files in RUN_DIR:
     run.sqlite          the store (with run.sqlite-wal and run.sqlite-shm next to it while in use)
     controller.lock     flock'ed by the one controller writing the run; holds its pid@host
 
-Schema (JSON columns hold `json.dumps` text; NaN and infinities round-trip through Python's json):
-    meta(key TEXT PRIMARY KEY, value TEXT)       JSON values: format_version, config (the resolved config dict),
-                                                 created_at (Unix seconds), rng_state (random.Random.getstate())
-    individuals(id INTEGER PRIMARY KEY,          1, 2, 3... in proposal order
-                parent_id INTEGER NULL,          None for seeds
-                mutation TEXT NULL, mutation_detail TEXT NULL (JSON),
-                dna TEXT (JSON of DNA.to_dict()), canonical_hash TEXT, fingerprint TEXT NULL (JSON, see fec),
-                proposed_at REAL,
-                training_seed INTEGER NULL,      the seed it is trained with (NULL: reuses a result, no training)
-                repeat_of INTEGER NULL)          the first individual of the same program, when this one is a
-                                                 re-evaluation or a cache hit of it
-    hurdles(individual_id, hurdle INTEGER, fraction REAL, fitness REAL NULL, passed INTEGER, recorded_at REAL,
-            threshold REAL NULL,             the limit it was held to (NULL: too few records, everyone passes)
-            PRIMARY KEY (individual_id, hurdle))     rowid order = decision order (a trial's verdict is recorded
-                                                     the moment it reaches the hurdle)
-    results(individual_id INTEGER PRIMARY KEY,
-            seq INTEGER UNIQUE,                  completion order 1, 2, 3... (dense: never deleted)
-            status TEXT, fitness REAL NULL,      a NaN fitness is stored as NULL
-            metrics TEXT (JSON of FitnessResult.to_dict()), worker TEXT NULL, attempts INTEGER,
-            cached_from INTEGER NULL,            the individual whose result a cache hit reused
-            started_at REAL NULL, finished_at REAL)
-    indexes: individuals(canonical_hash), hurdles(hurdle); results(seq) by UNIQUE
-
-Durability: WAL journal with synchronous=FULL, so the WAL is fsynced at every commit and a committed event
-survives a SIGKILL of the controller and also an OS crash or power loss (NORMAL would survive a killed process but
-could lose the last commits on power loss). It costs one fsync per event, a few milliseconds against evaluations
-that take seconds to hours; `transaction()` groups events into one commit where that matters (bulk imports).
-
-Concurrency: one controller writes a run. `lock()` (taken by `create`, and by `open(run_dir, lock=True)`) takes an
-exclusive non-blocking flock on controller.lock; a second controller gets `RunInUse` naming the holder. The kernel
-releases the lock when the holder dies, however it dies. Writes without the lock are refused. Readers (status, top,
-show) open without the lock and read while the controller runs (WAL: readers and the writer do not block each
-other). Keep RUN_DIR on a local filesystem: WAL's shared memory needs every reader on the controller's host, and
-flock over a network filesystem is only as good as its lock support. A RunStore is for one thread.
-
-This module imports no TensorFlow: sqlite3, json and the standard library only.
+How it works: `RunDatabase`.
 """
 
 from __future__ import annotations
@@ -117,7 +82,45 @@ class RunInUse(ValueError):
 
 
 class RunDatabase:
-    """A run directory's database, opened to write (holding the lock) or to read; `RunStore` adds the events."""
+    """A run directory's database, opened to write (holding the lock) or to read; `RunStore` adds the events.
+
+    Schema (JSON columns hold `json.dumps` text; NaN and infinities round-trip through Python's json):
+        meta(key TEXT PRIMARY KEY, value TEXT)       JSON values: format_version, config (the resolved config dict),
+                                                     created_at (Unix seconds), rng_state (random.Random.getstate())
+        individuals(id INTEGER PRIMARY KEY,          1, 2, 3... in proposal order
+                    parent_id INTEGER NULL,          None for seeds
+                    mutation TEXT NULL, mutation_detail TEXT NULL (JSON),
+                    dna TEXT (JSON of DNA.to_dict()), canonical_hash TEXT, fingerprint TEXT NULL (JSON, see fec),
+                    proposed_at REAL,
+                    training_seed INTEGER NULL,      the seed it is trained with (NULL: reuses a result, no training)
+                    repeat_of INTEGER NULL)          the first individual of the same program, when this one is a
+                                                     re-evaluation or a cache hit of it
+        hurdles(individual_id, hurdle INTEGER, fraction REAL, fitness REAL NULL, passed INTEGER, recorded_at REAL,
+                threshold REAL NULL,             the limit it was held to (NULL: too few records, everyone passes)
+                PRIMARY KEY (individual_id, hurdle))     rowid order = decision order (a trial's verdict is recorded
+                                                         the moment it reaches the hurdle)
+        results(individual_id INTEGER PRIMARY KEY,
+                seq INTEGER UNIQUE,                  completion order 1, 2, 3... (dense: never deleted)
+                status TEXT, fitness REAL NULL,      a NaN fitness is stored as NULL
+                metrics TEXT (JSON of FitnessResult.to_dict()), worker TEXT NULL, attempts INTEGER,
+                cached_from INTEGER NULL,            the individual whose result a cache hit reused
+                started_at REAL NULL, finished_at REAL)
+        indexes: individuals(canonical_hash), hurdles(hurdle); results(seq) by UNIQUE
+
+    Durability: WAL journal with synchronous=FULL, so the WAL is fsynced at every commit and a committed event
+    survives a SIGKILL of the controller and also an OS crash or power loss (NORMAL would survive a killed process but
+    could lose the last commits on power loss). It costs one fsync per event, a few milliseconds against evaluations
+    that take seconds to hours; `transaction()` groups events into one commit where that matters (bulk imports).
+
+    Concurrency: one controller writes a run. `lock()` (taken by `create`, and by `open(run_dir, lock=True)`) takes an
+    exclusive non-blocking flock on controller.lock; a second controller gets `RunInUse` naming the holder. The kernel
+    releases the lock when the holder dies, however it dies. Writes without the lock are refused. Readers (status, top,
+    show) open without the lock and read while the controller runs (WAL: readers and the writer do not block each
+    other). Keep RUN_DIR on a local filesystem: WAL's shared memory needs every reader on the controller's host, and
+    flock over a network filesystem is only as good as its lock support. A RunStore is for one thread.
+
+    This module imports no TensorFlow: sqlite3, json and the standard library only.
+    """
 
     def __init__(self, run_dir: pathlib.Path, db: sqlite3.Connection | None = None):
         """Use `create` or `open`."""
