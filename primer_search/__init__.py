@@ -1,16 +1,14 @@
 """primer-search: evolutionary search over TensorFlow primitives for efficient decoder blocks.
 
-The pieces, in the order data flows through them:
+The layers, lowest first (a module imports only from its own layer or those below; README, "Layout"):
 
-    dna.DNA, dna.load_dna, dna.save_dna      the program representation and its files
-    listing.to_listing / from_listing        the paper-style text form
-    graph.lower, graph.canonical_hash        live graph, computation hash, parameter counts
-    compiler.compile_block                   DNA -> Keras layer [B, S, d] -> [B, S, d]
-    model.build_model                        the language model around the blocks
-    model_cost.choose_unit                   its size unit in a parameter band
-    seeds.load_seed                          transformer, primer_ez, primer
-
-The op vocabulary is the separate package `primitives`.
+    primitives              the op vocabulary (a separate package)
+    primer_search.program   the DNA, its listing, lowering, compiling and cost
+    primer_search.config    the YAML config
+    primer_search.lm        language models, their data, training, decoding and fitness
+    primer_search.search    the evolutionary search and its run store
+    primer_search.retrain   retraining winners at scale
+    primer_search.cli       the command line
 """
 
 __version__ = "0.1.0"
