@@ -66,6 +66,8 @@ def train(dna, cfg, label: str):
     """Train `dna` for the config's budget; (model, architecture, validation metrics)."""
     arch, data = Architecture.resolve(dna, cfg)
     unit = arch.choose_unit()
+    memory = arch.training_memory_bytes(unit, data.config.batch_tokens)
+    print(f"{label}: estimated training memory {memory / 2**30:.1f} GiB")
     keras.utils.set_random_seed(cfg.training.seed)
     model = arch.build(unit, seed=cfg.training.seed)
     trainer = Trainer(model, data, cfg.training, arch.training_flops_per_token(unit) * data.config.batch_tokens)
