@@ -217,11 +217,12 @@ def test_reading_commands_neither_load_tensorflow_nor_print_its_noise(tmp_path):
     RunStore.create(tmp_path / "run", Config().to_dict()).close()
     script = ("import sys\nfrom primer_search.cli.main import main\n"
               f"codes = [main(['show', 'transformer']), main(['status', {str(tmp_path / 'run')!r}]),\n"
-              f"         main(['top', {str(tmp_path / 'run')!r}]), main(['validate', 'primer_ez'])]\n"
+              f"         main(['top', {str(tmp_path / 'run')!r}]), main(['validate', 'primer_ez']),\n"
+              "         main(['show', 'primer_ez+calm', '--config', 'search_configs/discovery.yaml'])]\n"
               "tf = sys.modules.get('tensorflow')\n"
               "print(codes, tf is not None and type(tf).__name__ != '_LazyModule', 'keras' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0] False False", done.stdout[-500:]
+    assert done.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0, 0] False False", done.stdout[-500:]
     assert done.stderr == ""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from primer_search.config import Config
+from primer_search.lm.model_cost import cost_of
 from primer_search.program.dna import DNA
 from primer_search.program.graph import lower
 from primer_search.program.listing import to_listing
@@ -16,9 +17,7 @@ def describe(dna: DNA, unit: int = 64, width_units: int = 8, show_graph: bool = 
     parameter band, and its training and sampling FLOPs are shown.
     """
     if config is not None:
-        from primer_search.lm.architecture import Architecture     # the model's layers: TensorFlow
-
-        arch = Architecture.of(dna, config)
+        arch = cost_of(dna, config)
         unit, width_units = arch.choose_unit(), config.model.width_units
     graph = lower(dna, width_units)
     live = sum(1 for n in graph.nodes if n.op not in ("INPUT", "OUTPUT"))

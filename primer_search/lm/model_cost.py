@@ -1,17 +1,19 @@
 """Sizes and FLOPs of the three model kinds, from the DNA and the model config alone (no Keras, no TensorFlow).
 
 The Keras layers (`model`, `mod`, `calm`, `megabyte`) build what this module counts, and the tests hold the two
-to each other. `kind_cost` gives the cost model of a DNA's kind; `Architecture` sizes and prices through it.
+to each other. `cost_of` gives a DNA's `ModelCost`; `lm.architecture.Architecture` is one with its data and build.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable
 
-from primer_search.config import ModelConfig
+from primer_search.config import BYTE_VOCAB_SIZE, Config, ModelConfig
 from primer_search.program import cost
+from primer_search.program.decoding_rules import cache_nodes
 from primer_search.program.dna import DNA
 from primer_search.program.graph import Graph, lower
 from primer_search.program.macro_options import Calm
@@ -196,3 +198,154 @@ def megabyte_flops(graph: Graph, unit: int, length: int, patch_size: int, global
             + 2 * w.d_byte * w.d_local + 2 * w.d_local * vocab_size)
 
 
+# -- the kinds: a token model, and the CALM and MEGABYTE variants ---------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ModelCost:
+    """Size and cost of the model a DNA asks for: a token model (with Mixture-of-Depths routers) here, CALM and
+    MEGABYTE in the subclasses. `cost_of` picks the kind; `lm.architecture.Architecture` adds its data and build."""
+
+    dna: DNA
+    config: ModelConfig           # vocab_size is the data's
+    sequence_length: int          # positions per training row (bytes for MEGABYTE)
+    kind = "token"
+
+    @functools.cached_property
+    def graph(self) -> Graph:
+        return lower(self.dna, self.config.width_units)
+
+    def choose_unit(self) -> int:
+        return search_unit(self.parameter_count, self.config)
+
+    def parameter_count(self, unit: int) -> int:
+        return parameter_count(self.graph, self.config, unit)
+
+    def training_flops_per_token(self, unit: int) -> int:
+        length = self.sequence_length
+        k = capacity_k(self.dna.macro_options.mixture_of_depths.capacity, length)
+        forward = self._blocks_flops(unit, length, routed_fraction=k / length, routed_length=k)
+        d = self.config.width_units * unit
+        forward += self._head_flops(unit) + exit_head_flops(d, self.config.vocab_size, self._exits())
+        return cost.TRAINING_MULTIPLIER * forward
+
+    def sampling_flops_per_token(self, unit: int, stats: dict | None = None) -> int:
+        """Forward FLOPs of generating one token (one byte for MEGABYTE) with a cache; `stats` are the evaluation's
+        measured `mod_routed_fraction`, `calm_average_layers` and `calm_exit_heads` (see the module docstring)."""
+        context = (self.sequence_length + 1) // 2
+        fraction, routed_context = self._routing(context, stats or {})
+        return self._blocks_flops(unit, context, fraction, routed_context) + self._head_flops(unit)
+
+    def training_memory_bytes(self, unit: int, batch_tokens: int) -> int:
+        """Estimated peak memory of a training step (`cost.training_memory_bytes`, per stack for MEGABYTE)."""
+        return cost.training_memory_bytes(self.graph, unit, self.sequence_length, self.config.num_layers,
+                                          self.config.vocab_size, self.parameter_count(unit), batch_tokens,
+                                          output_heads=self._exits())
+
+    def _routing(self, context: int, stats: dict) -> tuple[float, int]:
+        """The routed fraction of tokens (measured, else the capacity) and the routed tokens of a context."""
+        fraction = stats.get("mod_routed_fraction", self.dna.macro_options.mixture_of_depths.capacity)
+        return fraction, max(1, round(fraction * context))
+
+    def _blocks_flops(self, unit: int, length: int, routed_fraction: float, routed_length: int) -> int:
+        """Forward FLOPs per token of the stack of blocks (MoD routers included), rounded to an integer."""
+        d = self.config.width_units * unit
+        dense = cost.block_flops(self.graph, unit, length)
+        options = self.dna.macro_options.mixture_of_depths
+        routed_block = (routed_fraction * cost.block_flops(self.graph, unit, routed_length)
+                        + routing_flops(d, options.causal_fix))
+        return round(sum(routed_block if is_routed else dense
+                         for is_routed in routed(self.dna, self.config.num_layers)))
+
+    def _head_flops(self, unit: int) -> int:
+        return 2 * self.config.width_units * unit * self.config.vocab_size
+
+    def _exits(self) -> int:
+        return 1
+
+
+class CalmCost(ModelCost):
+    """A token model with CALM's early exits: the exits' projections and classifier, and fewer blocks per token."""
+
+    kind = "calm"
+
+    def parameter_count(self, unit: int) -> int:
+        d = self.config.width_units * unit
+        return super().parameter_count(unit) + classifier_parameters(d, self.dna.macro_options.calm)
+
+    def sampling_flops_per_token(self, unit: int, stats: dict | None = None) -> int:
+        stats = stats or {}
+        context = (self.sequence_length + 1) // 2
+        fraction, routed_context = self._routing(context, stats)
+        layers = stats.get("calm_average_layers", self.config.num_layers)
+        heads = stats.get("calm_exit_heads", 1.0)
+        per_block = self._blocks_flops(unit, context, fraction, routed_context) / self.config.num_layers
+        cache_only = cost.nodes_flops(self.graph, cache_nodes(self.graph), unit, context)
+        skipped = self.config.num_layers - layers
+        return round(layers * per_block + skipped * cache_only + heads * self._head_flops(unit))
+
+    def _exits(self) -> int:
+        options = self.dna.macro_options.calm
+        return len(exit_layers(self.config.num_layers, options.first_exit, options.exit_interval))
+
+
+class MegabyteCost(ModelCost):
+    """MEGABYTE: a global stack over patches and a local stack over their bytes, both of the DNA's block."""
+
+    kind = "megabyte"
+
+    @property
+    def layers(self) -> tuple[int, int]:
+        """The (global, local) layer counts."""
+        return split_depth(self.config.num_layers, self.dna.macro_options.megabyte.depth_split)
+
+    def parameter_count(self, unit: int) -> int:
+        options = self.dna.macro_options.megabyte
+        return megabyte_parameter_count(
+            self.graph, unit, options.patch_size, *self.layers, self.config.vocab_size, options.global_width_factor,
+            options.local_width_factor, self.config.tie_embeddings)
+
+    def training_flops_per_token(self, unit: int) -> int:
+        return cost.TRAINING_MULTIPLIER * self._flops(unit, self.sequence_length)
+
+    def sampling_flops_per_token(self, unit: int, stats: dict | None = None) -> int:
+        return self._flops(unit, (self.sequence_length + 1) // 2)
+
+    def training_memory_bytes(self, unit: int, batch_tokens: int) -> int:
+        options, vocab = self.dna.macro_options.megabyte, self.config.vocab_size
+        w = widths(self.config.width_units, unit, options.patch_size, options.global_width_factor,
+                              options.local_width_factor)
+        global_layers, local_layers = self.layers
+        patches = -(-self.sequence_length // options.patch_size)
+        return (cost.training_memory_bytes(self.graph, w.global_unit, patches, global_layers, 0,
+                                           self.parameter_count(unit), batch_tokens // options.patch_size)
+                + cost.training_memory_bytes(self.graph, w.local_unit, options.patch_size, local_layers, vocab, 0,
+                                             batch_tokens))
+
+    def _flops(self, unit: int, length: int) -> int:
+        options = self.dna.macro_options.megabyte
+        return megabyte_flops(self.graph, unit, length, options.patch_size, *self.layers,
+                                         self.config.vocab_size, options.global_width_factor,
+                                         options.local_width_factor)
+
+
+def kind_of(dna: DNA) -> str:
+    """"token", "calm" or "megabyte": the model a DNA's macro-options ask for."""
+    options = dna.macro_options
+    return "megabyte" if options.megabyte.enabled else "calm" if options.calm.enabled else "token"
+
+
+def cost_of(dna: DNA, config: Config) -> ModelCost:
+    """The size and cost of the model a DNA asks for under a config, with the configured vocabulary (bytes for
+    MEGABYTE) and sequence length (in bytes: sequence_length x patch_size for MEGABYTE)."""
+    return COSTS[kind_of(dna)](dna, *model_shape(dna, config))
+
+
+def model_shape(dna: DNA, config: Config) -> tuple[ModelConfig, int]:
+    """The model config (its vocabulary the byte vocabulary for MEGABYTE) and the training row length."""
+    options, length = dna.macro_options.megabyte, config.data.sequence_length
+    if options.enabled:
+        return dataclasses.replace(config.model, vocab_size=BYTE_VOCAB_SIZE), length * options.patch_size
+    return config.model, length
+
+
+COSTS = {"token": ModelCost, "calm": CalmCost, "megabyte": MegabyteCost}
