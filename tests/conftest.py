@@ -53,3 +53,28 @@ def ray_session():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# -- run stores (tests/test_store.py, tests/test_run_database.py) ----------------------------------------------------
+
+STORE_CONFIG = {"search": {"population_size": 4, "seed": 0}, "training": {"budget": 4}}
+EMPTY_DNA = {"format_version": 1, "name": "tiny", "subprograms": [{"name": "main", "instructions": []}]}
+
+
+def metrics(status="ok", fitness=None, **extra):
+    """A FitnessResult dict as a store records it."""
+    return {"status": status, "fitness": fitness, "validation_loss": fitness, "checkpoints": [], **extra}
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A new run store, locked for writing."""
+    from primer_search.search.store import RunStore
+
+    with RunStore.create(tmp_path / "run", STORE_CONFIG) as store:
+        yield store
+
+
+def propose(store, n, parent_id=None, canonical_hash=None):
+    """`n` proposals of an empty program; their ids."""
+    return [store.add_proposal(parent_id, None, None, EMPTY_DNA, canonical_hash or f"hash{i}") for i in range(n)]

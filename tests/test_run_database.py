@@ -11,25 +11,9 @@ import textwrap
 
 import pytest
 
+from conftest import STORE_CONFIG as CONFIG, metrics, propose
 from primer_search.search.run_database import RunInUse
 from primer_search.search.store import RunStore
-
-CONFIG = {"search": {"population_size": 4, "seed": 0}, "training": {"budget": 4}}
-DNA = {"format_version": 1, "name": "tiny", "subprograms": [{"name": "main", "instructions": []}]}
-
-
-def metrics(status="ok", fitness=None, **extra):
-    return {"status": status, "fitness": fitness, "validation_loss": fitness, "checkpoints": [], **extra}
-
-
-@pytest.fixture
-def store(tmp_path):
-    with RunStore.create(tmp_path / "run", CONFIG) as store:
-        yield store
-
-
-def propose(store, n, parent_id=None, canonical_hash=None):
-    return [store.add_proposal(parent_id, None, None, DNA, canonical_hash or f"hash{i}") for i in range(n)]
 
 
 def test_create_stores_the_config_and_refuses_an_existing_run(tmp_path):

@@ -6,24 +6,8 @@ import sys
 
 import pytest
 
+from conftest import EMPTY_DNA as DNA, metrics, propose
 from primer_search.search.store import AlreadyRecorded, RunStore
-
-CONFIG = {"search": {"population_size": 4, "seed": 0}, "training": {"budget": 4}}
-DNA = {"format_version": 1, "name": "tiny", "subprograms": [{"name": "main", "instructions": []}]}
-
-
-def metrics(status="ok", fitness=None, **extra):
-    return {"status": status, "fitness": fitness, "validation_loss": fitness, "checkpoints": [], **extra}
-
-
-@pytest.fixture
-def store(tmp_path):
-    with RunStore.create(tmp_path / "run", CONFIG) as store:
-        yield store
-
-
-def propose(store, n, parent_id=None, canonical_hash=None):
-    return [store.add_proposal(parent_id, None, None, DNA, canonical_hash or f"hash{i}") for i in range(n)]
 
 
 def test_proposals_and_individuals(store):

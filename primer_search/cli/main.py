@@ -27,6 +27,11 @@ def _positive_number(text: str) -> float:
     return value
 
 
+def _add_set(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help=f"override a config key, e.g. {example} (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="primer-search", description=__doc__.splitlines()[0])
     subcommands = parser.add_subparsers(dest="command", required=True)
@@ -43,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(run=commands.show)
 
     export = subcommands.add_parser("export", help="write a DNA (a seed, a file, or a run's individual) to a .yaml, "
-                                                ".json or .txt file, or as a standalone Keras module (.py): "
-                                                "`export DNA OUT` or `export RUN_DIR ID -o OUT`")
+                                                   ".json or .txt file, or as a standalone Keras module (.py): "
+                                                   "`export DNA OUT` or `export RUN_DIR ID -o OUT`")
     export.add_argument("dna", help=dna_help + ", a run directory, or a retrained model (a retrain job's "
                                       "directory or its model.keras: writes the module and its .weights.h5)")
     export.add_argument("id_or_out", nargs="?", help="output path, or with a run directory the individual's id")
@@ -64,8 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = subcommands.add_parser("train", help="evaluate one program: train it for the config's budget, measure it")
     train.add_argument("dna", help=dna_help)
     train.add_argument("--config", required=True, help="a search config YAML (e.g. search_configs/tiny.yaml)")
-    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override a config key, e.g. --set training.budget=10 (repeatable)")
+    _add_set(train, "--set training.budget=10")
     train.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     train.set_defaults(run=commands.train)
 
@@ -73,8 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="a search config YAML (e.g. search_configs/tiny.yaml)")
     run.add_argument("--run-dir", help="where the run store goes (default runs/CONFIG-DATE-TIME)")
     for command in (run, resume := subcommands.add_parser("resume", help="go on with a stopped or killed search")):
-        command.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                             help="override a config key, e.g. --set search.max_in_flight=4 (repeatable)")
+        _add_set(command, "--set search.max_in_flight=4")
         command.add_argument("--address", help="a Ray cluster: auto, or ray://host:10001 (default: a local Ray)")
         command.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS",
                              help="seconds between progress lines (default 10)")
@@ -92,27 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     top.set_defaults(run=commands.top)
 
     calibrate = subcommands.add_parser("calibrate", help="measure a config's noise: evaluate its seeds with K training "
-                                                      "seeds; spread at each hurdle and at the end, cost of hurdles")
+                                                         "seeds; spread at each hurdle and at the end, cost of hurdles")
     calibrate.add_argument("config", help="a search config YAML (e.g. search_configs/tiny.yaml)")
     calibrate.add_argument("-k", type=_positive, default=8, help="evaluations per seed program (default 8)")
     calibrate.add_argument("--json", metavar="PATH", help="also write the calibration as JSON")
-    calibrate.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                           help="override a config key, e.g. --set search.executor=in_process (repeatable)")
+    _add_set(calibrate, "--set search.executor=in_process")
     calibrate.set_defaults(run=commands.calibrate)
 
     confirm = subcommands.add_parser("confirm", help="retrain a run's top programs and its seeds with several training "
-                                                  "seeds on the test split: CI, speedup factor, paired p-value")
+                                                     "seeds on the test split: CI, speedup factor, paired p-value")
     confirm.add_argument("run_dir", help="the run directory of a search")
     confirm.add_argument("-k", type=_positive, default=5, help="top programs to confirm (default 5)")
     confirm.add_argument("--seeds", type=_positive, default=5, help="training seeds per program (default 5)")
     confirm.add_argument("--budget-multiplier", type=_positive_number, default=1.0, metavar="M",
                          help="train for M x the search's training budget (default 1)")
-    confirm.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                         help="override a config key, e.g. --set data.test_fraction=0.1 (repeatable)")
+    _add_set(confirm, "--set data.test_fraction=0.1")
     confirm.set_defaults(run=commands.confirm)
 
     retrain = subcommands.add_parser("retrain", help="retrain programs and baselines at several sizes with several "
-                                                  "seeds on Ray Train: speedup factors, scaling fits, models")
+                                                     "seeds on Ray Train: speedup factors, scaling fits, models")
     retrain.add_argument("config", help="a retrain config YAML (e.g. search_configs/retrain_tiny.yaml)")
     retrain.add_argument("--out", required=True, help="the retrain directory (the same command again resumes it)")
     retrain.add_argument("--program", action="append", default=[], metavar="SPEC",
@@ -121,12 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--baseline", action="append", default=[], metavar="SPEC",
                          help="a baseline instead of the config's (repeatable; default: transformer)")
     retrain.add_argument("--address", help="a Ray cluster (\"auto\", \"ray://host:port\"); default: local Ray")
-    retrain.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                         help="override a config key, e.g. --set retrain.seeds=5 (repeatable)")
+    _add_set(retrain, "--set retrain.seeds=5")
     retrain.set_defaults(run=commands.retrain)
 
     sample = subcommands.add_parser("sample", help="generate text from a retrained model (any kind) with the cached "
-                                                "sampler")
+                                                   "sampler")
     sample.add_argument("checkpoint", help="a retrain job's directory (RETRAIN_DIR/jobs/NAME) or its model.keras")
     sample.add_argument("--prompt", default="", help="the text to continue (default: a new document)")
     sample.add_argument("-n", type=_positive, default=64, help="tokens to generate (default 64)")
