@@ -30,6 +30,7 @@ import collections
 import dataclasses
 import logging
 import os
+import sys
 import socket
 import time
 from typing import Any, Callable, Protocol
@@ -179,6 +180,17 @@ class _Trial:
     start: dict | None = None          # the worker's start notice
 
 
+def _token_mode() -> None:
+    """Token authentication for this process and its children: RAY_AUTH_MODE=token, read by Ray's configuration
+    when it loads; if Ray is loaded already, its cached configuration is read again (as Ray does when it turns token
+    mode on for a cluster it finds by itself)."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray._raylet" in sys.modules:
+        from ray._raylet import Config
+
+        Config.initialize("")
+
+
 def connect_ray(address: str | None, num_cpus: int | None = None, **init_kwargs) -> None:
     """`ray.init` for a search or a retrain. Local (address None without RAY_ADDRESS, or "local"): a new instance
     with `num_cpus` CPUs, workers' TensorFlow chatter kept in Ray's logs (/tmp/ray/session_latest/logs) rather than
@@ -186,16 +198,16 @@ def connect_ray(address: str | None, num_cpus: int | None = None, **init_kwargs)
     one is at hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) and RAY_AUTH_MODE is unset it is
     presented (Ray itself does so only for "auto"). A failed connection is a one-line `ConnectionError` that says
     what to check."""
+    local = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
+    token = not local and (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                           or os.path.isfile(os.path.expanduser("~/.ray/auth_token")))
+    if token and "RAY_AUTH_MODE" not in os.environ:
+        _token_mode()
     import ray
 
-    local = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
     if local:
         ray.init(num_cpus=num_cpus, **{"log_to_driver": False, **init_kwargs})
         return
-    token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-             or os.path.isfile(os.path.expanduser("~/.ray/auth_token")))
-    if token and "RAY_AUTH_MODE" not in os.environ:
-        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         ray.init(address=address, **init_kwargs)
     except (ConnectionError, ray.exceptions.AuthenticationError) as err:
