@@ -10,20 +10,7 @@ Data. Token and CALM models read the configured data; a MEGABYTE model reads the
 (`data.load_byte_data`): rows of patch_size x sequence_length bytes, so its global stack has as many positions as a
 token model has tokens, and the validation set over the same documents, so bits per byte compare across them.
 
-Size. Every kind is sized into `model.param_band` by the same rule: the largest size unit whose exact parameter
-count fits (`model_cost.search_unit`). MoD routers count; CALM exits share the output projection (an early-exit
-classifier adds d + 1); a MEGABYTE model splits `num_layers` between its stacks (`model_cost.split_depth`).
-
-Cost, per target (a token, or a byte for MEGABYTE), counted as `primer_search.program.cost` counts a block
-(the arithmetic in `model_cost`):
-    training  3 x forward. A routed block runs on k = capacity_k(capacity, S) of S positions, at sequence length k,
-              plus its router and predictor on all of them; a CALM model projects every exit.
-    sampling  one forward step of autoregressive generation with a cache, at the mean context of a generated
-              sequence, (S + 1) // 2 positions (quadratic ops cost 2 x context x width per token). From what the
-              evaluation measured (`stats`): a routed block runs for the routed fraction of tokens over a cache of
-              routed tokens only; a CALM token runs its average number of blocks and exit projections, and each
-              later block still computes the keys and values of an exited token (`decoding_rules.cache_nodes`);
-              MEGABYTE runs its global stack once per patch.
+Size and cost: `model_cost.ModelCost`.
 """
 
 from __future__ import annotations

@@ -203,7 +203,23 @@ def megabyte_flops(graph: Graph, unit: int, length: int, patch_size: int, global
 @dataclasses.dataclass(frozen=True)
 class ModelCost:
     """Size and cost of the model a DNA asks for: a token model (with Mixture-of-Depths routers) here, CALM and
-    MEGABYTE in the subclasses. `cost_of` picks the kind; `lm.architecture.Architecture` adds its data and build."""
+    MEGABYTE in the subclasses. `cost_of` picks the kind; `lm.architecture.Architecture` adds its data and build.
+
+    Size. Every kind is sized into `model.param_band` by the same rule: the largest size unit whose exact parameter
+    count fits (`search_unit`). MoD routers count; CALM exits share the output projection (an early-exit
+    classifier adds d + 1); a MEGABYTE model splits `num_layers` between its stacks (`split_depth`).
+
+    Cost, per target (a token, or a byte for MEGABYTE), counted as `primer_search.program.cost` counts a block
+    (with the functions above):
+        training  3 x forward. A routed block runs on k = capacity_k(capacity, S) of S positions, at sequence length k,
+                  plus its router and predictor on all of them; a CALM model projects every exit.
+        sampling  one forward step of autoregressive generation with a cache, at the mean context of a generated
+                  sequence, (S + 1) // 2 positions (quadratic ops cost 2 x context x width per token). From what the
+                  evaluation measured (`stats`): a routed block runs for the routed fraction of tokens over a cache of
+                  routed tokens only; a CALM token runs its average number of blocks and exit projections, and each
+                  later block still computes the keys and values of an exited token (`decoding_rules.cache_nodes`);
+                  MEGABYTE runs its global stack once per patch.
+    """
 
     dna: DNA
     config: ModelConfig           # vocab_size is the data's
@@ -230,7 +246,7 @@ class ModelCost:
 
     def sampling_flops_per_token(self, unit: int, stats: dict | None = None) -> int:
         """Forward FLOPs of generating one token (one byte for MEGABYTE) with a cache; `stats` are the evaluation's
-        measured `mod_routed_fraction`, `calm_average_layers` and `calm_exit_heads` (see the module docstring)."""
+        measured `mod_routed_fraction`, `calm_average_layers` and `calm_exit_heads` (see the class docstring)."""
         context = (self.sequence_length + 1) // 2
         fraction, routed_context = self._routing(context, stats or {})
         return self._blocks_flops(unit, context, fraction, routed_context) + self._head_flops(unit)
