@@ -28,8 +28,6 @@ from primer_search.lm.model import build_model
 from primer_search.lm.model_cost import CalmCost, MegabyteCost, ModelCost
 from primer_search.program.dna import DNA
 
-KINDS = tuple(model_cost.COSTS)
-
 
 class Architecture(ModelCost):
     """The model a DNA asks for under a config (its size and cost: `ModelCost`), the data it reads and its

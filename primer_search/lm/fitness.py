@@ -54,7 +54,7 @@ class FitnessResult:
     total_seconds: float = 0.0
     parameter_count: int | None = None
     unit: int | None = None
-    architecture: str | None = None           # token, calm or megabyte (`architecture.KINDS`)
+    architecture: str | None = None           # token, calm or megabyte (`model_cost.COSTS`)
     flops_per_token: int | None = None        # training FLOPs (3 x forward) per target (a byte for MEGABYTE)
     sampling_flops_per_token: int | None = None   # forward FLOPs of one generated token, with a cache
     sampling_tokens_per_second: float | None = None   # measured when training.sampling_tokens > 0
