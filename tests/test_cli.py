@@ -1,6 +1,7 @@
 import json
 import re
 
+import pytest
 import yaml
 
 from primer_search.cli.main import main
@@ -235,3 +236,16 @@ def test_training_commands_keep_tensorflow_start_up_noise_off_stderr(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "status" in done.stdout and "cudart_stub" not in done.stderr and "absl" not in done.stderr
+
+
+def test_the_installed_command_runs():
+    """The `primer-search` console script (setup.cfg's entry point), as a user calls it."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(sys.executable).parent / "primer-search"
+    if not script.exists():
+        pytest.skip(f"primer-search is not installed beside {sys.executable}")
+    done = subprocess.run([str(script), "show", "transformer"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "hash: 4a82d7f5f5d6d6ef" in done.stdout, done.stderr[-2000:]
