@@ -131,6 +131,14 @@ def test_killed_run_resumes_without_losing_or_repeating_anything(tmp_path):
     replayed.close()
 
 
+def test_progress_every_zero_reports_only_the_end(tmp_path):
+    calls = []
+    search = Search.start(_config(num_individuals=3), tmp_path / "run")
+    search.run(on_progress=calls.append, progress_every=0)
+    search.close()
+    assert [status.done for status in calls] == [3]                  # no line per loop, one at the end
+
+
 def test_status_reads_a_run_while_nobody_holds_it(tmp_path):
     search = Search.start(_config(num_individuals=3), tmp_path / "run")
     search.run()

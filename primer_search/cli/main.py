@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_set(command, "--set search.max_in_flight=4")
         command.add_argument("--address", help="a Ray cluster: auto, or ray://host:10001 (default: a local Ray)")
         command.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS",
-                             help="seconds between progress lines (default 10)")
+                             help="seconds between progress lines (default 10; 0: none)")
     run.set_defaults(run=commands.run)
     resume.add_argument("run_dir", help="the run directory of the search")
     resume.set_defaults(run=commands.resume)

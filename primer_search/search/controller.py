@@ -296,12 +296,13 @@ class Search:
 
     def run(self, on_progress: Callable[[Status], None] | None = None, progress_every: float = 10.0,
             executor=None) -> Status:
-        """Search until `num_individuals` have results; returns the final status."""
+        """Search until `num_individuals` have results; returns the final status. `on_progress` gets the status
+        every `progress_every` seconds (never when it is 0) and at the end."""
         counts = self.store.counts()
         if counts["in_flight"] == 0 and counts["proposed"] >= self.config.search.num_individuals:
             return self.status()                                     # finished: no executor to start
         executor = executor or make_executor(self.config.search, answer=self.answer)
-        last = 0.0
+        last, wait = 0.0, progress_every if progress_every > 0 else 10.0     # a wait ends at a completion anyway
         try:
             for row in self.store.pending():                      # in flight when the last controller stopped
                 self._dispatch(executor, row, DNA.from_dict(row.dna))
@@ -318,9 +319,9 @@ class Search:
                         raise RuntimeError("no seed produced a fitness, so there is nothing to evolve: see "
                                            "`primer-search top RUN_DIR` for their statuses and errors")
                     continue                                        # every proposal was a cache hit
-                for completion in executor.wait(timeout=progress_every):
+                for completion in executor.wait(timeout=wait):
                     self._complete(completion)
-                if on_progress is not None and time.monotonic() - last >= progress_every:
+                if on_progress is not None and progress_every > 0 and time.monotonic() - last >= progress_every:
                     on_progress(self.status())
                     last = time.monotonic()
         finally:
