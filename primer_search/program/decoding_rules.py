@@ -1,28 +1,5 @@
 """Which rule decodes each node of a lowered graph one token at a time (`primer_search.lm.decoding`), from the
 graph alone: the cost model counts a cached token's FLOPs with it, without building the block.
-
-Row-locality (why this is exact, and when it is not)
-----------------------------------------------------
-Claim: every node's row at t, restricted to keys j <= t, is a function of its inputs' rows at t (keys <= t) and of
-the rows at s < t (keys <= s) of the inputs that the decoder keeps. By induction over the topological order this
-gives the full pass's row t. It holds for an op iff it never reads a positions entry (s, j) with j > s, i.e. the
-future keys of a row (the full pass computes them, the decoder never does):
-- pointwise unary/binary ops, SCALE, SHIFT, CONV_1X1: entry by entry; a positions input meeting features enters
-  by its causal mean over keys j <= t (`axes.as_features`); MERGE and OUTPUT collapse positions the same way.
-- RED_* and SOFTMAX on positions mask keys j > t before reducing; on features they reduce the feature axis.
-- MAT_MUL with a features x is pointwise; with a positions x it contracts x's keys j <= t (masked) against rows
-  j <= t of a features y: the values history.
-- T_MAT_MUL: entry (t, s), s <= t, reads x's row t and y's row s; a positions x or y is masked to keys <= t
-  resp. <= s, or enters by its causal mean: the keys history holds exactly those entries.
-- CONV_kX1 / DCONV_kX1 read rows t-k+1..t of the causal-mean features (a projection of each row, for CONV): the
-  window. CUM ops on features: the previous output row.
-Not row-local, so such a graph falls back (see `fallback_reason`):
-- CUM_SUM / CUM_PROD over a positions tensor: entry (t, j) sums entries (s, j) for s < j <= t, the future keys of
-  earlier rows s.
-- MAT_MUL(positions x, positions y): entry (t, k) contracts y[j, k] for j <= t, including y's future keys k > j.
-- any primitive that reaches along the sequence and that this module does not know (a future vocabulary entry):
-  safe by default.
-Nothing else reads a future key: MASK, RED_*, SOFTMAX, MAT_MUL, T_MAT_MUL and the causal mean all mask them.
 """
 
 from __future__ import annotations
@@ -50,7 +27,29 @@ def conv_taps(op: str) -> int:
 
 
 def decoding_rule(node: Node) -> tuple[str | None, str]:
-    """(rule, reason): how the decoder computes the node's row, or (None, why it cannot be row-local)."""
+    """(rule, reason): how the decoder computes the node's row, or (None, why it cannot be row-local).
+
+    Why this is exact: every node's row at t, restricted to keys j <= t, is a function of its inputs' rows at t
+    (keys <= t) and of the rows at s < t (keys <= s) of the inputs that the decoder keeps; by induction over the
+    topological order this gives the full pass's row t. It holds for an op iff it never reads a positions entry
+    (s, j) with j > s, i.e. the future keys of a row (the full pass computes them, the decoder never does):
+    - pointwise unary/binary ops, SCALE, SHIFT, CONV_1X1: entry by entry; a positions input meeting features enters
+      by its causal mean over keys j <= t (`axes.as_features`); MERGE and OUTPUT collapse positions the same way.
+    - RED_* and SOFTMAX on positions mask keys j > t before reducing; on features they reduce the feature axis.
+    - MAT_MUL with a features x is pointwise; with a positions x it contracts x's keys j <= t (masked) against rows
+      j <= t of a features y: the values history.
+    - T_MAT_MUL: entry (t, s), s <= t, reads x's row t and y's row s; a positions x or y is masked to keys <= t
+      resp. <= s, or enters by its causal mean: the keys history holds exactly those entries.
+    - CONV_kX1 / DCONV_kX1 read rows t-k+1..t of the causal-mean features (a projection of each row, for CONV): the
+      window. CUM ops on features: the previous output row.
+    Not row-local, so such a graph falls back (see `fallback_reason`):
+    - CUM_SUM / CUM_PROD over a positions tensor: entry (t, j) sums entries (s, j) for s < j <= t, the future keys of
+      earlier rows s.
+    - MAT_MUL(positions x, positions y): entry (t, k) contracts y[j, k] for j <= t, including y's future keys k > j.
+    - any primitive that reaches along the sequence and that this module does not know (a future vocabulary entry):
+      safe by default.
+    Nothing else reads a future key: MASK, RED_*, SOFTMAX, MAT_MUL, T_MAT_MUL and the causal mean all mask them.
+    """
     op = node.op
     if op in PSEUDO_OPS:
         return ROW, ""
