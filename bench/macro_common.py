@@ -54,12 +54,12 @@ def parse_args(doc: str, budget: float, **options) -> argparse.Namespace:
 
 
 def config(args: argparse.Namespace, overrides=()):
-    """search_configs/tiny.yaml on the benchmark corpus with XLA, no time limit, a 4M-8M parameter band, the
-    budget and layers of `args`, then `overrides`, then --set."""
+    """search_configs/tiny.yaml on the benchmark corpus with XLA, a budget of `args.budget` seconds and no time
+    limit, a 4M-8M parameter band, the layers of `args`, then `overrides`, then --set."""
     return load_config(REPO / "search_configs" / "tiny.yaml",
                        [*corpus_overrides(), "training.jit_compile=true", "training.timeout_seconds=null",
-                        "model.param_band=[4000000, 8000000]", f"training.budget={args.budget}",
-                        f"model.num_layers={args.layers}", *overrides, *args.set])
+                        "training.budget_kind=seconds", f"training.budget={args.budget}",
+                        "model.param_band=[4000000, 8000000]", f"model.num_layers={args.layers}", *overrides, *args.set])
 
 
 def train(dna, cfg, label: str):
