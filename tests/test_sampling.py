@@ -82,3 +82,12 @@ def test_each_step_function_traces_once_over_generations(name, fast_config):
         functions += [d.traced_step for d in stack.decoders]
     counts = [f.experimental_get_tracing_count() for f in functions]
     assert len(functions) >= 3 and max(counts) == 1, counts
+
+
+def test_many_blocks_and_samplers_log_no_retracing_warning(fast_config, caplog):
+    dna = load_seed("transformer").replace(macro_options=MacroOptions.from_dict(OPTIONS["mod"]))
+    arch, _ = Architecture.resolve(dna, fast_config.replace(model={"num_layers": 12, "param_band": [20_000, 400_000]}))
+    model = arch.build(arch.choose_unit(), seed=3)
+    for seed in range(6):                                   # a fresh sampler each time, as a threshold sweep does
+        Sampler(model, max_length=16).generate([1, 2], 6, np.random.default_rng(seed))
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

@@ -96,6 +96,13 @@ def _dconv_row(window: tf.Tensor, taps: tf.Tensor) -> tf.Tensor:
     return tf.add_n([window[:, :, k - 1 - i:k - i] * taps[None, :, i, None, :] for i in range(k)])
 
 
+
+def traced(fn, *signature) -> tf.types.experimental.PolymorphicFunction:
+    """`fn` as a `tf.function` of this input signature, traced once. TF's retracing detector keys a function by its
+    code, so the steps of several blocks (one method, one trace each) would read as retracing and log a warning;
+    wrapped in a partial, each function is its own key."""
+    return tf.function(functools.partial(fn), input_signature=signature, autograph=False)
+
 class BlockDecoder:
     """Decode a `CompiledBlock` one position at a time; every step's output equals the full pass's row.
 
@@ -269,13 +276,13 @@ class BlockDecoder:
     def traced_step(self):
         """`step` as a `tf.function` traced once for every batch size and cache length."""
         spec = tf.TensorSpec([None, 1, self.d_model], self.dtype)
-        return tf.function(self.step, input_signature=(spec, self.cache_spec()), autograph=False)
+        return traced(self.step, spec, self.cache_spec())
 
     @functools.cached_property
     def traced_extend(self):
         """`extend` as a `tf.function` traced once for every batch size and cache length."""
         spec = tf.TensorSpec([None, 1, self.d_model], self.dtype)
-        return tf.function(self.extend, input_signature=(spec, self.cache_spec()), autograph=False)
+        return traced(self.extend, spec, self.cache_spec())
 
     def _check(self, x_t, cache: dict, method: str) -> tf.Tensor:
         x_t = tf.convert_to_tensor(x_t, self.dtype)

@@ -24,6 +24,7 @@ logits position by position:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 
@@ -31,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from primer_search.lm.calm import CalmLanguageModel
-from primer_search.lm.decoding import BlockDecoder
+from primer_search.lm.decoding import BlockDecoder, traced
 from primer_search.lm.megabyte import MegabyteModel
 from primer_search.lm.mod import MixtureOfDepths
 from primer_search.lm.model import LanguageModel, positional_encoding
@@ -54,7 +55,7 @@ class Generation:
 
 def _traced(fn, width: int):
     """`fn` of one position [1, 1, width] as a `tf.function` traced once."""
-    return tf.function(fn, input_signature=(tf.TensorSpec([1, 1, width], tf.float32),), autograph=False)
+    return traced(fn, tf.TensorSpec([1, 1, width], tf.float32))
 
 
 class _Stack:
@@ -66,11 +67,10 @@ class _Stack:
         self.decide, self.routed_steps = [], []
         for block, decoder in zip(self.blocks, self.decoders):
             routed = isinstance(block, MixtureOfDepths)
-            self.decide.append(_traced(lambda x, b=block: _decision(b, x), decoder.d_model) if routed else None)
-            self.routed_steps.append(tf.function(
-                lambda x, gate, cache, d=decoder: _gated_step(d, x, gate, cache), autograph=False, input_signature=(
-                    tf.TensorSpec([1, 1, decoder.d_model], tf.float32), tf.TensorSpec([], tf.float32),
-                    decoder.cache_spec())) if routed else None)
+            self.decide.append(_traced(functools.partial(_decision, block), decoder.d_model) if routed else None)
+            self.routed_steps.append(traced(
+                functools.partial(_gated_step, decoder), tf.TensorSpec([1, 1, decoder.d_model], tf.float32),
+                tf.TensorSpec([], tf.float32), decoder.cache_spec()) if routed else None)
         self.reset()
 
     def reset(self) -> None:
@@ -114,9 +114,8 @@ class _TokenSteps:
         self.stacks = [self.stack]
         self.positions = positional_encoding(max_length, model.d_model)                  # [T, d]
         d = model.d_model
-        self._embed = tf.function(
-            lambda token, t: model.embedding(token) * math.sqrt(d) + tf.gather(self.positions, t),
-            input_signature=(tf.TensorSpec([1, 1], tf.int32), tf.TensorSpec([], tf.int32)), autograph=False)
+        self._embed = traced(lambda token, t: model.embedding(token) * math.sqrt(d) + tf.gather(self.positions, t),
+                             tf.TensorSpec([1, 1], tf.int32), tf.TensorSpec([], tf.int32))
         self._project = _traced(model.project, d)
 
     def reset(self) -> None:
@@ -140,7 +139,7 @@ class _CalmSteps(_TokenSteps):
         super().__init__(model, max_length)
         self.threshold = model.calm.threshold if threshold is None else threshold
         one = tf.TensorSpec([1, 1, model.d_model], tf.float32)
-        self._exit = tf.function(self._exit_confidence, input_signature=(one, one), autograph=False)
+        self._exit = traced(self._exit_confidence, one, one)
 
     def position(self, t: int, tokens: list[int]) -> tuple[np.ndarray, int, int]:
         x = self._embed(tf.constant([[tokens[t]]], tf.int32), tf.constant(t, tf.int32))      # [1, 1, d]
@@ -232,11 +231,10 @@ class _MegabyteSteps:
             return tf.matmul(x, model.local_embedding.embeddings, transpose_b=True)
 
         scalar = tf.TensorSpec([], tf.int32)
-        self._patch_in = tf.function(patch_in, input_signature=(tf.TensorSpec([p], tf.int32), scalar),
-                                     autograph=False)
+        self._patch_in = traced(patch_in, tf.TensorSpec([p], tf.int32), scalar)
         self._patch_out = _traced(patch_out, p * w.d_byte)
-        self._local_in = tf.function(local_in, input_signature=(
-            tf.TensorSpec([1, 1], tf.int32), scalar, tf.TensorSpec([1, p, w.d_local], tf.float32)), autograph=False)
+        self._local_in = traced(local_in, tf.TensorSpec([1, 1], tf.int32), scalar,
+                                tf.TensorSpec([1, p, w.d_local], tf.float32))
         self._local_out = _traced(local_out, w.d_local)
 
 
