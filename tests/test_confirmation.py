@@ -26,8 +26,10 @@ SEED = _curve([10, 20, 30, 40], [5.0, 4.5, 4.2, 4.0])     # reaches its final 4.
     (_curve([10, 20, 30, 40], [4.8, 4.3, 3.9, 3.7]), Speedup(40 / 27.5, "at")),      # 4.3 -> 3.9: 4.0 at 27.5
     (_curve([5, 10, 15, 20], [4.8, 4.4, 4.1, 4.0]), Speedup(2.0, "at")),             # cheaper steps, reached at 20
     (_curve([10, 20, 30, 40], [3.9, 3.6, 3.5, 3.4]), Speedup(4.0, "lower_bound")),   # better at its first point
-    (_curve([10, 20, 30, 40], [5.2, 4.8, 4.5, 4.2]), Speedup(1.0, "upper_bound")),   # never reaches 4.0
-    (_curve([10, 20, 30, 50], [5.2, 4.8, 4.5, 4.2]), Speedup(0.8, "upper_bound")),   # never, at 50 FLOPs
+    (_curve([10, 20, 30, 40], [5.2, 4.8, 4.5, 4.2]), Speedup(0.75, "at")),           # ends at 4.2: the seed's 30
+    (_curve([10, 20, 30, 50], [5.2, 4.8, 4.5, 4.2]), Speedup(0.6, "at")),            # the same after 50 FLOPs
+    (_curve([10, 20, 30, 40], [6.0, 5.6, 5.4, 4.35]), Speedup(25 / 40, "at")),       # 4.35: the seed's 4.5 -> 4.2
+    (_curve([10, 20, 30, 40], [6.0, 5.8, 5.6, 5.5]), Speedup(0.25, "upper_bound")),  # worse than the seed's start
     (SEED, Speedup(1.0, "at")),                                                       # the seed against itself
 ])
 def test_speedup_factor_on_synthetic_curves(program, expected):

@@ -2,6 +2,7 @@ import math
 
 import pytest
 
+from primer_search.retrain.report import table
 from primer_search.retrain.scaling import Run, power_law, summarize
 
 
@@ -34,6 +35,18 @@ def test_a_failed_run_leaves_its_pair_out_and_is_counted():
     assert (baseline.seeds, baseline.failed) == (1, 1)
     [speedup] = program.speedups
     assert (speedup.pairs, speedup.lower_bounds, speedup.mean, speedup.ci) == (1, 1, pytest.approx(2.0), None)
+    assert "2.00x vs t (>= in 1)" in table(summarize(runs))
+
+
+def test_a_program_that_ends_worse_has_a_speedup_below_one():
+    runs = [_run("t", 0, 0, [10, 20, 30, 40], [5.0, 4.5, 4.2, 4.0], baseline=True),
+            _run("t", 0, 1, [10, 20, 30, 40], [5.0, 4.5, 4.2, 4.0], baseline=True),
+            _run("p", 0, 0, [10, 20, 30, 40], [5.2, 4.8, 4.5, 4.2]),     # 4.2: the baseline's 30 of 40 FLOPs
+            _run("p", 0, 1, [10, 20, 30, 40], [6.0, 5.8, 5.6, 5.5])]     # worse than the baseline's first point
+    [speedup] = summarize(runs).sizes[1].speedups
+    assert (speedup.pairs, speedup.lower_bounds, speedup.upper_bounds) == (2, 0, 1)
+    assert speedup.mean == pytest.approx((0.75 + 0.25) / 2)
+    assert "0.50 ± 3.18x vs t (<= in 1)" in table(summarize(runs))
 
 
 def test_power_law_recovers_its_exponent():

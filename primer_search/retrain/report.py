@@ -25,9 +25,8 @@ def table(report: Report) -> str:
     lines = [head, "-" * len(head)]
     for r in report.sizes:
         final = "failed" if r.final_mean is None else _pm(r.final_mean, r.final_ci, 4)
-        speedups = "  ".join(f"{_pm(s.mean, s.ci, 2)}x vs {s.baseline}" + (f" (>= in {s.lower_bounds})"
-                                                                              if s.lower_bounds else "")
-                             for s in r.speedups if s.mean is not None)
+        speedups = "  ".join(f"{_pm(s.mean, s.ci, 2)}x vs {s.baseline}" + _bounds(s) for s in r.speedups
+                             if s.mean is not None)
         compute = f"{r.compute:.2e}" if r.compute else "-"
         lines.append(f"{r.program[-28:]:<28} {r.size:>4} {r.parameter_count:>11,} {r.seeds:>5} {compute:>9} "
                      f"{final:>16}  {speedups}")
@@ -36,6 +35,13 @@ def table(report: Report) -> str:
         lines.append(f"power law {law.program}: {report.metric} = {law.coefficient:.3g} x FLOPs^{law.exponent:.4f}"
                      f" over {law.sizes} sizes{fit}")
     return "\n".join(lines)
+
+
+def _bounds(speedup) -> str:
+    """How many of the paired factors are bounds: '>=' where the program was better from its first point, '<='
+    where the baseline was better than the program's final quality from its first point."""
+    marks = [f"{mark} in {n}" for mark, n in ((">=", speedup.lower_bounds), ("<=", speedup.upper_bounds)) if n]
+    return f" ({', '.join(marks)})" if marks else ""
 
 
 def _pm(mean, ci, digits: int) -> str:
@@ -51,11 +57,12 @@ def write(out_dir, runs: Sequence[Run], metric: str = "validation_loss") -> Repo
         writer = csv.writer(f)
         writer.writerow(["program", "size", "parameter_count", "seeds", "failed", "training_flops",
                          f"{metric}_mean", f"{metric}_ci95", "baseline", "speedup_mean", "speedup_ci95",
-                         "speedup_pairs", "speedup_lower_bounds"])
+                         "speedup_pairs", "speedup_lower_bounds", "speedup_upper_bounds"])
         for r in report.sizes:
             common = [r.program, r.size, r.parameter_count, r.seeds, r.failed, r.compute, r.final_mean, r.final_ci]
             for s in r.speedups or (None,):
-                writer.writerow(common + ([s.baseline, s.mean, s.ci, s.pairs, s.lower_bounds] if s else [""] * 5))
+                speedup = [s.baseline, s.mean, s.ci, s.pairs, s.lower_bounds, s.upper_bounds] if s else [""] * 6
+                writer.writerow(common + speedup)
     plot(out, runs, report)
     return report
 

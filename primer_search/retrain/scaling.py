@@ -2,10 +2,10 @@
 against each baseline with its confidence interval, and a power law of quality against training compute.
 
 The speedup factor is the confirmation's (`confirmation.speedup_factor`, So et al. 2021 section 4): the training
-FLOPs the baseline spent to reach its final quality over the FLOPs the program needs to reach it, paired by
-training seed at each size; a lower bound when the program is better from its first curve point. The power law
-is the paper's Figure 1 fit, quality = A x compute^b, by least squares on logarithms over the sizes (each size's
-mean final quality against its mean training FLOPs); b < 0, steeper is better.
+FLOPs the baseline needs to reach a quality over the FLOPs the program needs, at the quality both reach (the
+baseline's final one, or the program's where the program ends worse: a factor below 1), paired by training seed at
+each size. The power law is the paper's Figure 1 fit, quality = A x compute^b, by least squares on logarithms over
+the sizes (each size's mean final quality against its mean training FLOPs); b < 0, steeper is better.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Speedup:
     ci: float | None                  # half width, LEVEL
     pairs: int                        # seeds where both trained
     lower_bounds: int                 # pairs where the program was better from its first point
+    upper_bounds: int                 # pairs where the baseline was better than the program's final from its first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +76,7 @@ def speedup(program: Sequence[Run], baseline: Sequence[Run], name: str, metric: 
     values = [f.value for f in factors]
     return Speedup(name, stats.mean(values) if values else None,
                    stats.confidence_half_width(values, LEVEL) if len(values) > 1 else None, len(values),
-                   sum(f.kind == "lower_bound" for f in factors))
+                   sum(f.kind == "lower_bound" for f in factors), sum(f.kind == "upper_bound" for f in factors))
 
 
 def size_result(program: str, size: int, runs: Sequence[Run], baselines: dict[str, Sequence[Run]],

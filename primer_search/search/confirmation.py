@@ -43,7 +43,8 @@ LEVEL = 0.95                  # of the confidence intervals
 @dataclasses.dataclass(frozen=True)
 class Speedup:
     value: float
-    kind: str          # "at": reached on the curve; "lower_bound": better at its first point; "upper_bound": never
+    kind: str          # "at": read off both curves; "lower_bound": the program better at its first point;
+                       # "upper_bound": the seed better than the program's final quality at its first point
 
 
 def compute_to_reach(curve: Sequence[dict], target: float, metric: str,
@@ -64,10 +65,16 @@ def compute_to_reach(curve: Sequence[dict], target: float, metric: str,
 
 
 def speedup_factor(seed_curve: Sequence[dict], program_curve: Sequence[dict], metric: str) -> Speedup:
-    """The compute the seed spent to reach its final `metric` over the compute the program needs to reach it."""
+    """The compute the seed needs to reach a quality over the compute the program needs to reach it, at the quality
+    both reach: the seed's final one when the program gets there (the paper's factor), else the program's final
+    one (a factor below 1: the program ends worse)."""
     target, spent = seed_curve[-1][metric], seed_curve[-1]["flops"]
     kind, compute = compute_to_reach(program_curve, target, metric)
-    return Speedup(spent / compute, {"at": "at", "before": "lower_bound", "never": "upper_bound"}[kind])
+    if kind != "never":
+        return Speedup(spent / compute, "at" if kind == "at" else "lower_bound")
+    target, spent = program_curve[-1][metric], program_curve[-1]["flops"]
+    kind, compute = compute_to_reach(seed_curve, target, metric)         # reached: the seed ends better
+    return Speedup(compute / spent, "at" if kind == "at" else "upper_bound")
 
 
 def curve_of(result: dict) -> list[dict]:

@@ -183,7 +183,7 @@ def _plus_minus(mean, half_width, fmt: str) -> str:
 
 
 def _speedup(comparison) -> str:
-    """Mean ± CI of the per-seed speedups; '>=' when all are lower bounds, '<' when all never reached the target."""
+    """Mean ± CI of the per-seed speedups; '>=' when all are lower bounds, '<=' when all are upper bounds."""
     if comparison.speedup_mean is None:
         return "-"
     lower, upper = comparison.bounds
@@ -192,7 +192,7 @@ def _speedup(comparison) -> str:
     if lower == runs:
         return f">= {text}"
     if upper == runs:
-        return f"< {text}"
+        return f"<= {text}"
     return text + (f" ({lower + upper} of {runs} bounds)" if lower + upper else "")
 
 
@@ -224,9 +224,11 @@ def confirmation_text(confirmation) -> str:
         rows.append(tuple(row))
     lines += [_align(rows), "",
               f"test {c.metric}: mean ± half width of the 95% t confidence interval over the training seeds.",
-              f"speedup vs #N: the training FLOPs seed #N spent to reach its final test {c.metric}, over the FLOPs",
-              "  the program needs to reach it (So et al. 2021, section 4), per training seed, then mean ± 95% CI;",
-              "  '>=': lower bounds (better already at its first point), '<': upper bounds (never reached).",
+              f"speedup vs #N: the training FLOPs seed #N needs to reach a test {c.metric}, over the FLOPs the",
+              "  program needs (So et al. 2021, section 4), at the value both reach (the seed's final one, or the",
+              "  program's where it ends worse: below 1), per training seed, then mean ± 95% CI; '>=': lower bounds",
+              "  (the program better at its first point),",
+              "  '<=': upper bounds (the seed better than the program's final value at its first point).",
               f"p vs #N: two-sided paired t-test of the final test {c.metric} against seed #N's, paired by training "
               f"seed."]
     return "\n".join(lines)
