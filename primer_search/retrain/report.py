@@ -107,12 +107,18 @@ def plot(out: pathlib.Path, runs: Sequence[Run], report: Report) -> list[pathlib
     ax.legend(fontsize=7)
     paths.append(_save(fig, out / "scaling.png"))
     fig, ax = plt.subplots(figsize=(5, 4))
+    labelled = set()
     for r in report.sizes:
         for s in r.speedups:
             if s.mean is not None:
-                ax.errorbar([r.parameter_count], [s.mean], yerr=[s.ci or 0], fmt="o", color=colors[r.program])
+                label = f"{r.program} vs {s.baseline}"
+                ax.errorbar([r.parameter_count], [s.mean], yerr=[s.ci or 0], fmt="o", color=colors[r.program],
+                            label=None if label in labelled else label)
+                labelled.add(label)
     ax.axhline(1.0, color="gray", lw=0.8)
-    ax.set(xscale="log", xlabel="parameters", ylabel="speedup factor vs baseline")
+    ax.set(xscale="log", xlabel="parameters", ylabel="speedup factor (95% CI over seeds)")
+    if labelled:
+        ax.legend(fontsize=7)
     paths.append(_save(fig, out / "speedup.png"))
     return paths
 
