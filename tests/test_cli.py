@@ -236,6 +236,7 @@ def test_training_commands_keep_tensorflow_start_up_noise_off_stderr(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "status" in done.stdout and "cudart_stub" not in done.stderr and "absl" not in done.stderr
+    assert not re.search(r"^[IW]\d{4} ", done.stderr, re.MULTILINE), done.stderr     # TF's C++ info and warning lines
 
 
 def test_the_installed_command_runs():
