@@ -227,8 +227,8 @@ def confirmation_text(confirmation) -> str:
               f"speedup vs #N: the training FLOPs seed #N needs to reach a test {c.metric}, over the FLOPs the",
               "  program needs (So et al. 2021, section 4), at the value both reach (the seed's final one, or the",
               "  program's where it ends worse: below 1), per training seed, then mean ± 95% CI; '>=': lower bounds",
-              "  (the program better at its first point),",
-              "  '<=': upper bounds (the seed better than the program's final value at its first point).",
+              "  (the program better at its first point), '<=': upper bounds (the seed better than the program's",
+              "  final value at its first point).",
               f"p vs #N: two-sided paired t-test of the final test {c.metric} against seed #N's, paired by training "
               f"seed."]
     return "\n".join(lines)
