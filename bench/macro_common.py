@@ -59,7 +59,8 @@ def config(args: argparse.Namespace, overrides=()):
     return load_config(REPO / "search_configs" / "tiny.yaml",
                        [*corpus_overrides(), "training.jit_compile=true", "training.timeout_seconds=null",
                         "training.budget_kind=seconds", f"training.budget={args.budget}",
-                        "model.param_band=[4000000, 8000000]", f"model.num_layers={args.layers}", *overrides, *args.set])
+                        "model.param_band=[4000000, 8000000]", f"model.num_layers={args.layers}", *overrides,
+                        *args.set])
 
 
 def train(dna, cfg, label: str):

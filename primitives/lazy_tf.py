@@ -26,7 +26,8 @@ tf = _lazy("tensorflow")
 # What TensorFlow prints on stderr while it starts, whatever TF_CPP_MIN_LOG_LEVEL says: not warnings about the run.
 _STARTUP_NOISE = re.compile(r"absl::InitializeLog|cudart_stub\.cc|cpu_feature_guard\.cc|To enable the following "
                             r"instructions|cuda_platform\.cc:\d+\] failed call to cuInit|Unable to register "
-                            r"cu(DNN|FFT|BLAS) factory|computation placer already registered|oneDNN custom operations are on")
+                            r"cu(DNN|FFT|BLAS) factory|computation placer already registered|oneDNN custom "
+                            r"operations are on")
 
 
 def load_quietly() -> None:

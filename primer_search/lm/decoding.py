@@ -96,12 +96,12 @@ def _dconv_row(window: tf.Tensor, taps: tf.Tensor) -> tf.Tensor:
     return tf.add_n([window[:, :, k - 1 - i:k - i] * taps[None, :, i, None, :] for i in range(k)])
 
 
-
 def traced(fn, *signature) -> tf.types.experimental.PolymorphicFunction:
     """`fn` as a `tf.function` of this input signature, traced once. TF's retracing detector keys a function by its
     code, so the steps of several blocks (one method, one trace each) would read as retracing and log a warning;
     wrapped in a partial, each function is its own key."""
     return tf.function(functools.partial(fn), input_signature=signature, autograph=False)
+
 
 class BlockDecoder:
     """Decode a `CompiledBlock` one position at a time; every step's output equals the full pass's row.
