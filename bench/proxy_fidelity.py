@@ -1,7 +1,9 @@
 """Proxy fidelity: does the discovery config's fitness rank programs as a 10x longer training does?
 
 A panel of programs (the three seeds; the Transformer plus each Primer change alone; single-edit mutants of
-Primer-EZ; random single-edit mutants of the Transformer, seeded) is scored twice under one config (default
+Primer-EZ; random single-edit mutants of the Transformer, seeded; and any programs named with --program, such as a
+search's winners, `RUN_DIR:ID` or `RUN_DIR:topK`, whose shortcuts are what a proxy most needs to rank right) is
+scored twice under one config (default
 search_configs/discovery.yaml): by its search fitness (the full budget, as a candidate that passes every hurdle)
 and by training `--multiplier` times longer. Both read the config's validation split. A program that fails
 (invalid, diverged) ranks last. Prints each program's two scores and, as the last line, Spearman's rank
@@ -12,7 +14,7 @@ measurement is written to --out at once (JSON keyed by program hash and budget),
 stopped.
 
     python bench/proxy_fidelity.py [--config search_configs/discovery.yaml] [--multiplier 10]
-                                   [--mutants 14] [--ez-mutants 5] [--seed 0]
+                                   [--mutants 14] [--ez-mutants 5] [--seed 0] [--program SPEC ...]
                                    [--out bench/results/proxy_fidelity.json] [--set section.key=value ...]
 """
 
@@ -31,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from primer_search.config import MutationWeights, load_config  # noqa: E402
 from primer_search.program.graph import canonical_hash  # noqa: E402
 from primer_search.program.seeds import load_seed  # noqa: E402
+from primer_search.retrain.jobs import load_programs  # noqa: E402
 from primer_search.search.mutations import mutate  # noqa: E402
 from primer_search.search.stats import spearman  # noqa: E402
 from primer_search.search.trial import run_evaluations  # noqa: E402
@@ -44,14 +47,16 @@ def without_last(dna, op: str):
     return dna.replace(subprograms=subprograms)
 
 
-def panel(mutants: int, ez_mutants: int, seed: int) -> dict[str, object]:
-    """Programs by name, distinct by canonical hash."""
+def panel(mutants: int, ez_mutants: int, seed: int, extra=()) -> dict[str, object]:
+    """Programs by name, distinct by canonical hash: the named ones, then `extra` (specs as `retrain --program`
+    takes them; measured early, as they are what a run is about), then the seeded mutants, which `extra` leaves
+    unchanged."""
     ez = load_seed("primer_ez")
     programs = {name: load_seed(name) for name in ("transformer", "primer_ez", "primer")}
     programs["transformer+squared_relu"] = without_last(ez, "DCONV_3X1")
     programs["transformer+mdha"] = without_last(ez, "SQUARE")
-    rng = random.Random(seed)
     seen = {canonical_hash(dna) for dna in programs.values()}
+    rng, mutated = random.Random(seed), {}
     for parent, count in (("primer_ez", ez_mutants), ("transformer", mutants)):
         made = 0
         while made < count:
@@ -60,8 +65,12 @@ def panel(mutants: int, ez_mutants: int, seed: int) -> dict[str, object]:
                 continue
             seen.add(mutation.child_hash)
             made += 1
-            programs[f"{parent}/{mutation.kind}:{mutation.detail}"] = child
-    return programs
+            mutated[f"{parent}/{mutation.kind}:{mutation.detail}"] = child
+    for program in load_programs(extra, ()):
+        if canonical_hash(program.dna) not in seen:
+            seen.add(canonical_hash(program.dna))
+            programs[program.label] = program.dna
+    return {**programs, **mutated}
 
 
 def main() -> None:
@@ -71,6 +80,8 @@ def main() -> None:
     parser.add_argument("--mutants", type=int, default=14)
     parser.add_argument("--ez-mutants", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--program", action="append", default=[], dest="programs",
+                        help="also rank this program: a seed name, DNA file, RUN_DIR:ID or RUN_DIR:topK (repeatable)")
     parser.add_argument("--out", default="bench/results/proxy_fidelity.json")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
@@ -79,7 +90,7 @@ def main() -> None:
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = json.loads(out.read_text()) if out.exists() else {}
-    programs = panel(args.mutants, args.ez_mutants, args.seed)
+    programs = panel(args.mutants, args.ez_mutants, args.seed, args.programs)
     print(f"{len(programs)} programs; budgets {budgets['search']:.3g} and {budgets['long']:.3g} "
           f"{config.training.budget_kind}; {sum(1 for k in done)} measurements already in {out}")
     todo = [(name, kind) for name in programs for kind in budgets
