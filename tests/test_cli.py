@@ -104,9 +104,16 @@ def test_run_then_read_the_run(tmp_path, capsys):
     assert shown.startswith("individual 2: status") and "versus parent 1:" in shown and "S0 main:" in shown
     assert re.search(r"^model token, [\d,]+ parameters; validation loss [\d.]+, [\d.]+ bits/byte; sampling "
                      r"[\d.]+ MFLOPs/token$", shown, re.M)
+    assert main(["show", f"{run_dir}:2"]) == 0                      # as retrain and confirm name it
+    assert capsys.readouterr().out == shown
     out = tmp_path / "best.yaml"
     assert main(["export", str(run_dir), "2", "-o", str(out)]) == 0
     assert load_dna(out).subprograms and main(["validate", str(out)]) == 0
+    assert main(["export", f"{run_dir}:2", str(tmp_path / "same.yaml")]) == 0
+    assert (tmp_path / "same.yaml").read_text() == out.read_text()
+    assert main(["export", f"{run_dir}:2", "x.yaml", "-o", str(out)]) == 2
+    assert "expected only an output path" in capsys.readouterr().err
+    assert main(["show", str(run_dir)]) == 2 and f"(e.g. {run_dir}:1)" in capsys.readouterr().err
     assert main(["resume", str(run_dir)]) == 0                       # nothing left to do: it just reports
     assert "individuals done    4 of 4" in capsys.readouterr().out
 

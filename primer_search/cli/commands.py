@@ -14,7 +14,8 @@ from primer_search.program.seeds import load_seed_or_file
 
 def _load(path_or_seed: str) -> DNA:
     if os.path.isfile(os.path.join(path_or_seed, "run.sqlite")):
-        raise ValueError(f"{path_or_seed} is a run directory: expected an individual's id after it")
+        raise ValueError(f"{path_or_seed} is a run directory: expected an individual's id after it "
+                         f"(e.g. {path_or_seed}:1)")
     return load_seed_or_file(path_or_seed)
 
 

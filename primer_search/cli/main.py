@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "with +mod, +calm or +megabyte")
 
     show = subcommands.add_parser("show", help="print a program's listing, hash and size")
-    show.add_argument("dna", help=dna_help + ", or a run directory followed by an individual's id")
+    show.add_argument("dna", help=dna_help + ", or an individual of a run: RUN_DIR:ID or RUN_DIR ID")
     show.add_argument("id", nargs="?", type=int, help="with a run directory: the individual to show")
     show.add_argument("--unit", type=_positive, help="size unit for the parameter count (default 64)")
     show.add_argument("--width-units", type=_positive, help="block width in units (default 8)")
@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = subcommands.add_parser("export", help="write a DNA (a seed, a file, or a run's individual) to a .yaml, "
                                                    ".json or .txt file, or as a standalone Keras module (.py): "
-                                                   "`export DNA OUT` or `export RUN_DIR ID -o OUT`")
-    export.add_argument("dna", help=dna_help + ", a run directory, or a retrained model (a retrain job's "
+                                                   "`export DNA OUT`, `export RUN_DIR:ID OUT` or `export RUN_DIR ID -o OUT`")
+    export.add_argument("dna", help=dna_help + ", RUN_DIR:ID, a run directory, or a retrained model (a retrain job's "
                                       "directory or its model.keras: writes the module and its .weights.h5)")
     export.add_argument("id_or_out", nargs="?", help="output path, or with a run directory the individual's id")
     export.add_argument("-o", "--out", dest="out_option", help="output path; the extension picks the format")
@@ -136,10 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_individual(args) -> bool:
+    """`RUN_DIR:ID`, as `retrain` and `confirm` name an individual, read as `RUN_DIR ID`; True if it was one."""
+    run_dir, sep, which = args.dna.rpartition(":")
+    if not (sep and which.isdigit() and os.path.isfile(os.path.join(run_dir, "run.sqlite"))):
+        return False
+    args.dna, args.id = run_dir, int(which)
+    return True
+
+
 def _normalize_export(args) -> None:
-    """`export DNA OUT` or `export RUN_DIR ID -o OUT`."""
+    """`export DNA OUT`, `export RUN_DIR ID -o OUT` or `export RUN_DIR:ID OUT`."""
     args.id, args.out = None, args.out_option
-    if args.id_or_out is not None and args.out_option is not None:
+    if _split_individual(args):
+        if args.id_or_out is not None and args.out_option is not None:
+            raise ValueError(f"export: found {args.id_or_out!r} after {args.dna}:{args.id}, expected only an "
+                             f"output path")
+        args.out = args.out_option or args.id_or_out
+    elif args.id_or_out is not None and args.out_option is not None:
         try:
             args.id = int(args.id_or_out)
         except ValueError:
@@ -162,6 +176,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "export":
             _normalize_export(args)
+        elif args.command == "show" and args.id is None:
+            _split_individual(args)
         return args.run(args) or 0
     except (ValueError, OSError) as err:                # bad input: a file, a key, a value
         print(f"primer-search {args.command}: error: {err}", file=sys.stderr)
