@@ -106,17 +106,19 @@ def test_trial_config_scales_the_budget_and_measures_the_test_split():
     assert setup_key(trial) != setup_key(trial_config(config.replace(data={"test_fraction": 0.2}), 2.5, 10_001))
 
 
-def test_select_programs_takes_distinct_top_hashes_besides_the_seeds(tmp_path):
+def test_select_programs_takes_distinct_top_findings_besides_the_seeds(tmp_path):
     dna = load_seed("transformer").to_dict()
     with RunStore.create(tmp_path / "run", {}) as store:
         for parent, hash_, fitness in [(None, "seed", 5.0), (1, "a", 4.0), (1, "a", 4.0), (1, "seed", 3.0),
-                                       (1, "b", 4.5), (1, "c", 4.2), (1, "d", None)]:
+                                       (1, "b", 4.5), (1, "c", 4.2), (1, "d", None), (1, "e", 4.00003),
+                                       (1, "f", 4.0002), (1, "g", 5.00001)]:
             individual = store.add_proposal(parent, None if parent is None else "insert", None, dna, hash_)
             status = "ok" if fitness is not None else "diverged"
             store.record_result(individual, status, fitness, {"status": status})
         chosen = select_programs(store, 2)
-        assert [(i.id, i.canonical_hash) for i in chosen] == [(1, "seed"), (2, "a"), (6, "c")]
-        assert [i.id for i in select_programs(store, 10)] == [1, 2, 6, 5]
+        assert [(i.id, i.canonical_hash) for i in chosen] == [(1, "seed"), (2, "a"), (9, "f")]
+        # e ties a to 3e-5 (the same finding), g ties the seed: neither is retrained
+        assert [i.id for i in select_programs(store, 10)] == [1, 2, 9, 6, 5]
 
 
 def test_the_store_keeps_confirmations_in_a_table_made_on_first_write(tmp_path):

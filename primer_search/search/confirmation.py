@@ -1,8 +1,8 @@
 """Confirmation, the Primer paper's selection protocol: retrain a run's best programs and its seeds longer, with
 several training seeds, on text the search never ranked on, and compare them with the seeds.
 
-`confirm(run_dir, k, seeds, budget_multiplier)` takes the top `k` programs of a run (distinct canonical hashes,
-status ok, by search fitness, the seeds' own programs left out) and the run's seed programs (the individuals
+`confirm(run_dir, k, seeds, budget_multiplier)` takes the top `k` programs of a run (status ok, by search
+fitness, one per finding: distinct canonical hashes and fitness, the seeds' own programs left out) and the run's seed programs (the individuals
 without parent), and trains each with the same `seeds` training seeds (training.seed + SEED_OFFSET + 1, + 2, ...:
 paired, and never the seed a search evaluated with) at `budget_multiplier` x the search's budget (same kind),
 measuring the data config's test split (`data.evaluation: test`) at every 5% of the budget and at the end.
@@ -36,6 +36,11 @@ from primer_search.search.trial import run_evaluations
 CURVE_FRACTIONS = tuple(i / 20 for i in range(1, 20))   # a test-split point every 5% of the budget
 SEED_OFFSET = 10_000          # confirmation training seeds: training.seed + SEED_OFFSET + 1 ... + S
 LEVEL = 0.95                  # of the confidence intervals
+# Programs that differ only in ways that hardly change the function (a rescaled linear path, a swap of commuting
+# ops) score alike to about 1e-5 under common random numbers, far below the training-seed noise (~1e-2 nats in
+# discovery.yaml); confirming each would spend the budget on one finding. Distinct programs tie this closely
+# rarely.
+SAME_FINDING = 1e-4
 
 
 # -- the speedup factor on curves --------------------------------------------------------------------------------
@@ -219,22 +224,29 @@ def setup_key(config: Config) -> str:
 
 
 def select_programs(store: RunStore, k: int) -> list:
-    """The run's seed programs (distinct hashes, id order), then its top `k` other programs by fitness."""
+    """The run's seed programs (distinct hashes, id order), then its top `k` other programs by fitness, one per
+    finding: a program whose fitness is within SAME_FINDING of one already chosen is left out."""
     chosen, hashes = [], set()
     for ind in store.individuals_without_parent():
         if ind.canonical_hash not in hashes:
             chosen.append(ind)
             hashes.add(ind.canonical_hash)
-    n = 4 * k
+    seeds, n = len(chosen), 4 * k
     while True:
         rows = store.top(n)
         top = []
         for ind in rows:
-            if ind.canonical_hash not in hashes and all(t.canonical_hash != ind.canonical_hash for t in top):
+            if ind.canonical_hash not in hashes and not any(
+                    other.canonical_hash == ind.canonical_hash or _same_finding(other, ind)
+                    for other in chosen[:seeds] + top):
                 top.append(ind)
         if len(top) >= k or len(rows) < n:
             return chosen + top[:k]
         n *= 4
+
+
+def _same_finding(a, b) -> bool:
+    return a.fitness is not None and b.fitness is not None and abs(a.fitness - b.fitness) < SAME_FINDING
 
 
 def _open(run_dir) -> RunStore:
