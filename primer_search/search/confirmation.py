@@ -2,8 +2,8 @@
 several training seeds, on text the search never ranked on, and compare them with the seeds.
 
 `confirm(run_dir, k, seeds, budget_multiplier)` takes the top `k` programs of a run (status ok, by search
-fitness, one per finding: distinct canonical hashes and fitness, the seeds' own programs left out) and the run's seed programs (the individuals
-without parent), and trains each with the same `seeds` training seeds (training.seed + SEED_OFFSET + 1, + 2, ...:
+fitness, one per finding as `select_programs` says, the seeds' own programs left out) and the run's seed programs
+(the individuals without parent), and trains each with the same `seeds` training seeds (training.seed + SEED_OFFSET + 1, + 2, ...:
 paired, and never the seed a search evaluated with) at `budget_multiplier` x the search's budget (same kind),
 measuring the data config's test split (`data.evaluation: test`) at every 5% of the budget and at the end.
 Each training is stored in the run store (`RunStore.record_confirmation`) as it finishes, keyed by
@@ -225,28 +225,57 @@ def setup_key(config: Config) -> str:
 
 def select_programs(store: RunStore, k: int) -> list:
     """The run's seed programs (distinct hashes, id order), then its top `k` other programs by fitness, one per
-    finding: a program whose fitness is within SAME_FINDING of one already chosen is left out."""
+    finding: a program is left out when its fitness ties a chosen one's to SAME_FINDING, or when it is an ancestor
+    or a descendant of a chosen one and their fitnesses differ by less than the seed's calibrated standard
+    deviation (a lineage's edits that the search could not tell from noise)."""
     chosen, hashes = [], set()
     for ind in store.individuals_without_parent():
         if ind.canonical_hash not in hashes:
             chosen.append(ind)
             hashes.add(ind.canonical_hash)
+    calibration = store.meta_get("calibration")
+    sigma = (calibration["programs"][0]["final"]["std"] if calibration else None) or 0.0
+    lineage = _Lineage(store)
     seeds, n = len(chosen), 4 * k
     while True:
         rows = store.top(n)
         top = []
         for ind in rows:
-            if ind.canonical_hash not in hashes and not any(
-                    other.canonical_hash == ind.canonical_hash or _same_finding(other, ind)
+            if ind.canonical_hash in hashes or any(
+                    other.canonical_hash == ind.canonical_hash or _same_finding(other, ind, sigma, lineage)
                     for other in chosen[:seeds] + top):
-                top.append(ind)
+                continue
+            top.append(ind)
         if len(top) >= k or len(rows) < n:
             return chosen + top[:k]
         n *= 4
 
 
-def _same_finding(a, b) -> bool:
-    return a.fitness is not None and b.fitness is not None and abs(a.fitness - b.fitness) < SAME_FINDING
+def _same_finding(a, b, sigma: float, lineage: "_Lineage") -> bool:
+    if a.fitness is None or b.fitness is None:
+        return False
+    gap = abs(a.fitness - b.fitness)
+    return gap < SAME_FINDING or (gap < sigma and lineage.related(a.id, b.id))
+
+
+class _Lineage:
+    """Ancestors by parent links, read from the store once per individual."""
+
+    def __init__(self, store: RunStore):
+        self._store, self._parent = store, {}
+
+    def ancestors(self, individual_id: int) -> set[int]:
+        found, at = set(), individual_id
+        while True:
+            if at not in self._parent:
+                self._parent[at] = self._store.individual(at).parent_id
+            at = self._parent[at]
+            if at is None or at in found:
+                return found
+            found.add(at)
+
+    def related(self, a: int, b: int) -> bool:
+        return a in self.ancestors(b) or b in self.ancestors(a)
 
 
 def _open(run_dir) -> RunStore:
