@@ -121,16 +121,17 @@ def test_select_programs_takes_distinct_top_findings_besides_the_seeds(tmp_path)
         assert [i.id for i in select_programs(store, 10)] == [1, 2, 9, 6, 5]
 
 
-def test_select_programs_leaves_out_a_lineage_s_edits_within_the_seed_noise(tmp_path):
+def test_select_programs_leaves_out_edits_within_the_seed_noise_of_a_common_ancestor(tmp_path):
     dna = load_seed("transformer").to_dict()
     with RunStore.create(tmp_path / "run", {}) as store:
         store.meta_set("calibration", {"programs": [{"final": {"std": 0.02}}]})
         for parent, hash_, fitness in [(None, "seed", 5.0), (1, "a", 4.05), (2, "b", 3.99), (3, "c", 3.98),
-                                       (1, "d", 3.985), (2, "e", 4.5), (1, "f", 4.985)]:
+                                       (1, "d", 3.985), (2, "e", 4.5), (1, "f", 4.985), (3, "g", 3.995)]:
             individual = store.add_proposal(parent, None if parent is None else "insert", None, dna, hash_)
             store.record_result(individual, "ok", fitness, {"status": "ok"})
-        # c is best; b, its parent, is within 0.02 of it: the same finding; d is as close to c but not of its
-        # lineage; a (b's parent) and e (a's child) are further; f, a child of the seed, is within 0.02 of it
+        # c is best; b, its parent, is within 0.02 of it: the same finding, and so is g, c's sibling (b is within
+        # 0.02 of both); d is as close to c but they descend from the seed only, 1 away; a (b's parent) and e (a's
+        # child) are further; f, a child of the seed, is within 0.02 of it
         assert [i.canonical_hash for i in select_programs(store, 10)] == ["seed", "c", "d", "a", "e"]
 
 

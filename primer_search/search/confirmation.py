@@ -225,9 +225,9 @@ def setup_key(config: Config) -> str:
 
 def select_programs(store: RunStore, k: int) -> list:
     """The run's seed programs (distinct hashes, id order), then its top `k` other programs by fitness, one per
-    finding: a program is left out when its fitness ties a chosen one's to SAME_FINDING, or when it is an ancestor
-    or a descendant of a chosen one and their fitnesses differ by less than the seed's calibrated standard
-    deviation (a lineage's edits that the search could not tell from noise)."""
+    finding: a program is left out when its fitness ties a chosen one's to SAME_FINDING, or when the two descend
+    from a common program (or one from the other) that scored within the seed's calibrated standard deviation of
+    both: edits the search could not tell from noise, which a converged population is full of."""
     chosen, hashes = [], set()
     for ind in store.individuals_without_parent():
         if ind.canonical_hash not in hashes:
@@ -254,28 +254,34 @@ def select_programs(store: RunStore, k: int) -> list:
 def _same_finding(a, b, sigma: float, lineage: "_Lineage") -> bool:
     if a.fitness is None or b.fitness is None:
         return False
-    gap = abs(a.fitness - b.fitness)
-    return gap < SAME_FINDING or (gap < sigma and lineage.related(a.id, b.id))
+    if abs(a.fitness - b.fitness) < SAME_FINDING:
+        return True
+    return any(abs(fitness - a.fitness) < sigma and abs(fitness - b.fitness) < sigma
+               for fitness in lineage.common_ancestry(a, b))
 
 
 class _Lineage:
-    """Ancestors by parent links, read from the store once per individual."""
+    """Ancestry by parent links, each individual read from the store once."""
 
     def __init__(self, store: RunStore):
-        self._store, self._parent = store, {}
+        self._store, self._read = store, {}
 
-    def ancestors(self, individual_id: int) -> set[int]:
-        found, at = set(), individual_id
-        while True:
-            if at not in self._parent:
-                self._parent[at] = self._store.individual(at).parent_id
-            at = self._parent[at]
-            if at is None or at in found:
-                return found
-            found.add(at)
+    def _line(self, individual) -> dict[int, float | None]:
+        """The individual and its ancestors: id -> fitness (None unless its status is ok)."""
+        line, at = {}, individual
+        while at is not None and at.id not in line:
+            line[at.id] = at.fitness if at.status == "ok" else None
+            if at.parent_id is None:
+                break
+            if at.parent_id not in self._read:
+                self._read[at.parent_id] = self._store.individual(at.parent_id)
+            at = self._read[at.parent_id]
+        return line
 
-    def related(self, a: int, b: int) -> bool:
-        return a in self.ancestors(b) or b in self.ancestors(a)
+    def common_ancestry(self, a, b) -> list[float]:
+        """The fitnesses of the programs both descend from (themselves included), where known."""
+        line_a, line_b = self._line(a), self._line(b)
+        return [fitness for id_, fitness in line_a.items() if id_ in line_b and fitness is not None]
 
 
 def _open(run_dir) -> RunStore:
