@@ -11,10 +11,11 @@ warm-up, so machine noise spreads over both models of a pair:
                  ZeroPadding1D + DepthwiseConv1D, dot-product attention), same shapes
     tiny         compiled Primer-EZ vs compiled Transformer at `search_configs/tiny.yaml`'s size: vocab 4096,
                  d 152 (unit 19), 4096-token batches of 64 x 64
+    discovery    the same at `search_configs/discovery.yaml`'s size: vocab 1024, d 104 (unit 13), 64 x 64
 Also reported: how long `compile_block` takes per seed (DNA -> Keras layer, weights built by a first call).
 
     python bench/compiler_speed.py [--steps 10] [--rounds 3] [--xla off|on|both]
-                                   [--compare transformer,primer_ez,tiny]
+                                   [--compare transformer,primer_ez,tiny,discovery]
 
 Each ratio is the median over rounds of the tokens/s ratio within a round, which is robust to load changing
 between rounds on a shared machine. Targets: compiled/hand-written >= 0.95; Primer-EZ/Transformer >= 0.90 (its
@@ -42,13 +43,15 @@ from primer_search.program.seeds import SEED_NAMES, load_seed  # noqa: E402
 SEQ, LAYERS, HEADS = 64, 2, 8
 WARMUP_STEPS = 3
 # (vocabulary, size unit, batch rows): the unit gives heads of `unit`, d = 8 units, d_ff = 32 units
-SIZES = {"small": (8192, 16, 32), "tiny": (4096, 19, 64)}
+SIZES = {"small": (8192, 16, 32), "tiny": (4096, 19, 64), "discovery": (1024, 13, 64)}
 COMPARISONS = {                   # name: (size, (first model, second model)); ratio = first / second tokens/s
     "transformer": ("small", ("compiled transformer", "reference transformer")),
     "primer_ez": ("small", ("compiled primer_ez", "reference primer_ez")),
     "tiny": ("tiny", ("compiled primer_ez", "compiled transformer")),
+    "discovery": ("discovery", ("compiled primer_ez", "compiled transformer")),
 }
-TARGETS = {"transformer": 0.95, "primer_ez": 0.95, "tiny": 0.90}
+TARGETS = {"transformer": 0.95, "primer_ez": 0.95, "tiny": 0.90, "discovery": 0.90}
+SEED_PAIRS = ("tiny", "discovery")    # Primer-EZ against the Transformer: parameter counts differ slightly
 
 
 def make_block(kind: str, unit: int, index: int) -> keras.layers.Layer:
@@ -156,9 +159,9 @@ def compare(name: str, modes, steps: int, rounds: int) -> dict[str, float]:
     counts = {kind: model.count_params() for kind, model in models.items()}
     print(f"\n[{name}] vocab {vocab}, {LAYERS} blocks, d {8 * unit}, {HEADS} heads of {unit}, d_ff {32 * unit}, "
           f"seq {SEQ}, batch {rows}; parameters: {counts}")
-    if name != "tiny" and len(set(counts.values())) != 1:
+    if name not in SEED_PAIRS and len(set(counts.values())) != 1:
         raise SystemExit(f"{name}: the two models should have the same parameter count")
-    if name == "tiny":
+    if name in SEED_PAIRS:
         flops = {kind: cost.training_flops_per_token(models[kind].layers[1].graph, unit, SEQ, LAYERS, vocab)
                  for kind in kinds}
         print(f"  training FLOPs per token: {flops} (ratio {flops[kinds[0]] / flops[kinds[1]]:.4f})")
@@ -191,7 +194,8 @@ def main() -> None:
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     results = {name: compare(name, modes, args.steps, args.rounds) for name in names}
     labels = {"transformer": "compiled/hand-written transformer", "primer_ez": "compiled/hand-written primer_ez",
-              "tiny": "primer_ez/transformer at the tiny size"}
+              "tiny": "primer_ez/transformer at the tiny size",
+              "discovery": "primer_ez/transformer at the discovery size"}
     print("\n" + "; ".join(f"{labels[name]} {', '.join(f'{r:.2f} ({label})' for label, r in ratios.items())} "
                             f"(target >= {TARGETS[name]:.2f})" for name, ratios in results.items()))
 
