@@ -4,11 +4,13 @@ Every weight carries a leading branch axis m (one copy per branch, created by th
 copies of an op run as one batched op. Convolutions are causal by construction: tap i reads position t - i
 (inputs shifted by up to kernel width - 1, zero-filled), never t + i. A positions input is first collapsed to
 its causal mean over keys. Depthwise convolutions run as TensorFlow's native depthwise convolution, or under XLA
-as fused shifted slices (`causal_depthwise`): the fast form of each. Shapes: features [B, m, S, W], positions
-[B, m, S, S], kernels [m, k, W, U].
+as fused shifted slices or banded matrix products (`causal_depthwise`): the fast form of each. Shapes: features
+[B, m, S, W], positions [B, m, S, S], kernels [m, k, W, U].
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from primitives import axes
 from primitives.lazy_tf import tf
@@ -62,18 +64,47 @@ def _conv(k: int):
         doc=f"causal {k}-tap convolution to dim features"))
 
 
+BANDED_MIN_TAPS = 15    # under XLA, shorter kernels run as fused slices (bench/depthwise_forms.py: as fast at 7 taps)
+
+
 def causal_depthwise(x: tf.Tensor, taps: tf.Tensor) -> tf.Tensor:
     """out[t] = sum_i taps[i] * x[t - i] (zero before position 0): x [B, m|1, S, W], taps [m, k, W] -> [B, m, S, W].
 
-    Two implementations of the same sum, picked while the op is traced: under XLA (`jit_compile=True`) one pad of
-    k - 1 positions and k shifted, scaled slices, which XLA fuses into one loop (its CPU depthwise convolution is
-    an order of magnitude slower); otherwise TensorFlow's native depthwise convolution on a [B, S, 1, m*W] view,
-    whose kernels (and their gradients) beat the k elementwise ops and broadcast reductions of the slices."""
-    if _in_xla_context():
-        k, s = taps.shape[1], tf.shape(x)[2]
-        padded = tf.pad(x, [[0, 0], [0, 0], [k - 1, 0], [0, 0]])                      # [B, m|1, S+k-1, W]
-        return tf.add_n([padded[:, :, k - 1 - i:k - 1 - i + s] * taps[None, :, i, None, :] for i in range(k)])
-    return _native_depthwise(x, taps)
+    Three implementations of the same sum, picked while the op is traced. Without XLA, TensorFlow's native
+    depthwise convolution on a [B, S, 1, m*W] view, whose kernels (and their gradients) beat elementwise forms.
+    Under XLA (`jit_compile=True`), whose CPU depthwise convolution is an order of magnitude slower: for short
+    kernels one pad and k shifted, scaled slices, which XLA fuses into one loop; for long ones (k >= BANDED_MIN_TAPS)
+    a banded matrix product (`_banded_depthwise`), since the slices' k passes, and the k reductions of their
+    gradient, cost far more than their FLOPs (k = 31 at d 240: 167 against 79 ms per training step)."""
+    if not _in_xla_context():
+        return _native_depthwise(x, taps)
+    k = taps.shape[1]
+    if k >= BANDED_MIN_TAPS and x.shape[2] is not None:
+        return _banded_depthwise(x, taps)
+    s = tf.shape(x)[2]
+    padded = tf.pad(x, [[0, 0], [0, 0], [k - 1, 0], [0, 0]])                          # [B, m|1, S+k-1, W]
+    return tf.add_n([padded[:, :, k - 1 - i:k - 1 - i + s] * taps[None, :, i, None, :] for i in range(k)])
+
+
+def _banded_depthwise(x: tf.Tensor, taps: tf.Tensor) -> tf.Tensor:
+    """The causal depthwise convolution as matrix products over chunks of C >= k - 1 positions: each chunk's
+    outputs read that chunk and the one before it, through one [C, 2C] band matrix per branch and feature
+    (band[t, j] = taps[t + C - j] where 0 <= t + C - j < k), so the cost per position does not grow with S."""
+    m, k, w = taps.shape
+    s = x.shape[2]
+    c = min(s, max(8, -(-(k - 1) // 8) * 8))                  # a multiple of 8 covering k - 1 lags, at most S
+    n = -(-s // c)                                            # chunks
+    lag = np.arange(c)[:, None] + c - np.arange(2 * c)[None, :]            # [C, 2C]: t + C - j
+    index = np.where((lag >= 0) & (lag < k), lag, k)                       # k: the zero row appended below
+    band = tf.gather(tf.concat([taps, tf.zeros([m, 1, w], taps.dtype)], 1), index, axis=1)  # [m, C, 2C, W]
+    chunks = tf.pad(x, [[0, 0], [0, 0], [c, n * c - s], [0, 0]])           # [B, m|1, C + n*C, W]: a zero chunk first
+    chunks = tf.reshape(chunks, tf.concat([tf.shape(x)[:2], [n + 1, c, w]], 0))    # [B, m|1, n+1, C, W]
+    pairs = tf.concat([chunks[:, :, :-1], chunks[:, :, 1:]], 3)            # [B, m|1, n, 2C, W]: previous, current
+    if x.shape[1] == m:
+        out = tf.einsum("bmnjw,mtjw->bmntw", pairs, band)                  # [B, m, n, C, W]
+    else:                                                                  # shared input
+        out = tf.einsum("bnjw,mtjw->bmntw", pairs[:, 0], band)             # [B, m, n, C, W]
+    return tf.reshape(out, tf.concat([tf.shape(out)[:2], [n * c, w]], 0))[:, :, :s]  # [B, m, S, W]
 
 
 def _native_depthwise(x: tf.Tensor, taps: tf.Tensor) -> tf.Tensor:

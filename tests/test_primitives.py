@@ -126,21 +126,45 @@ def test_convolutions_are_causal_shifts():
     np.testing.assert_array_equal(conv, out)
 
 
-@pytest.mark.parametrize("input_branches, branches, taps", [(4, 4, 3), (1, 4, 3), (1, 1, 7), (2, 2, 15)])
-def test_depthwise_convolution_is_the_same_sum_with_and_without_xla(input_branches, branches, taps, np_rng):
+@pytest.mark.parametrize("input_branches, branches, taps, length", [
+    (4, 4, 3, 9), (1, 4, 3, 9), (1, 1, 7, 9),                     # under XLA: shifted slices
+    (2, 2, 15, 9), (1, 3, 31, 70), (2, 2, 31, 64), (1, 1, 15, 1)])   # under XLA: banded products
+def test_depthwise_convolution_is_the_same_sum_with_and_without_xla(input_branches, branches, taps, length,
+                                                                   np_rng):
     from primitives.parametric import causal_depthwise
 
-    x = tf.constant(np_rng.normal(size=(2, input_branches, 9, 5)).astype(np.float32))    # [B, m|1, S, W]
-    kernel = np_rng.normal(size=(branches, taps, 5)).astype(np.float32)                   # [m, k, W]
-    padded = np.pad(np.broadcast_to(x.numpy(), (2, branches, 9, 5)), [(0, 0), (0, 0), (taps - 1, 0), (0, 0)])
-    expected = sum(padded[:, :, taps - 1 - i:taps - 1 - i + 9] * kernel[None, :, i, None, :] for i in range(taps))
+    x = tf.constant(np_rng.normal(size=(2, input_branches, length, 5)).astype(np.float32))  # [B, m|1, S, W]
+    kernel = np_rng.normal(size=(branches, taps, 5)).astype(np.float32)                     # [m, k, W]
+    padded = np.pad(np.broadcast_to(x.numpy(), (2, branches, length, 5)), [(0, 0), (0, 0), (taps - 1, 0), (0, 0)])
+    expected = sum(padded[:, :, taps - 1 - i:taps - 1 - i + length] * kernel[None, :, i, None, :]
+                   for i in range(taps))
     native = causal_depthwise(x, tf.constant(kernel)).numpy()                              # eager: the native op
-    xla = tf.function(causal_depthwise, jit_compile=True)(x, tf.constant(kernel)).numpy()  # shifted slices
+    xla = tf.function(causal_depthwise, jit_compile=True)(x, tf.constant(kernel)).numpy()
     np.testing.assert_allclose(native, expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(xla, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(xla, expected, rtol=1e-5, atol=1e-4)
     traced_for = {jit: bool(tf.function(lambda: tf.constant(primitives.parametric._in_xla_context()),
                                         jit_compile=jit)()) for jit in (False, True)}
     assert traced_for == {False: False, True: True}                                       # both paths ran
+
+
+def test_banded_depthwise_gradients_match_the_slices(np_rng):
+    from primitives.parametric import _banded_depthwise
+
+    x = tf.constant(np_rng.normal(size=(2, 1, 40, 3)).astype(np.float32))
+    taps = tf.constant(np_rng.normal(size=(2, 15, 3)).astype(np.float32))
+
+    def slices(x, taps):
+        padded = tf.pad(x, [[0, 0], [0, 0], [14, 0], [0, 0]])
+        return tf.add_n([padded[:, :, 14 - i:54 - i] * taps[None, :, i, None, :] for i in range(15)])
+
+    grads = []
+    for form in (slices, _banded_depthwise):
+        with tf.GradientTape() as tape:
+            tape.watch([x, taps])
+            loss = tf.reduce_sum(tf.sin(form(x, taps)))
+        grads.append([g.numpy() for g in tape.gradient(loss, [x, taps])])
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
 def test_masked_softmax_matches_reference_and_ignores_future():
