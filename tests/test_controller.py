@@ -145,7 +145,12 @@ def test_status_reads_a_run_while_nobody_holds_it(tmp_path):
     search.close()
     with RunStore.open(tmp_path / "run") as store:
         status = read_status(store)
+        assert 0 < store.meta_get("search_seconds") < time.time() - store.meta_get("created_at")
     assert status.done == 3 and status.best is not None and "done 3/3" in status.line()
+    with RunStore.open(tmp_path / "run", lock=True) as store:
+        store.meta_set("search_seconds", 1800.0)          # rated by the time it searched, not since its creation
+    with RunStore.open(tmp_path / "run") as store:
+        assert read_status(store).evaluations_per_hour == pytest.approx(6.0)
 
 
 @pytest.mark.slow

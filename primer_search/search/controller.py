@@ -30,7 +30,7 @@ from primer_search.search.cache import ProgramCache
 from primer_search.search.events import EventLog
 from primer_search.search.evolution import Evolution, Member, Proposal
 from primer_search.search.executors import make_executor
-from primer_search.search.status import Status, read_status
+from primer_search.search.status import SEARCH_CLOCK_EVERY, SEARCH_SECONDS, Status, read_status
 from primer_search.search.store import MEASURED, RunStore
 from primer_search.search.trial import failure_result, run_trial
 
@@ -303,6 +303,7 @@ class Search:
             return self.status()                                     # finished: no executor to start
         executor = executor or make_executor(self.config.search, answer=self.answer)
         last, wait = 0.0, progress_every if progress_every > 0 else 10.0     # a wait ends at a completion anyway
+        clock = time.monotonic()
         try:
             for row in self.store.pending():                      # in flight when the last controller stopped
                 self._dispatch(executor, row, DNA.from_dict(row.dna))
@@ -321,16 +322,25 @@ class Search:
                     continue                                        # every proposal was a cache hit
                 for completion in executor.wait(timeout=wait):
                     self._complete(completion)
+                if time.monotonic() - clock >= SEARCH_CLOCK_EVERY:
+                    clock = self._add_search_time(clock)
                 if on_progress is not None and progress_every > 0 and time.monotonic() - last >= progress_every:
                     on_progress(self.status())
                     last = time.monotonic()
         finally:
             executor.shutdown()
+            self._add_search_time(clock)
             self.events.flush()
         status = self.status()
         if on_progress is not None:
             on_progress(status)
         return status
+
+    def _add_search_time(self, since: float) -> float:
+        """Add the time since `since` (monotonic) to the run's `search_seconds`, which `status` rates by."""
+        now = time.monotonic()
+        self.store.meta_set(SEARCH_SECONDS, self.store.meta_get(SEARCH_SECONDS, 0.0) + now - since)
+        return now
 
     def close(self) -> None:
         self.store.close()

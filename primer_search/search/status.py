@@ -40,12 +40,21 @@ class Status:
                    f"{self.improvements}" if self.noise else ""))
 
 
+SEARCH_SECONDS = "search_seconds"   # store meta: the time controllers have spent running the search, summed
+SEARCH_CLOCK_EVERY = 10.0           # seconds between a running controller's additions to it
+
+
 def read_status(store: RunStore, since: float | None = None, done_before: int = 0) -> Status:
-    """The status of a run from its store (works while a controller runs)."""
+    """The status of a run from its store (works while a controller runs). The evaluation rate is over the time
+    since `since` (a controller's start: its own evaluations), else over the time controllers ran the search
+    (a run resumed a day later is not rated by the day it stood still)."""
     counts = store.counts()
     config = config_from_dict(store.config)
     top = store.top(1)
-    elapsed = time.time() - (since if since is not None else store.meta_get("created_at"))
+    if since is not None:
+        elapsed = time.time() - since
+    else:
+        elapsed = store.meta_get(SEARCH_SECONDS) or time.time() - store.meta_get("created_at")
     rate = (counts["done"] - done_before) / elapsed * 3600 if elapsed > 0 else 0.0
     completed = store.completed()
     trained = sum(1 for row in completed if row.status == "ok" and row.cached_from is None)
