@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = subcommands.add_parser("export", help="write a DNA (a seed, a file, or a run's individual) to a .yaml, "
                                                    ".json or .txt file, or as a standalone Keras module (.py): "
-                                                   "`export DNA OUT`, `export RUN_DIR:ID OUT` or `export RUN_DIR ID -o OUT`")
+                                                   "`export DNA OUT`, `export RUN_DIR:ID OUT` or "
+                                                   "`export RUN_DIR ID -o OUT`")
     export.add_argument("dna", help=dna_help + ", RUN_DIR:ID, a run directory, or a retrained model (a retrain job's "
                                       "directory or its model.keras: writes the module and its .weights.h5)")
     export.add_argument("id_or_out", nargs="?", help="output path, or with a run directory the individual's id")

@@ -3,9 +3,10 @@ several training seeds, on text the search never ranked on, and compare them wit
 
 `confirm(run_dir, k, seeds, budget_multiplier)` takes the top `k` programs of a run (status ok, by search
 fitness, one per finding as `select_programs` says, the seeds' own programs left out) and the run's seed programs
-(the individuals without parent), and trains each with the same `seeds` training seeds (training.seed + SEED_OFFSET + 1, + 2, ...:
-paired, and never the seed a search evaluated with) at `budget_multiplier` x the search's budget (same kind),
-measuring the data config's test split (`data.evaluation: test`) at every 5% of the budget and at the end.
+(the individuals without parent), and trains each with the same `seeds` training seeds (training.seed +
+SEED_OFFSET + 1, + 2, ...: paired, and never the seed a search evaluated with) at `budget_multiplier` x the
+search's budget (same kind), measuring the data config's test split (`data.evaluation: test`) at every 5% of the
+budget and at the end.
 Each training is stored in the run store (`RunStore.record_confirmation`) as it finishes, keyed by
 (individual, training seed, multiplier, setup): the setup names the trial config apart from the seed (model,
 data, training), so a re-run reuses what is stored and trains only what is missing.
