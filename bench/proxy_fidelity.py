@@ -11,7 +11,7 @@ correlation between the two rankings (target >= 0.8).
 
 Trials run on the project's executor (local Ray, `search.max_in_flight` at a time, no hurdles). Every finished
 measurement is written to --out at once (JSON keyed by program hash and budget), so a killed run picks up where it
-stopped.
+stopped; a measurement that ended in an out-of-memory kill or a crash is taken again.
 
     python bench/proxy_fidelity.py [--config search_configs/discovery.yaml] [--multiplier 10]
                                    [--mutants 14] [--ez-mutants 5] [--seed 0] [--program SPEC ...]
@@ -36,6 +36,7 @@ from primer_search.program.seeds import load_seed  # noqa: E402
 from primer_search.retrain.jobs import load_programs  # noqa: E402
 from primer_search.search.mutations import mutate  # noqa: E402
 from primer_search.search.stats import spearman  # noqa: E402
+from primer_search.search.store import REUSABLE_STATUSES  # noqa: E402
 from primer_search.search.trial import run_evaluations  # noqa: E402
 
 
@@ -91,10 +92,11 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     done = json.loads(out.read_text()) if out.exists() else {}
     programs = panel(args.mutants, args.ez_mutants, args.seed, args.programs)
+    kept = sum(1 for entry in done.values() if entry["status"] in REUSABLE_STATUSES)
     print(f"{len(programs)} programs; budgets {budgets['search']:.3g} and {budgets['long']:.3g} "
-          f"{config.training.budget_kind}; {sum(1 for k in done)} measurements already in {out}")
-    todo = [(name, kind) for name in programs for kind in budgets
-            if f"{canonical_hash(programs[name])}:{kind}" not in done]
+          f"{config.training.budget_kind}; {kept} measurements already in {out}")
+    todo = [(name, kind) for name in programs for kind in budgets             # an oom or a crash is measured again
+            if done.get(f"{canonical_hash(programs[name])}:{kind}", {}).get("status") not in REUSABLE_STATUSES]
     configs = {kind: config.replace(training={"budget": budget, "timeout_seconds": None})
                for kind, budget in budgets.items()}
 
@@ -106,7 +108,9 @@ def main() -> None:
         out.write_text(json.dumps(done, indent=1, sort_keys=True))
         print(f"  {kind:6} {result['status']:8} {result.get('fitness') or float('nan'):.4f}  {name}", flush=True)
 
-    run_evaluations(config.search, [(programs[name], configs[kind]) for name, kind in todo], None, record)
+    limit = config.search.trial_timeout_seconds                 # a hard limit per trial: the long budget's, scaled
+    search = dataclasses.replace(config.search, trial_timeout_seconds=limit and limit * args.multiplier)
+    run_evaluations(search, [(programs[name], configs[kind]) for name, kind in todo], None, record)
 
     def score(name, kind):
         entry = done[f"{canonical_hash(programs[name])}:{kind}"]
