@@ -20,14 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from primitives.parametric import BANDED_MIN_TAPS, _banded_depthwise  # noqa: E402
-
-
-def slices(x: tf.Tensor, taps: tf.Tensor) -> tf.Tensor:
-    """The shifted-slices form: x [B, m, S, W], taps [m, k, W] -> [B, m, S, W]."""
-    k, s = taps.shape[1], tf.shape(x)[2]
-    padded = tf.pad(x, [[0, 0], [0, 0], [k - 1, 0], [0, 0]])                      # [B, m, S+k-1, W]
-    return tf.add_n([padded[:, :, k - 1 - i:k - 1 - i + s] * taps[None, :, i, None, :] for i in range(k)])
+from primitives.parametric import BANDED_MIN_TAPS, _banded_depthwise, _sliced_depthwise  # noqa: E402
 
 
 def forward_backward(form, taps: tf.Variable):
@@ -54,7 +47,8 @@ def main() -> None:
         x = tf.constant(rng.normal(size=(4096 // length, 1, length, args.width)).astype(np.float32))
         for k in (3, 7, 15, 31):
             taps = tf.Variable(rng.normal(size=(1, k, args.width)).astype(np.float32))
-            steps = {"slices": forward_backward(slices, taps), "banded": forward_backward(_banded_depthwise, taps)}
+            steps = {"slices": forward_backward(_sliced_depthwise, taps),
+                     "banded": forward_backward(_banded_depthwise, taps)}
             for step in steps.values():
                 [g.numpy() for g in step(x)]                                          # compile
             times = {name: [] for name in steps}

@@ -78,10 +78,14 @@ def causal_depthwise(x: tf.Tensor, taps: tf.Tensor) -> tf.Tensor:
     gradient, cost far more than their FLOPs (k = 31 at d 240: 167 against 79 ms per training step)."""
     if not _in_xla_context():
         return _native_depthwise(x, taps)
-    k = taps.shape[1]
-    if k >= BANDED_MIN_TAPS and x.shape[2] is not None:
+    if taps.shape[1] >= BANDED_MIN_TAPS and x.shape[2] is not None:
         return _banded_depthwise(x, taps)
-    s = tf.shape(x)[2]
+    return _sliced_depthwise(x, taps)
+
+
+def _sliced_depthwise(x: tf.Tensor, taps: tf.Tensor) -> tf.Tensor:
+    """The causal depthwise convolution as one pad and k shifted, scaled slices."""
+    k, s = taps.shape[1], tf.shape(x)[2]
     padded = tf.pad(x, [[0, 0], [0, 0], [k - 1, 0], [0, 0]])                          # [B, m|1, S+k-1, W]
     return tf.add_n([padded[:, :, k - 1 - i:k - 1 - i + s] * taps[None, :, i, None, :] for i in range(k)])
 

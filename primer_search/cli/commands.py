@@ -13,7 +13,9 @@ from primer_search.program.seeds import load_seed_or_file
 
 
 def _load(path_or_seed: str) -> DNA:
-    if os.path.isfile(os.path.join(path_or_seed, "run.sqlite")):
+    from primer_search.search.run_database import is_run_dir
+
+    if is_run_dir(path_or_seed):
         raise ValueError(f"{path_or_seed} is a run directory: expected an individual's id after it "
                          f"(e.g. {path_or_seed}:1)")
     return load_seed_or_file(path_or_seed)

@@ -139,10 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _split_individual(args) -> bool:
     """`RUN_DIR:ID`, as `retrain` and `confirm` name an individual, read as `RUN_DIR ID`; True if it was one."""
-    run_dir, sep, which = args.dna.rpartition(":")
-    if not (sep and which.isdigit() and os.path.isfile(os.path.join(run_dir, "run.sqlite"))):
+    from primer_search.search.run_database import split_run_spec
+
+    split = split_run_spec(args.dna)
+    if split is None or not split[1].isdigit():
         return False
-    args.dna, args.id = run_dir, int(which)
+    args.dna, args.id = split[0], int(split[1])
     return True
 
 

@@ -56,11 +56,13 @@ def load_program(spec: str) -> list[Program]:
     """The programs a spec names: a seed name (with +mod, +calm, +megabyte), a DNA file, RUN_DIR:ID (an individual
     of a run) or RUN_DIR:topK (the run's K best programs other than its seeds)."""
     from primer_search.program.seeds import load_seed_or_file
+    from primer_search.search.run_database import split_run_spec
     from primer_search.search.store import RunStore
 
-    run_dir, sep, which = spec.rpartition(":")
-    if not sep or not os.path.isfile(os.path.join(run_dir, "run.sqlite")):
+    split = split_run_spec(spec)
+    if split is None:
         return [Program(spec, load_seed_or_file(spec))]
+    run_dir, which = split
     with RunStore.open(run_dir) as store:
         if re.fullmatch(r"top[1-9][0-9]*", which):
             from primer_search.search.confirmation import select_programs

@@ -240,13 +240,13 @@ def select_programs(store: RunStore, k: int) -> list:
     seeds, n = len(chosen), 4 * k
     while True:
         rows = store.top(n)
-        top = []
+        top, taken = [], set(hashes)
         for ind in rows:
-            if ind.canonical_hash in hashes or any(
-                    other.canonical_hash == ind.canonical_hash or _same_finding(other, ind, sigma, lineage)
-                    for other in chosen[:seeds] + top):
+            if ind.canonical_hash in taken or any(_same_finding(other, ind, sigma, lineage)
+                                                  for other in chosen[:seeds] + top):
                 continue
             top.append(ind)
+            taken.add(ind.canonical_hash)
         if len(top) >= k or len(rows) < n:
             return chosen + top[:k]
         n *= 4
@@ -265,19 +265,21 @@ class _Lineage:
     """Ancestry by parent links, each individual read from the store once."""
 
     def __init__(self, store: RunStore):
-        self._store, self._read = store, {}
+        self._store, self._read, self._lines = store, {}, {}
 
     def _line(self, individual) -> dict[int, float | None]:
         """The individual and its ancestors: id -> fitness (None unless its status is ok)."""
-        line, at = {}, individual
-        while at is not None and at.id not in line:
-            line[at.id] = at.fitness if at.status == "ok" else None
-            if at.parent_id is None:
-                break
-            if at.parent_id not in self._read:
-                self._read[at.parent_id] = self._store.individual(at.parent_id)
-            at = self._read[at.parent_id]
-        return line
+        if individual.id not in self._lines:
+            line, at = {}, individual
+            while at is not None and at.id not in line:
+                line[at.id] = at.fitness if at.status == "ok" else None
+                if at.parent_id is None:
+                    break
+                if at.parent_id not in self._read:
+                    self._read[at.parent_id] = self._store.individual(at.parent_id)
+                at = self._read[at.parent_id]
+            self._lines[individual.id] = line
+        return self._lines[individual.id]
 
     def common_ancestry(self, a, b) -> list[float]:
         """The fitnesses of the programs both descend from (themselves included), where known."""

@@ -24,6 +24,18 @@ FORMAT_VERSION = 2
 STORE_FILE = "run.sqlite"
 LOCK_FILE = "controller.lock"
 
+
+def is_run_dir(path) -> bool:
+    """Whether `path` is a run directory (holds a run store)."""
+    return os.path.isfile(os.path.join(path, STORE_FILE))
+
+
+def split_run_spec(spec: str) -> tuple[str, str] | None:
+    """`RUN_DIR:WHICH` (an individual's id, `topK`...) as (RUN_DIR, WHICH) where RUN_DIR is a run directory;
+    None for anything else (a seed name, a file)."""
+    run_dir, sep, which = spec.rpartition(":")
+    return (run_dir, which) if sep and is_run_dir(run_dir) else None
+
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE individuals (
