@@ -3,18 +3,21 @@
 A panel of programs (the three seeds; the Transformer plus each Primer change alone; single-edit mutants of
 Primer-EZ; random single-edit mutants of the Transformer, seeded; and any programs named with --program, such as a
 search's winners, `RUN_DIR:ID` or `RUN_DIR:topK`, whose shortcuts are what a proxy most needs to rank right) is
-scored twice under one config (default
-search_configs/discovery.yaml): by its search fitness (the full budget, as a candidate that passes every hurdle)
-and by training `--multiplier` times longer. Both read the config's validation split. A program that fails
-(invalid, diverged) ranks last. Prints each program's two scores and, as the last line, Spearman's rank
-correlation between the two rankings (target >= 0.8).
+scored twice under one config (default search_configs/discovery.yaml), with `--seeds` training seeds each: by its
+search fitness (the full budget, as a candidate that passes every hurdle) and by training `--multiplier` times
+longer. The long run also records its validation loss at the `--curve` fractions of its budget: the learning-rate
+schedule does not depend on the budget, so these are the scores of shorter budgets (at 1/multiplier, the search
+fitness again), and show which budget would rank as the long one does. Both read the config's validation split.
+A program that fails (invalid, diverged) ranks last. Prints each program's mean scores, their spread across seeds,
+each budget's Spearman rho against the long ranking and, as the last line, the search fitness's (target >= 0.8).
 
 Trials run on the project's executor (local Ray, `search.max_in_flight` at a time, no hurdles). Every finished
-measurement is written to --out at once (JSON keyed by program hash and budget), so a killed run picks up where it
-stopped; a measurement that ended in an out-of-memory kill or a crash is taken again.
+measurement is written to --out at once (JSON keyed by program hash, budget and training seed), so a killed run
+picks up where it stopped; a measurement that ended in an out-of-memory kill or a crash is taken again.
 
-    python bench/proxy_fidelity.py [--config search_configs/discovery.yaml] [--multiplier 10]
-                                   [--mutants 14] [--ez-mutants 5] [--seed 0] [--program SPEC ...]
+    python bench/proxy_fidelity.py [--config search_configs/discovery.yaml] [--multiplier 10] [--seeds 1]
+                                   [--curve 0.1,0.2,0.3,0.5] [--mutants 14] [--ez-mutants 5] [--seed 0]
+                                   [--program SPEC ...] [--only NAME ...]
                                    [--out bench/results/proxy_fidelity.json] [--set section.key=value ...]
 """
 
@@ -27,6 +30,7 @@ import math
 import os
 import pathlib
 import random
+import statistics
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -80,49 +84,90 @@ def main() -> None:
     parser.add_argument("--multiplier", type=float, default=10.0)
     parser.add_argument("--mutants", type=int, default=14)
     parser.add_argument("--ez-mutants", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the seed of the random mutants")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="training seeds per measurement: training.seed, training.seed + 1, ...")
+    parser.add_argument("--curve", default="0.1,0.2,0.3,0.5",
+                        help="fractions of the long budget where the long run's validation loss is also recorded")
     parser.add_argument("--program", action="append", default=[], dest="programs",
                         help="also rank this program: a seed name, DNA file, RUN_DIR:ID or RUN_DIR:topK (repeatable)")
+    parser.add_argument("--only", action="append", default=[],
+                        help="measure only the panel programs of this name (repeatable), e.g. more seeds for a few")
     parser.add_argument("--out", default="bench/results/proxy_fidelity.json")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
     config = load_config(args.config, ["search.hurdles=0", *args.overrides])
+    curve = tuple(sorted(float(f) for f in args.curve.split(",") if f.strip()))
     budgets = {"search": config.training.budget, "long": config.training.budget * args.multiplier}
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = json.loads(out.read_text()) if out.exists() else {}
     programs = panel(args.mutants, args.ez_mutants, args.seed, args.programs)
+    unknown = sorted(set(args.only) - set(programs))
+    if unknown:
+        raise SystemExit(f"--only: found {unknown}, expected names of the panel: {sorted(programs)}")
+    programs = {name: dna for name, dna in programs.items() if not args.only or name in args.only}
+    seeds = [config.training.seed + i for i in range(args.seeds)]
+    key = lambda name, kind, seed: f"{canonical_hash(programs[name])}:{kind}:{seed}"   # noqa: E731
     kept = sum(1 for entry in done.values() if entry["status"] in REUSABLE_STATUSES)
-    print(f"{len(programs)} programs; budgets {budgets['search']:.3g} and {budgets['long']:.3g} "
-          f"{config.training.budget_kind}; {kept} measurements already in {out}")
-    todo = [(name, kind) for name in programs for kind in budgets             # an oom or a crash is measured again
-            if done.get(f"{canonical_hash(programs[name])}:{kind}", {}).get("status") not in REUSABLE_STATUSES]
-    configs = {kind: config.replace(training={"budget": budget, "timeout_seconds": None})
-               for kind, budget in budgets.items()}
+    print(f"{len(programs)} programs x {len(seeds)} training seeds; budgets {budgets['search']:.3g} and "
+          f"{budgets['long']:.3g} {config.training.budget_kind}; {kept} measurements already in {out}")
+    todo = [(name, kind, seed) for seed in seeds for name in programs for kind in budgets  # oom, crash: again
+            if done.get(key(name, kind, seed), {}).get("status") not in REUSABLE_STATUSES]
+    configs = {(kind, seed): config.replace(training={"budget": budget, "timeout_seconds": None, "seed": seed,
+                                                      "checkpoints": list(curve) if kind == "long" else []})
+               for kind, budget in budgets.items() for seed in seeds}
 
     def record(index: int, result: dict) -> None:
-        name, kind = todo[index]
-        done[f"{canonical_hash(programs[name])}:{kind}"] = {
+        name, kind, seed = todo[index]
+        done[key(name, kind, seed)] = {
             "name": name, "status": result["status"], "fitness": result.get("fitness"),
-            "steps": result.get("steps"), "train_seconds": result.get("train_seconds")}
+            "steps": result.get("steps"), "train_seconds": result.get("train_seconds"),
+            "curve": {str(c["fraction"]): c[config.search.metric] for c in result.get("checkpoints") or ()}}
         out.write_text(json.dumps(done, indent=1, sort_keys=True))
-        print(f"  {kind:6} {result['status']:8} {result.get('fitness') or float('nan'):.4f}  {name}", flush=True)
+        print(f"  {kind:6} seed {seed} {result['status']:8} {result.get('fitness') or float('nan'):.4f}  {name}",
+              flush=True)
 
     limit = config.search.trial_timeout_seconds                 # a hard limit per trial: the long budget's, scaled
     search = dataclasses.replace(config.search, trial_timeout_seconds=limit and limit * args.multiplier)
-    run_evaluations(search, [(programs[name], configs[kind]) for name, kind in todo], None, record)
+    run_evaluations(search, [(programs[name], configs[kind, seed]) for name, kind, seed in todo], None, record)
+    report(programs, done, key, seeds, curve, args.multiplier)
 
-    def score(name, kind):
-        entry = done[f"{canonical_hash(programs[name])}:{kind}"]
-        return entry["fitness"] if entry["status"] == "ok" and entry["fitness"] is not None else math.inf
 
-    names = sorted(programs, key=lambda n: score(n, "long"))
-    print(f"\n{'search fitness':>14} {'x' + format(args.multiplier, 'g') + ' budget':>12}  program")
+def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float, ...], multiplier: float) -> None:
+    """Each program's mean score over the training seeds at the search budget, at each curve point of the long run
+    and at the long budget (a failure ranks last); Spearman's rho of each budget's ranking against the long one."""
+    def scores(name, kind, fraction=None) -> list[float]:
+        values = []
+        for seed in seeds:
+            entry = done[key(name, kind, seed)]
+            value = entry["fitness"] if fraction is None else entry.get("curve", {}).get(str(fraction))
+            if entry["status"] != "ok" or entry["fitness"] is None:
+                values.append(math.inf)
+            elif value is not None:                      # a long run measured before curves were kept has none
+                values.append(value)
+        return values or [math.nan]
+
+    points = {"search": lambda n: scores(n, "search"),
+              **{f"{multiplier * f:g}x": (lambda n, f=f: scores(n, "long", f)) for f in curve},
+              f"{multiplier:g}x": lambda n: scores(n, "long")}
+    means = {label: {n: statistics.fmean(get(n)) for n in programs} for label, get in points.items()}
+    long = means[f"{multiplier:g}x"]
+    names = sorted(programs, key=long.get)
+    print("\n" + "".join(f"{label:>9}" for label in points) + "  program (mean of "
+          f"{len(seeds)} training seed{'s' * (len(seeds) > 1)})")
     for name in names:
-        print(f"{score(name, 'search'):14.4f} {score(name, 'long'):12.4f}  {name}")
-    rho = spearman([score(n, "search") for n in names], [score(n, "long") for n in names])
-    print(f"Spearman rho between the search fitness and {args.multiplier:g}x training, "
-          f"{len(names)} programs: {rho:.3f}")
+        print("".join(f"{means[label][name]:9.4f}" for label in points) + f"  {name}")
+    if len(seeds) > 1:
+        spread = {label: statistics.fmean(statistics.stdev(get(n)) for n in programs
+                                          if all(map(math.isfinite, get(n)))) for label, get in points.items()}
+        print("".join(f"{spread[label]:9.4f}" for label in points) + "  mean standard deviation across seeds")
+    rhos = {label: spearman([means[label][n] for n in names], [long[n] for n in names])
+            if not any(math.isnan(means[label][n]) for n in names) else None for label in points}
+    print("".join(f"{rhos[label]:9.3f}" if rhos[label] is not None else f"{'-':>9}" for label in points)
+          + f"  Spearman rho against {multiplier:g}x")
+    print(f"Spearman rho between the search fitness and {multiplier:g}x training, "
+          f"{len(names)} programs: {rhos['search']:.3f}")
 
 
 if __name__ == "__main__":
