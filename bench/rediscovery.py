@@ -20,7 +20,6 @@ import argparse
 import os
 import pathlib
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,12 +27,11 @@ from primer_search.config import load_config  # noqa: E402
 from primer_search.program.dna import DNA  # noqa: E402
 from primer_search.search.confirmation import confirm  # noqa: E402
 from primer_search.search.controller import Search  # noqa: E402
+from primer_search.search.status import SEARCH_SECONDS  # noqa: E402
 from primer_search.search.store import RunStore  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from reachability import detect  # noqa: E402
-
-CLOCK = "bench_search_seconds"
 
 
 class TimeUp(Exception):
@@ -41,20 +39,17 @@ class TimeUp(Exception):
 
 
 def search_for(run_dir: pathlib.Path, config, hours: float) -> None:
-    """Start or resume the search and stop it once it has searched for `hours` in all."""
+    """Start or resume the search and stop it once its controllers have run it for `hours` in all."""
     search = Search.resume(run_dir) if (run_dir / "run.sqlite").exists() else Search.start(config, run_dir)
-    spent = search.store.meta_get(CLOCK, 0.0)
-    start = time.monotonic()
 
     def on_progress(status) -> None:
-        elapsed = spent + time.monotonic() - start
-        search.store.meta_set(CLOCK, elapsed)
+        elapsed = search.store.meta_get(SEARCH_SECONDS, 0.0)
         print(f"{elapsed / 60:6.1f} min  {status.line()}", flush=True)
         if elapsed >= hours * 3600:
             raise TimeUp
 
     try:
-        if spent < hours * 3600:
+        if search.store.meta_get(SEARCH_SECONDS, 0.0) < hours * 3600:
             search.run(on_progress=on_progress, progress_every=30.0)
     except TimeUp:
         pass
@@ -79,7 +74,7 @@ def main() -> None:
                                        *args.overrides])
     search_for(run_dir, config, args.hours)
     with RunStore.open(run_dir) as store:
-        print(f"searched {store.meta_get(CLOCK, 0.0) / 3600:.2f} h: {store.counts()['done']} individuals")
+        print(f"searched {store.meta_get(SEARCH_SECONDS, 0.0) / 3600:.2f} h: {store.counts()['done']} individuals")
     result = confirm(run_dir, k=args.top, seeds=args.seeds, budget_multiplier=args.budget_multiplier,
                      on_result=lambda i, s, r: print(f"  confirm #{i} seed {s}: {r['status']} "
                                                      f"{r.get('fitness') or float('nan'):.4f}", flush=True))
