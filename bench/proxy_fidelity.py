@@ -6,9 +6,9 @@ search's winners, `RUN_DIR:ID` or `RUN_DIR:topK`, whose shortcuts are what a pro
 scored twice under one config (default search_configs/discovery.yaml), with `--seeds` training seeds each: by its
 search fitness (the full budget, as a candidate that passes every hurdle) and by training `--multiplier` times
 longer. The long run also records its validation loss at the `--curve` fractions of its budget: the learning-rate
-schedule does not depend on the budget, so these are the scores of shorter budgets (at 1/multiplier, the search
-fitness again), and show which budget would rank as the long one does. Both read the config's validation split.
-A program that fails (invalid, diverged) ranks last. Prints each program's mean scores, their spread across seeds,
+schedule does not depend on the budget, so these are the scores of shorter budgets, and show which budget would rank
+as the long one does; with 1/multiplier among them, that point is the search fitness and no separate run is made.
+Both read the config's validation split. A program that fails (invalid, diverged) ranks last. Prints each program's mean scores, their spread across seeds,
 each budget's Spearman rho against the long ranking and, as the last line, the search fitness's (target >= 0.8).
 
 Trials run on the project's executor (local Ray, `search.max_in_flight` at a time, no hurdles). Every finished
@@ -112,7 +112,8 @@ def main() -> None:
     kept = sum(1 for entry in done.values() if entry["status"] in REUSABLE_STATUSES)
     print(f"{len(programs)} programs x {len(seeds)} training seeds; budgets {budgets['search']:.3g} and "
           f"{budgets['long']:.3g} {config.training.budget_kind}; {kept} measurements already in {out}")
-    todo = [(name, kind, seed) for seed in seeds for name in programs for kind in budgets  # oom, crash: again
+    kinds = ["long"] if 1 / args.multiplier in curve else list(budgets)   # else the curve holds the search fitness
+    todo = [(name, kind, seed) for seed in seeds for name in programs for kind in kinds   # oom, crash: again
             if done.get(key(name, kind, seed), {}).get("status") not in REUSABLE_STATUSES]
     configs = {(kind, seed): config.replace(training={"budget": budget, "timeout_seconds": None, "seed": seed,
                                                       "checkpoints": list(curve) if kind == "long" else []})
@@ -140,13 +141,18 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
     def scores(name, kind, fraction=None) -> list[float]:
         values = []
         for seed in seeds:
-            entry = done[key(name, kind, seed)]
-            value = entry["fitness"] if fraction is None else entry.get("curve", {}).get(str(fraction))
-            if entry["status"] != "ok" or entry["fitness"] is None:
-                values.append(math.inf)
-            elif value is not None:                      # a long run measured before curves were kept has none
-                values.append(value)
-        return values or [math.nan]
+            if kind == "search" and key(name, kind, seed) not in done:   # measured as the long run's curve point
+                entry, point = done[key(name, "long", seed)], str(1 / multiplier)
+            else:
+                entry, point = done[key(name, kind, seed)], fraction and str(fraction)
+            curve = entry.get("curve") or {}
+            if point in curve:
+                values.append(curve[point])
+            elif entry["status"] != "ok" or entry["fitness"] is None:
+                values.append(math.inf)                  # failed (before that point)
+            elif point is None:
+                values.append(entry["fitness"])
+        return values or [math.nan]                      # a long run measured before curves were kept has none
 
     points = {"search": lambda n: scores(n, "search"),
               **{f"{multiplier * f:g}x": (lambda n, f=f: scores(n, "long", f)) for f in curve},
@@ -159,9 +165,10 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
     for name in names:
         print("".join(f"{means[label][name]:9.4f}" for label in points) + f"  {name}")
     if len(seeds) > 1:
-        spread = {label: statistics.fmean(statistics.stdev(get(n)) for n in programs
-                                          if all(map(math.isfinite, get(n)))) for label, get in points.items()}
-        print("".join(f"{spread[label]:9.4f}" for label in points) + "  mean standard deviation across seeds")
+        spread = {label: [statistics.stdev(get(n)) for n in programs
+                          if len(get(n)) > 1 and all(map(math.isfinite, get(n)))] for label, get in points.items()}
+        print("".join(f"{statistics.fmean(spread[label]) if spread[label] else math.nan:9.4f}" for label in points)
+              + "  mean standard deviation across seeds")
     rhos = {label: spearman([means[label][n] for n in names], [long[n] for n in names])
             if not any(math.isnan(means[label][n]) for n in names) else None for label in points}
     print("".join(f"{rhos[label]:9.3f}" if rhos[label] is not None else f"{'-':>9}" for label in points)

@@ -40,7 +40,7 @@ class ModelConfig:
 class DataConfig:
     """Where the text comes from, how it is tokenized, and how it is packed into batches."""
 
-    source: str = choice("pydoc", "pydoc", "text_files", "lm1b")
+    source: str = choice("pydoc", "pydoc", "python_docs", "text_files", "lm1b")
     # text_files: glob patterns; without validation_files, `validation_fraction` of the documents are held out
     train_files: tuple[str, ...] = ()
     validation_files: tuple[str, ...] = ()
@@ -73,8 +73,8 @@ class DataConfig:
             raise ValueError("train_files: found none, expected at least one glob pattern with source: text_files")
         self._check_test_split()
 
-    TEST_SPLIT_KEYS = {"pydoc": ("test_fraction",), "text_files": ("test_fraction", "test_files"),
-                       "lm1b": ("test_split",)}
+    TEST_SPLIT_KEYS = {"pydoc": ("test_fraction",), "python_docs": ("test_fraction",),
+                       "text_files": ("test_fraction", "test_files"), "lm1b": ("test_split",)}
 
     def _check_test_split(self) -> None:
         given = [key for key in ("test_fraction", "test_files", "test_split") if getattr(self, key)]

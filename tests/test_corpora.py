@@ -3,7 +3,7 @@ import itertools
 import pytest
 
 from primer_search.config import DataConfig
-from primer_search.lm.corpora import hash_split, open_source, pydoc_source, text_file_source
+from primer_search.lm.corpora import hash_split, open_source, pydoc_source, python_docs_source, text_file_source
 
 
 def _take(iterator, n):
@@ -91,3 +91,12 @@ def test_test_split_config_errors_name_the_key(data, message):
 
     with pytest.raises(ValueError, match=message):
         config_from_dict({"data": data})
+
+
+def test_python_docs_adds_the_standard_librarys_docstrings():
+    pydoc, docs = pydoc_source(), python_docs_source()
+    assert sum(map(len, docs.train)) > 3 * sum(map(len, pydoc.train))       # about 4x the text
+    assert "Return True if the queue is empty, False otherwise." in docs.train + docs.validation
+    assert set(pydoc.train) - set(docs.validation) <= set(docs.train)        # pydoc's paragraphs are all in it
+    assert len(set(docs.train)) == len(docs.train) and not set(docs.train) & set(docs.validation)
+    assert docs.key.startswith("python-docs-") and docs.key == python_docs_source().key

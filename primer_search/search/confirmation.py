@@ -308,7 +308,7 @@ def confirm(run_dir, k: int = 5, seeds: int = 5, budget_multiplier: float = 1.0,
         config = config_from_dict(store.config, overrides)
         if not config.data.has_test_split:
             keys = " or ".join(f"--set data.{key}=..." for key in config.data.TEST_SPLIT_KEYS[config.data.source])
-            example = {"pydoc": "0.1", "text_files": "0.1", "lm1b": "test"}[config.data.source]
+            example = "test" if config.data.source == "lm1b" else "0.1"
             raise ValueError(f"{run_dir}: its config (data.source: {config.data.source}) has no test split to confirm "
                              f"on; expected {keys} (e.g. {keys.split(' or ')[0].replace('...', example)})")
         programs = select_programs(store, k)
