@@ -8,8 +8,10 @@ search fitness (the full budget, as a candidate that passes every hurdle) and by
 longer. The long run also records its validation loss at the `--curve` fractions of its budget: the learning-rate
 schedule does not depend on the budget, so these are the scores of shorter budgets, and show which budget would rank
 as the long one does; with 1/multiplier among them, that point is the search fitness and no separate run is made.
-Both read the config's validation split. A program that fails (invalid, diverged) ranks last. Prints each program's mean scores, their spread across seeds,
-each budget's Spearman rho against the long ranking and, as the last line, the search fitness's (target >= 0.8).
+Both read the config's validation split. A program that fails (invalid, diverged) ranks last. Prints each program's
+mean scores, their spread across seeds, with several seeds each program's paired difference from the Transformer at
+both budgets, each budget's Spearman rho against the long ranking and, as the last line, the search fitness's
+(target >= 0.8).
 
 Trials run on the project's executor (local Ray, `search.max_in_flight` at a time, no hurdles). Every finished
 measurement is written to --out at once (JSON keyed by program hash, budget and training seed), so a killed run
@@ -39,7 +41,7 @@ from primer_search.program.graph import canonical_hash  # noqa: E402
 from primer_search.program.seeds import load_seed  # noqa: E402
 from primer_search.retrain.jobs import load_programs  # noqa: E402
 from primer_search.search.mutations import mutate  # noqa: E402
-from primer_search.search.stats import spearman  # noqa: E402
+from primer_search.search.stats import confidence_half_width, paired_t_test, spearman  # noqa: E402
 from primer_search.search.store import REUSABLE_STATUSES  # noqa: E402
 from primer_search.search.trial import run_evaluations  # noqa: E402
 
@@ -169,6 +171,18 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
                           if len(get(n)) > 1 and all(map(math.isfinite, get(n)))] for label, get in points.items()}
         print("".join(f"{statistics.fmean(spread[label]) if spread[label] else math.nan:9.4f}" for label in points)
               + "  mean standard deviation across seeds")
+    if len(seeds) > 1 and "transformer" in programs:
+        print("\nagainst the Transformer, paired over training seeds: difference, 95% interval, p")
+        for name in (n for n in names if n != "transformer"):
+            cells = []
+            for label in ("search", f"{multiplier:g}x"):
+                ours, base = points[label](name), points[label]("transformer")
+                test = paired_t_test(ours, base) if all(map(math.isfinite, ours + base)) else None
+                differences = [x - y for x, y in zip(ours, base)]
+                cells.append(f"{label:>6} {statistics.fmean(differences):+.4f} +- "
+                             f"{confidence_half_width(differences):.4f} p {test[1]:<8.2g}" if test else
+                             f"{label:>6} {'-':>27}")
+            print("  ".join(cells) + f"  {name}")
     rhos = {label: spearman([means[label][n] for n in names], [long[n] for n in names])
             if not any(math.isnan(means[label][n]) for n in names) else None for label in points}
     print("".join(f"{rhos[label]:9.3f}" if rhos[label] is not None else f"{'-':>9}" for label in points)
