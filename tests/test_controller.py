@@ -392,3 +392,20 @@ def test_the_status_counts_programs_better_than_the_seed_beyond_the_noise(tmp_pa
     expected = sum(1 for n, mean in latest.values()
                    if n and mean < final["mean"] - promotion_margin(final["std"], final["runs"], n))
     assert status.improvements == expected and f"better than the seed {expected}" in status.line()
+
+
+@pytest.mark.slow
+def test_discovery_config_runs_at_toy_scale(tmp_path, capsys):
+    from primer_search.cli.main import main
+
+    run_dir = tmp_path / "run"
+    code = main(["run", "search_configs/discovery.yaml", "--run-dir", str(run_dir),
+                 "--set", "search.num_individuals=5", "--set", "search.seed_evaluations=2",
+                 "--set", "training.budget_kind=steps", "--set", "training.budget=4", "--set", "training.warmup_steps=0",
+                 "--set", "search.hurdles=0", "--set", "search.executor=in_process",
+                 "--set", "data.tokenizer_sample_bytes=100000", "--set", "data.validation_tokens=512",
+                 "--set", f"data.cache_dir={tmp_path / 'cache'}", "--progress-every", "0"])
+    assert code == 0, capsys.readouterr().err
+    with RunStore.open(run_dir) as store:
+        rows = store.completed()
+        assert len(rows) == 5 and rows[0].status == "ok" and store.meta_get("calibration") is not None
