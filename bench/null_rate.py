@@ -7,7 +7,8 @@ other --null evaluations is a program equivalent to the seed; it is counted when
 more than the search's promotion margin (`calibration.promotion_margin`, one evaluation). An evaluation that timed
 out says more about the machine than about the seed: it is run again on the next call. Also printed: the
 standard deviation at each hurdle and at the end, and where the hurdles fall. The last line is the count (target:
-none). Every evaluation is written to --out as it finishes, so a killed run resumes.
+none). Every evaluation is written to --out as it finishes (`result_file.py`: tied to the config), so a killed run
+resumes.
 
     python bench/null_rate.py [--config search_configs/discovery.yaml] [--calibration 8] [--null 50]
                               [--out bench/results/null_rate.json] [--set section.key=value ...]
@@ -16,9 +17,7 @@ none). Every evaluation is written to --out as it finishes, so a killed run resu
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,6 +27,7 @@ from primer_search.search import stats  # noqa: E402
 from primer_search.search.calibration import promotion_margin, summarize  # noqa: E402
 from primer_search.search.hurdles import hurdle_fractions  # noqa: E402
 from primer_search.search.trial import run_evaluations  # noqa: E402
+from result_file import ResultFile  # noqa: E402
 
 
 def main() -> None:
@@ -41,19 +41,18 @@ def main() -> None:
     config = load_config(args.config, args.overrides)
     name = config.search.seeds[0]
     seed = load_seed_or_file(name)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stored = json.loads(out.read_text()) if out.exists() else {}
-    done = {int(k): v for k, v in stored.items() if v["status"] != "timeout"}
+    store = ResultFile(args.out, config)
+    done = {int(k): v for k, v in store.results.items() if v["status"] != "timeout"}
     training_seeds = [config.training.seed + i for i in range(args.calibration + args.null)]
     todo = [s for s in training_seeds if s not in done]
     fractions = list(hurdle_fractions(config.search.hurdles))
     jobs = [(seed, config.replace(training={"checkpoints": fractions, "seed": s})) for s in todo]
-    print(f"{name}: {len(training_seeds)} evaluations, {len(done)} already in {out}", flush=True)
+    print(f"{name}: {len(training_seeds)} evaluations, {len(done)} already in {args.out}", flush=True)
 
     def record(index: int, result: dict) -> None:
         done[todo[index]] = result
-        out.write_text(json.dumps({str(k): v for k, v in sorted(done.items())}))
+        store.results = {str(k): v for k, v in sorted(done.items())}
+        store.save()
         print(f"  training seed {todo[index]}: {result['status']} {result.get('fitness') or float('nan'):.4f}",
               flush=True)
 

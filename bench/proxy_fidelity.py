@@ -14,8 +14,9 @@ both budgets, each budget's Spearman rho against the long ranking and, as the la
 (target >= 0.8).
 
 Trials run on the project's executor (local Ray, `search.max_in_flight` at a time, no hurdles). Every finished
-measurement is written to --out at once (JSON keyed by program hash, budget and training seed), so a killed run
-picks up where it stopped; a measurement that ended in an out-of-memory kill or a crash is taken again.
+measurement is written to --out at once (`result_file.py`: keyed by program hash, budget and training seed, tied to
+the config and multiplier), so a killed run picks up where it stopped; a measurement that ended in an out-of-memory
+kill or a crash is taken again.
 
     python bench/proxy_fidelity.py [--config search_configs/discovery.yaml] [--multiplier 10] [--seeds 1]
                                    [--curve 0.1,0.2,0.3,0.5] [--mutants 14] [--ez-mutants 5] [--seed 0]
@@ -27,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
-import pathlib
 import random
 import statistics
 
@@ -44,6 +43,7 @@ from primer_search.search.mutations import mutate  # noqa: E402
 from primer_search.search.stats import confidence_half_width, paired_t_test, spearman  # noqa: E402
 from primer_search.search.store import REUSABLE_STATUSES  # noqa: E402
 from primer_search.search.trial import run_evaluations  # noqa: E402
+from result_file import ResultFile  # noqa: E402
 
 
 def without_last(dna, op: str):
@@ -101,9 +101,8 @@ def main() -> None:
     config = load_config(args.config, ["search.hurdles=0", *args.overrides])
     curve = tuple(sorted(float(f) for f in args.curve.split(",") if f.strip()))
     budgets = {"search": config.training.budget, "long": config.training.budget * args.multiplier}
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = json.loads(out.read_text()) if out.exists() else {}
+    store = ResultFile(args.out, config, multiplier=args.multiplier)
+    done = store.results
     programs = panel(args.mutants, args.ez_mutants, args.seed, args.programs)
     unknown = sorted(set(args.only) - set(programs))
     if unknown:
@@ -113,7 +112,7 @@ def main() -> None:
     key = lambda name, kind, seed: f"{canonical_hash(programs[name])}:{kind}:{seed}"   # noqa: E731
     kept = sum(1 for entry in done.values() if entry["status"] in REUSABLE_STATUSES)
     print(f"{len(programs)} programs x {len(seeds)} training seeds; budgets {budgets['search']:.3g} and "
-          f"{budgets['long']:.3g} {config.training.budget_kind}; {kept} measurements already in {out}")
+          f"{budgets['long']:.3g} {config.training.budget_kind}; {kept} measurements already in {args.out}")
     kinds = ["long"] if 1 / args.multiplier in curve else list(budgets)   # else the curve holds the search fitness
     todo = [(name, kind, seed) for seed in seeds for name in programs for kind in kinds   # oom, crash: again
             if done.get(key(name, kind, seed), {}).get("status") not in REUSABLE_STATUSES]
@@ -127,7 +126,7 @@ def main() -> None:
             "name": name, "status": result["status"], "fitness": result.get("fitness"),
             "steps": result.get("steps"), "train_seconds": result.get("train_seconds"),
             "curve": {str(c["fraction"]): c[config.search.metric] for c in result.get("checkpoints") or ()}}
-        out.write_text(json.dumps(done, indent=1, sort_keys=True))
+        store.save()
         print(f"  {kind:6} seed {seed} {result['status']:8} {result.get('fitness') or float('nan'):.4f}  {name}",
               flush=True)
 
@@ -188,7 +187,7 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
     print("".join(f"{rhos[label]:9.3f}" if rhos[label] is not None else f"{'-':>9}" for label in points)
           + f"  Spearman rho against {multiplier:g}x")
     print(f"Spearman rho between the search fitness and {multiplier:g}x training, "
-          f"{len(names)} programs: {rhos['search']:.3f}")
+          f"{len(names)} programs: {'-' if rhos['search'] is None else format(rhos['search'], '.3f')}")
 
 
 if __name__ == "__main__":
