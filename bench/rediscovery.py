@@ -11,7 +11,7 @@ last line is the best confirmed program's speedup factor (target: >= 1.2 at p < 
 
     python bench/rediscovery.py --search-seed N [--mode evolution|random|hill_climb] [--hours 2] [--top 5]
                                 [--seeds 5] [--budget-multiplier 1] [--config search_configs/discovery.yaml]
-                                [--run-dir bench/results/rediscovery-MODE-N] [--set section.key=value ...]
+                                [--run-dir bench/results/rediscovery-CONFIG-MODE-N] [--set section.key=value ...]
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def main() -> None:
     parser.add_argument("--run-dir")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
-    run_dir = pathlib.Path(args.run_dir or f"bench/results/rediscovery-{args.mode}-{args.search_seed}")
+    default = f"bench/results/rediscovery-{pathlib.Path(args.config).stem}-{args.mode}-{args.search_seed}"
+    run_dir = pathlib.Path(args.run_dir or default)          # a directory per config: two configs' runs never mix
     config = load_config(args.config, [f"search.seed={args.search_seed}", f"search.mode={args.mode}",
                                        *args.overrides])
     search_for(run_dir, config, args.hours)
