@@ -106,7 +106,7 @@ def main() -> None:
     programs = panel(args.mutants, args.ez_mutants, args.seed, args.programs)
     unknown = sorted(set(args.only) - set(programs))
     if unknown:
-        raise SystemExit(f"--only: found {unknown}, expected names of the panel: {sorted(programs)}")
+        parser.error(f"--only: found {unknown}, expected names of the panel: {sorted(programs)}")
     programs = {name: dna for name, dna in programs.items() if not args.only or name in args.only}
     seeds = [config.training.seed + i for i in range(args.seeds)]
     key = lambda name, kind, seed: f"{canonical_hash(programs[name])}:{kind}:{seed}"   # noqa: E731
@@ -146,9 +146,9 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
                 entry, point = done[key(name, "long", seed)], str(1 / multiplier)
             else:
                 entry, point = done[key(name, kind, seed)], fraction and str(fraction)
-            curve = entry.get("curve") or {}
-            if point in curve:
-                values.append(curve[point])
+            recorded = entry.get("curve") or {}
+            if point in recorded:
+                values.append(recorded[point])
             elif entry["status"] != "ok" or entry["fitness"] is None:
                 values.append(math.inf)                  # failed (before that point)
             elif point is None:

@@ -5,7 +5,7 @@ A source gives three views of one corpus:
     sample_documents()      the training documents in stored order (the tokenizer learns from its start)
     validation_documents()  the held-out documents, always in the same order
 and a `key` that names its content, so caches (the subword vocabulary) are shared exactly when the text is the
-same. Three kinds exist:
+same. Four kinds exist:
     pydoc       the English reference text shipped with every Python (`pydoc_data.topics`), split into paragraphs;
                 needs no download, read at run time, so a first run works offline
     python_docs pydoc's paragraphs and those of the standard library's docstrings: about 4x the text, as offline
