@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,8 +28,6 @@ from primer_search.search.confirmation import confirm  # noqa: E402
 from primer_search.search.controller import Search  # noqa: E402
 from primer_search.search.status import SEARCH_SECONDS  # noqa: E402
 from primer_search.search.store import RunStore  # noqa: E402
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from reachability import detect  # noqa: E402
 
 
