@@ -15,6 +15,7 @@ from primer_search.program.dna_files import save_dna
 from primer_search.search import hurdles
 from primer_search.search.controller import Search, read_status
 from primer_search.search.executors import InProcessExecutor
+from primer_search.search.reports import status_text
 from primer_search.search.store import RunStore
 from test_training import exploding_dna
 
@@ -367,7 +368,12 @@ def test_seeds_evaluated_several_times_calibrate_the_run(tmp_path, monkeypatch):
     with RunStore.open(tmp_path / "run") as store:
         seeds = store.individuals_without_parent()
         calibration = store.meta_get("calibration")
+        children = [row for row in store.completed() if row.parent_id is not None]
     assert [(s.id, s.training_seed, s.repeat_of) for s in seeds] == [(1, 0, None), (2, 1, 1), (3, 2, 1)]
+    spent = sum(row.metrics["budget_fraction"] for row in children if row.cached_from is None)
+    assert 0 < spent < len(children) and status.compute_factor < len(children) / spent   # calibration costs
+    assert status.children_factor == (pytest.approx(len(children) / spent), 5, 3)
+    assert "over the 5 children, the seed's 3 evaluations aside" in status_text(status)
     assert all(s.status == "ok" for s in seeds)                  # a seed is never stopped at a hurdle
     finals = [s.metrics["fitness"] for s in seeds]
     assert seeds[-1].fitness == pytest.approx(sum(finals) / 3)     # the mean, which member 1 carried

@@ -23,6 +23,8 @@ def status_text(status) -> str:
         f"hurdle stops        {status.hurdle_stops} (training compute saved: {status.hurdle_compute_saved:.1%})",
         f"compute saved       {status.compute_factor:.2f}x (individuals per full training budget spent: hurdles "
         f"and cache together)",
+        *([f"                    {status.children_factor[0]:.2f}x over the {status.children_factor[1]} children, "
+           f"the seed's {status.children_factor[2]} evaluation{'s' * (status.children_factor[2] != 1)} aside"] if status.children_factor else []),
         *([f"noise               {status.noise[0]:.4f} (standard deviation of the seed's final metric over "
            f"{status.noise[1]} training seeds)",
            f"better than seed    {status.improvements} (beyond the promotion margin)"] if status.noise else []),

@@ -22,6 +22,8 @@ class Status:
     hurdle_stops: int
     hurdle_compute_saved: float              # share of training compute
     compute_factor: float = 1.0              # individuals per full training budget spent (hurdles and cache)
+    children_factor: tuple[float, int, int] | None = None   # (factor, children, seed evaluations): the same over
+                                             # the children alone, the seed's (calibration) evaluations aside
     noise: tuple[float, int] | None = None   # the first seed's final metric: (standard deviation, evaluations)
     improvements: int | None = None          # programs better than the seed beyond the promotion margin
 
@@ -58,7 +60,9 @@ def read_status(store: RunStore, since: float | None = None, done_before: int = 
     rate = (counts["done"] - done_before) / elapsed * 3600 if elapsed > 0 else 0.0
     completed = store.completed()
     trained = sum(1 for row in completed if row.status == "ok" and row.cached_from is None)
-    spent = sum(row.metrics.get("budget_fraction") or 0.0 for row in completed if row.cached_from is None)
+    spent = _spent(completed)
+    children = [row for row in completed if row.parent_id is not None]
+    children_spent = _spent(children)
     calibration = store.meta_get("calibration")
     final = calibration["programs"][0]["final"] if calibration else None
     improvements = _improvements(completed, final) if final and final["std"] is not None else None
@@ -68,8 +72,15 @@ def read_status(store: RunStore, since: float | None = None, done_before: int = 
                   cache_hits=counts["cache_hits"], hurdle_stops=counts["hurdle_stops"],
                   hurdle_compute_saved=hurdles.compute_saved(store.stopped_fractions(), trained),
                   compute_factor=counts["done"] / spent if spent > 0 else 1.0,
+                  children_factor=((len(children) / children_spent, len(children), len(completed) - len(children))
+                                   if children_spent > 0 else None),
                   noise=(final["std"], final["runs"]) if final and final["std"] is not None else None,
                   improvements=improvements)
+
+
+def _spent(rows) -> float:
+    """Full training budgets the rows' own trainings spent (a cache hit spends none)."""
+    return sum(row.metrics.get("budget_fraction") or 0.0 for row in rows if row.cached_from is None)
 
 
 def _improvements(completed, final: dict) -> int:
