@@ -374,6 +374,10 @@ def test_seeds_evaluated_several_times_calibrate_the_run(tmp_path, monkeypatch):
     assert 0 < spent < len(children) and status.compute_factor < len(children) / spent   # calibration costs
     assert status.children_factor == (pytest.approx(len(children) / spent), 5, 3)
     assert "over the 5 children, the seed's 3 evaluations aside" in status_text(status)
+    reached = [sum(len(row.hurdles) > h for row in children if row.cached_from is None) for h in range(2)]
+    passed = [sum(len(row.hurdles) > h and row.hurdles[h].passed for row in children if row.cached_from is None)
+              for h in range(2)]
+    assert status.hurdle_passes == tuple(zip(reached, passed)) and reached[0] > passed[0] > 0
     assert all(s.status == "ok" for s in seeds)                  # a seed is never stopped at a hurdle
     finals = [s.metrics["fitness"] for s in seeds]
     assert seeds[-1].fitness == pytest.approx(sum(finals) / 3)     # the mean, which member 1 carried

@@ -21,6 +21,10 @@ def status_text(status) -> str:
         f"cache hits          {status.cache_hits} ({status.cache_hit_rate:.1%} of the individuals reused a result "
         f"without training)",
         f"hurdle stops        {status.hurdle_stops} (training compute saved: {status.hurdle_compute_saved:.1%})",
+        *([f"hurdle passes       " + ", ".join(f"{passed / reached:.0%} of {reached}"
+                                              for reached, passed in status.hurdle_passes)
+           + " (the children reaching each hurdle that passed it; halving hurdles aim at 50%)"]
+          if status.hurdle_passes else []),
         f"compute saved       {status.compute_factor:.2f}x (individuals per full training budget spent: hurdles "
         f"and cache together)",
         *([f"                    {status.children_factor[0]:.2f}x over the {status.children_factor[1]} children, "

@@ -24,6 +24,7 @@ class Status:
     compute_factor: float = 1.0              # individuals per full training budget spent (hurdles and cache)
     children_factor: tuple[float, int, int] | None = None   # (factor, children, seed evaluations): the same over
                                              # the children alone, the seed's (calibration) evaluations aside
+    hurdle_passes: tuple[tuple[int, int], ...] = ()   # per hurdle, (children that reached it, passed it)
     noise: tuple[float, int] | None = None   # the first seed's final metric: (standard deviation, evaluations)
     improvements: int | None = None          # programs better than the seed beyond the promotion margin
 
@@ -72,10 +73,22 @@ def read_status(store: RunStore, since: float | None = None, done_before: int = 
                   cache_hits=counts["cache_hits"], hurdle_stops=counts["hurdle_stops"],
                   hurdle_compute_saved=hurdles.compute_saved(store.stopped_fractions(), trained),
                   compute_factor=counts["done"] / spent if spent > 0 else 1.0,
+                  hurdle_passes=_hurdle_passes(children),
                   children_factor=((len(children) / children_spent, len(children), len(completed) - len(children))
                                    if children_spent > 0 else None),
                   noise=(final["std"], final["runs"]) if final and final["std"] is not None else None,
                   improvements=improvements)
+
+
+def _hurdle_passes(children) -> tuple[tuple[int, int], ...]:
+    """Per hurdle, how many of the trained children reached it and how many of those passed it."""
+    counts: dict[int, list[int]] = {}
+    for row in children:
+        for record in row.hurdles if row.cached_from is None else ():
+            reached_passed = counts.setdefault(record.hurdle, [0, 0])
+            reached_passed[0] += 1
+            reached_passed[1] += record.passed
+    return tuple(tuple(counts[h]) for h in sorted(counts))
 
 
 def _spent(rows) -> float:
