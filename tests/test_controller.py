@@ -1,6 +1,7 @@
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -293,10 +294,10 @@ def test_children_are_proposed_at_once_and_thresholds_are_taken_on_arrival(tmp_p
         assert [store.individual(i).parent_id for i in (2, 3)] == [1, 1]    # proposed beside the seed
         assert store.individual(3).proposed_at < seed.finished_at
         for hurdle in (0, 1):
-            rows = store._db.execute("SELECT fitness, threshold FROM hurdles WHERE hurdle = ? ORDER BY rowid",
-                                     (hurdle,)).fetchall()
-            for n, (_, threshold) in enumerate(rows):          # the median of the records before it, in flight too
-                earlier = [f for f, _ in rows[max(0, n - SIMULATED["hurdle_window"]):n]]
+            rows = store._db.execute("SELECT h.fitness, h.threshold, i.training_seed FROM hurdles h JOIN individuals i "
+                                     "ON i.id = h.individual_id WHERE hurdle = ? ORDER BY h.rowid", (hurdle,)).fetchall()
+            for n, (_, threshold, _) in enumerate(rows):       # the median of the records before it, in flight too
+                earlier = [f for f, _, seed in rows[:n] if seed == 0][-SIMULATED["hurdle_window"]:]
                 assert threshold == hurdles.threshold(earlier[::-1])
         assert any(not h.passed for r in store.completed() for h in r.hurdles)
 
@@ -319,11 +320,12 @@ def test_a_trial_killed_mid_way_is_held_to_its_recorded_thresholds(tmp_path, mon
     seed = search.store.add_proposal(None, None, None, search.evolution.seeds[0].to_dict(), "h")
     individual = search.store.add_proposal(seed, "insert", None, search.evolution.seeds[0].to_dict(), "h2")
     for other in range(4):                                       # four records: a threshold exists
-        search.store.record_hurdle(search.store.add_proposal(None, None, None, {}, f"o{other}"), 0, 0.1,
-                                   2.0 + other, True)
+        search.store.record_hurdle(search.store.add_proposal(None, None, None, {}, f"o{other}", training_seed=0), 0,
+                                   0.1, 2.0 + other, True)
     assert search.answer(individual, {"hurdle": 0, "fraction": 0.1, "value": 3.4}) is True   # median 3.5
     for other in range(4):                                       # later records would lower the median
-        search.store.record_hurdle(search.store.add_proposal(None, None, None, {}, f"p{other}"), 0, 0.1, 1.0, True)
+        search.store.record_hurdle(search.store.add_proposal(None, None, None, {}, f"p{other}", training_seed=0), 0,
+                                   0.1, 1.0, True)
     assert search.answer(individual, {"hurdle": 0, "fraction": 0.1, "value": 3.4}) is True   # re-run: same limit
     assert search.store.hurdle_decision(individual, 0).threshold == 3.5
     search.close()
@@ -383,6 +385,27 @@ def test_seeds_evaluated_several_times_calibrate_the_run(tmp_path, monkeypatch):
     assert seeds[-1].fitness == pytest.approx(sum(finals) / 3)     # the mean, which member 1 carried
     assert calibration["training_seeds"] == [0, 1, 2] and calibration["programs"][0]["final"]["runs"] == 3
     assert status.noise is not None and status.noise[1] == 3 and "noise" in status.line()
+
+
+def test_hurdle_thresholds_count_only_trainings_with_the_runs_training_seed(tmp_path, monkeypatch):
+    """Under common random numbers every child trains with `training.seed`: the calibration runs and re-evaluations
+    (other seeds) are judged at hurdles but do not set the thresholds."""
+    monkeypatch.setattr("primer_search.search.controller.run_trial", fake_trial)
+    config = _simulated_config().replace(search={"seed_evaluations": 3})
+    search = Search.start(config, tmp_path / "run")
+    search.run(executor=Killing(search.answer))
+    search.close()
+    with RunStore.open(tmp_path / "run") as store:
+        rows = store.completed()
+    seed_of = {row.id: row.training_seed for row in rows}
+    records = sorted((h.recorded_at, h.hurdle, h.fitness, h.threshold, row.id) for row in rows for h in row.hurdles)
+    checked = 0
+    for k, (_, hurdle, _, limit, _) in enumerate(records):
+        if limit is not None:
+            counted = [f for _, h, f, _, i in records[:k] if h == hurdle and seed_of[i] == config.training.seed]
+            assert limit == statistics.median(counted[-config.search.hurdle_window:])
+            checked += 1
+    assert checked >= 3 and any(seed_of[i] != config.training.seed for *_, i in records)
 
 
 def test_the_status_counts_programs_better_than_the_seed_beyond_the_noise(tmp_path, monkeypatch):

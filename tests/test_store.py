@@ -76,6 +76,14 @@ def test_hurdle_records_newest_first_limited_per_hurdle(store):
     assert store.hurdle_records(2, 10) == []
 
 
+def test_hurdle_records_of_one_training_seed(store):
+    ids = [store.add_proposal(None, None, None, DNA, "h", training_seed=seed) for seed in (0, 1, 0, None)]
+    for i, fitness in zip(ids, [5.0, 4.0, 6.0, 7.0], strict=True):
+        store.record_hurdle(i, 0, 0.1, fitness, passed=True)
+    assert store.hurdle_records(0, 10, training_seed=0) == [6.0, 5.0]
+    assert store.hurdle_records(0, 10, training_seed=1) == [4.0] and store.hurdle_records(0, 10) == [7.0, 6.0, 4.0, 5.0]
+
+
 def test_counts_and_top(store):
     ids = propose(store, 7)
     store.record_hurdle(ids[0], 0, 0.1, 5.0, False)

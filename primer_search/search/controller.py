@@ -233,7 +233,8 @@ class Search:
 
     def answer(self, individual: int, question: dict) -> bool:
         """A trial at a hurdle: compare its value with the threshold recorded for it (a re-run after a crash), or
-        else with one taken now from every record so far; record the verdict before answering."""
+        else with one taken now from every record so far (trainings with the run's training seed); record the
+        verdict before answering."""
         i, value = question["hurdle"], question["value"]
         if self._is_seed(individual):                             # a seed is the baseline: never stopped
             self.store.record_hurdle(individual, i, question["fraction"], value, True)
@@ -242,7 +243,8 @@ class Search:
         if recorded is not None:
             limit = recorded.threshold
         else:
-            limit = hurdles.threshold(self.store.hurdle_records(i, self.config.search.hurdle_window))
+            limit = hurdles.threshold(self.store.hurdle_records(i, self.config.search.hurdle_window,
+                                                                training_seed=self.config.training.seed))
         passed = hurdles.passes(value, limit)
         self.store.record_hurdle(individual, i, question["fraction"], value, passed, threshold=limit)
         return passed

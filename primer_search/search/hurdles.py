@@ -3,8 +3,10 @@
 With H hurdles at budget fractions (2^i - 1) / (2^(H+1) - 1), i = 1..H (for H = 4: 1/31, 3/31, 7/31, 15/31),
 each band between consecutive hurdles costs the same expected compute when half the candidates pass each hurdle.
 At hurdle i a candidate goes on only if its fitness there is in the better half of the fitnesses recorded at that
-hurdle by the most recent `window` individuals (lower is better: at most their median). Until `MIN_RECORDS`
-fitnesses are recorded at a hurdle, everyone passes it. A candidate that stops keeps the fitness it had there.
+hurdle by the most recent `window` trainings with the run's training seed (lower is better: at most their median;
+under common random numbers a training with another seed, a calibration run or a re-evaluation, is not comparable
+draw for draw). Until `MIN_RECORDS` fitnesses are recorded at a hurdle, everyone passes it. A candidate that
+stops keeps the fitness it had there.
 
 The threshold is taken when a trial reaches the hurdle, from every record so far (the search controller answers
 the trial's question, `primer_search.search.controller`). Hurdles must fall after the learning-rate warmup and after a

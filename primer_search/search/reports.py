@@ -13,7 +13,7 @@ from primer_search.search.store import Individual, RunStore
 def status_text(status) -> str:
     by_status = ", ".join(f"{name} {count}" for name, count in sorted(status.by_status.items())) or "none yet"
     best = f"{status.best[1]:.4f} (individual {status.best[0]})" if status.best else "none yet"
-    return "\n".join([
+    lines = [
         f"individuals done    {status.done} of {status.target} ({status.in_flight} in flight)",
         f"results by status   {by_status}",
         f"best fitness        {best}",
@@ -21,18 +21,22 @@ def status_text(status) -> str:
         f"cache hits          {status.cache_hits} ({status.cache_hit_rate:.1%} of the individuals reused a result "
         f"without training)",
         f"hurdle stops        {status.hurdle_stops} (training compute saved: {status.hurdle_compute_saved:.1%})",
-        *([f"hurdle passes       " + ", ".join(f"{passed / reached:.0%} of {reached}"
-                                              for reached, passed in status.hurdle_passes)
-           + " (the children reaching each hurdle that passed it; halving hurdles aim at 50%)"]
-          if status.hurdle_passes else []),
-        f"compute saved       {status.compute_factor:.2f}x (individuals per full training budget spent: hurdles "
-        f"and cache together)",
-        *([f"                    {status.children_factor[0]:.2f}x over the {status.children_factor[1]} children, "
-           f"the seed's {status.children_factor[2]} evaluation{'s' * (status.children_factor[2] != 1)} aside"] if status.children_factor else []),
-        *([f"noise               {status.noise[0]:.4f} (standard deviation of the seed's final metric over "
-           f"{status.noise[1]} training seeds)",
-           f"better than seed    {status.improvements} (beyond the promotion margin)"] if status.noise else []),
-    ])
+    ]
+    if status.hurdle_passes:
+        passes = ", ".join(f"{passed / reached:.0%} of {reached}" for reached, passed in status.hurdle_passes)
+        lines.append(f"hurdle passes       {passes} (the children reaching each hurdle that passed it; halving "
+                     f"hurdles aim at 50%)")
+    lines.append(f"compute saved       {status.compute_factor:.2f}x (individuals per full training budget spent: "
+                 f"hurdles and cache together)")
+    if status.children_factor:
+        factor, children, seeds = status.children_factor
+        lines.append(f"                    {factor:.2f}x over the {children} children, the seed's {seeds} "
+                     f"evaluation{'s' * (seeds != 1)} aside")
+    if status.noise:
+        lines += [f"noise               {status.noise[0]:.4f} (standard deviation of the seed's final metric over "
+                  f"{status.noise[1]} training seeds)",
+                  f"better than seed    {status.improvements} (beyond the promotion margin)"]
+    return "\n".join(lines)
 
 
 def _hurdle_reached(individual: Individual) -> str:

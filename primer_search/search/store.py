@@ -211,10 +211,12 @@ class RunStore(RunDatabase):
         """The verdict recorded for an individual at a hurdle, if any."""
         return next((h for h in self._hurdles([individual_id]).get(individual_id, ()) if h.hurdle == hurdle), None)
 
-    def hurdle_records(self, hurdle: int, limit: int) -> list[float]:
-        """The fitnesses of the most recent `limit` records at `hurdle` (NULL fitness left out), newest first."""
-        rows = self._db.execute("SELECT fitness FROM hurdles WHERE hurdle = ? AND fitness IS NOT NULL "
-                                "ORDER BY rowid DESC LIMIT ?", (hurdle, limit))
+    def hurdle_records(self, hurdle: int, limit: int, training_seed: int | None = None) -> list[float]:
+        """The fitnesses of the most recent `limit` records at `hurdle` (NULL fitness left out), newest first; with
+        `training_seed`, only those of trainings with that seed."""
+        rows = self._db.execute("SELECT h.fitness FROM hurdles h JOIN individuals i ON i.id = h.individual_id "
+                                "WHERE h.hurdle = ? AND h.fitness IS NOT NULL AND (? IS NULL OR i.training_seed = ?) "
+                                "ORDER BY h.rowid DESC LIMIT ?", (hurdle, training_seed, training_seed, limit))
         return [fitness for (fitness,) in rows]
 
     def counts(self) -> dict:
