@@ -155,7 +155,8 @@ class SearchConfig:
     priors: SearchPriors = SearchPriors()                     # how inserts draw (`{preset: uniform}`: the paper)
     max_instructions: int = between(40, 1)                    # per subprogram, a limit on insert mutations
     hurdles: int = between(4, 0)                              # H halving hurdles at (2^i - 1)/(2^(H+1) - 1)
-    hurdle_window: int = between(100, 1)                      # a hurdle compares with this many recent records
+    hurdle_window: int = between(100, 1)                      # the first hurdle compares with this many recent
+                                                              # records, each next one with half as many
     min_hurdle_steps: int = between(10, 0)                    # no hurdle before this many steps (nor before
                                                               # training.warmup_steps): earlier is noise
     seed_evaluations: int = between(1, 1)                     # each seed is trained this many times first

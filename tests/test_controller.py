@@ -297,7 +297,8 @@ def test_children_are_proposed_at_once_and_thresholds_are_taken_on_arrival(tmp_p
             rows = store._db.execute("SELECT h.fitness, h.threshold, i.training_seed FROM hurdles h JOIN individuals i "
                                      "ON i.id = h.individual_id WHERE hurdle = ? ORDER BY h.rowid", (hurdle,)).fetchall()
             for n, (_, threshold, _) in enumerate(rows):       # the median of the records before it, in flight too
-                earlier = [f for f, _, seed in rows[:n] if seed == 0][-SIMULATED["hurdle_window"]:]
+                window = hurdles.window_at(hurdle, SIMULATED["hurdle_window"])
+                earlier = [f for f, _, seed in rows[:n] if seed == 0][-window:]
                 assert threshold == hurdles.threshold(earlier[::-1])
         assert any(not h.passed for r in store.completed() for h in r.hurdles)
 
@@ -403,7 +404,7 @@ def test_hurdle_thresholds_count_only_trainings_with_the_runs_training_seed(tmp_
     for k, (_, hurdle, _, limit, _) in enumerate(records):
         if limit is not None:
             counted = [f for _, h, f, _, i in records[:k] if h == hurdle and seed_of[i] == config.training.seed]
-            assert limit == statistics.median(counted[-config.search.hurdle_window:])
+            assert limit == statistics.median(counted[-hurdles.window_at(hurdle, config.search.hurdle_window):])
             checked += 1
     assert checked >= 3 and any(seed_of[i] != config.training.seed for *_, i in records)
 

@@ -1,6 +1,6 @@
 import pytest
 
-from primer_search.search.hurdles import MIN_RECORDS, compute_saved, hurdle_fractions, passes, threshold
+from primer_search.search.hurdles import MIN_RECORDS, compute_saved, hurdle_fractions, passes, threshold, window_at
 
 
 def test_paper_hurdles_split_compute_into_equal_bands():
@@ -17,6 +17,12 @@ def test_top_half_passes_after_enough_records():
     assert threshold([3.0] * (MIN_RECORDS - 1)) is None and passes(99.0, None)
     limit = threshold([1.0, 2.0, 3.0, 4.0, 5.0])
     assert limit == 3.0 and passes(3.0, limit) and passes(2.5, limit) and not passes(3.1, limit)
+
+
+def test_each_hurdle_looks_back_over_half_as_many_records_as_the_one_before():
+    assert [window_at(h, 40) for h in range(4)] == [40, 20, 10, 5]
+    assert [window_at(h, 20) for h in range(4)] == [20, 10, 5, MIN_RECORDS]    # never below the first threshold
+    assert window_at(1, 7) == 4 and window_at(0, 1) == MIN_RECORDS
 
 
 def test_compute_saved():

@@ -243,8 +243,8 @@ class Search:
         if recorded is not None:
             limit = recorded.threshold
         else:
-            limit = hurdles.threshold(self.store.hurdle_records(i, self.config.search.hurdle_window,
-                                                                training_seed=self.config.training.seed))
+            window = hurdles.window_at(i, self.config.search.hurdle_window)
+            limit = hurdles.threshold(self.store.hurdle_records(i, window, training_seed=self.config.training.seed))
         passed = hurdles.passes(value, limit)
         self.store.record_hurdle(individual, i, question["fraction"], value, passed, threshold=limit)
         return passed

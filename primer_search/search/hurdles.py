@@ -2,11 +2,15 @@
 
 With H hurdles at budget fractions (2^i - 1) / (2^(H+1) - 1), i = 1..H (for H = 4: 1/31, 3/31, 7/31, 15/31),
 each band between consecutive hurdles costs the same expected compute when half the candidates pass each hurdle.
-At hurdle i a candidate goes on only if its fitness there is in the better half of the fitnesses recorded at that
-hurdle by the most recent `window` trainings with the run's training seed (lower is better: at most their median;
-under common random numbers a training with another seed, a calibration run or a re-evaluation, is not comparable
-draw for draw). Until `MIN_RECORDS` fitnesses are recorded at a hurdle, everyone passes it. A candidate that
-stops keeps the fitness it had there.
+At hurdle i a candidate goes on only if its fitness there is in the better half of the most recent fitnesses
+recorded at that hurdle by trainings with the run's training seed (lower is better: at most their median; under
+common random numbers a training with another seed, a calibration run or a re-evaluation, is not comparable draw
+for draw). The first hurdle looks at the last `window` records, each next one at half as many (`window_at`): as
+half pass each hurdle, every hurdle then looks back over the same stretch of the search. With one window for all,
+a later hurdle, where records arrive 2, 4, 8 times slower, would compare with children of much older parents;
+as the population improves, more than half would pass.
+Until `MIN_RECORDS` fitnesses are recorded at a hurdle, everyone passes it. A candidate that stops keeps the
+fitness it had there.
 
 The threshold is taken when a trial reaches the hurdle, from every record so far (the search controller answers
 the trial's question, `primer_search.search.controller`). Hurdles must fall after the learning-rate warmup and after a
@@ -47,6 +51,12 @@ def placement_error(count: int, total_steps: float, warmup_steps: int, min_steps
             f"fall at steps {', '.join(map(str, steps))}; {len(early)} before step {floor} (training.warmup_steps "
             f"{warmup_steps}, search.min_hurdle_steps {min_steps}); expected a budget of at least "
             f"{math.ceil(floor / hurdle_fractions(count)[0]):,} steps, a shorter warmup or fewer hurdles")
+
+
+def window_at(hurdle: int, window: int) -> int:
+    """How many recent records the 0-based `hurdle` compares with: `window` at the first, half as many at each
+    next one, never fewer than `MIN_RECORDS`."""
+    return max(MIN_RECORDS, math.ceil(window / 2 ** hurdle))
 
 
 def threshold(recent: Sequence[float]) -> float | None:
