@@ -1,7 +1,6 @@
 import math
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -287,20 +286,30 @@ def _simulate(run_dir, monkeypatch, kill_after=None, kill_at_question=None):
             search.close()
 
 
+def _thresholds_rebuilt(run_dir, config) -> int:
+    """Check that every recorded hurdle threshold is the median of the records before it (trials in flight
+    included) by trainings with the run's training seed, the last `hurdles.window_at` of them; the number checked."""
+    checked = 0
+    with RunStore.open(run_dir) as store:
+        for hurdle in range(config.search.hurdles):
+            rows = store._db.execute("SELECT h.fitness, h.threshold, i.training_seed FROM hurdles h JOIN individuals i "
+                                     "ON i.id = h.individual_id WHERE hurdle = ? ORDER BY h.rowid", (hurdle,)).fetchall()
+            window = hurdles.window_at(hurdle, config.search.hurdle_window)
+            for n, (_, threshold, _) in enumerate(rows):
+                earlier = [f for f, _, seed in rows[:n] if seed == config.training.seed][-window:]
+                assert threshold == hurdles.threshold(earlier[::-1])
+                checked += threshold is not None
+    return checked
+
+
 def test_children_are_proposed_at_once_and_thresholds_are_taken_on_arrival(tmp_path, monkeypatch):
     _simulate(tmp_path / "run", monkeypatch)
     with RunStore.open(tmp_path / "run") as store:
         seed = store.individual(1)
         assert [store.individual(i).parent_id for i in (2, 3)] == [1, 1]    # proposed beside the seed
         assert store.individual(3).proposed_at < seed.finished_at
-        for hurdle in (0, 1):
-            rows = store._db.execute("SELECT h.fitness, h.threshold, i.training_seed FROM hurdles h JOIN individuals i "
-                                     "ON i.id = h.individual_id WHERE hurdle = ? ORDER BY h.rowid", (hurdle,)).fetchall()
-            for n, (_, threshold, _) in enumerate(rows):       # the median of the records before it, in flight too
-                window = hurdles.window_at(hurdle, SIMULATED["hurdle_window"])
-                earlier = [f for f, _, seed in rows[:n] if seed == 0][-window:]
-                assert threshold == hurdles.threshold(earlier[::-1])
         assert any(not h.passed for r in store.completed() for h in r.hurdles)
+    assert _thresholds_rebuilt(tmp_path / "run", _simulated_config()) > 0
 
 
 def test_killed_at_every_trial_boundary_the_run_resumes_to_the_same_result(tmp_path, monkeypatch):
@@ -396,17 +405,9 @@ def test_hurdle_thresholds_count_only_trainings_with_the_runs_training_seed(tmp_
     search = Search.start(config, tmp_path / "run")
     search.run(executor=Killing(search.answer))
     search.close()
+    assert _thresholds_rebuilt(tmp_path / "run", config) >= 3
     with RunStore.open(tmp_path / "run") as store:
-        rows = store.completed()
-    seed_of = {row.id: row.training_seed for row in rows}
-    records = sorted((h.recorded_at, h.hurdle, h.fitness, h.threshold, row.id) for row in rows for h in row.hurdles)
-    checked = 0
-    for k, (_, hurdle, _, limit, _) in enumerate(records):
-        if limit is not None:
-            counted = [f for _, h, f, _, i in records[:k] if h == hurdle and seed_of[i] == config.training.seed]
-            assert limit == statistics.median(counted[-hurdles.window_at(hurdle, config.search.hurdle_window):])
-            checked += 1
-    assert checked >= 3 and any(seed_of[i] != config.training.seed for *_, i in records)
+        assert any(row.training_seed != config.training.seed for row in store.completed() if row.hurdles)
 
 
 def test_the_status_counts_programs_better_than_the_seed_beyond_the_noise(tmp_path, monkeypatch):
