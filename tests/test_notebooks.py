@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import tempfile
 
 import pytest
 
@@ -35,11 +36,14 @@ def test_notebooks_found():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path, monkeypatch):
-    # The kernel inherits the environment: it finds the packages even without an installed checkout, and
-    # TensorFlow's C++ logging stays quiet.
+def test_notebook_runs(path, monkeypatch, tmp_path):
+    # The kernel inherits the environment: it finds the packages even without an installed checkout, TensorFlow's
+    # C++ logging stays quiet, and the demo runs it makes in temporary directories go to pytest's, which pytest
+    # prunes (Ray keeps its usual directory: its socket paths must stay short).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setenv("RAY_TMPDIR", os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", km=_kernel_manager(),
                                      resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
