@@ -1,7 +1,8 @@
 """Rediscovery: from the Transformer seed, does a laptop-scale search find Primer's changes and a better block?
 
 Runs the discovery config (search_configs/discovery.yaml) from the Transformer seed for at most --hours of search
-(accumulated across restarts: the run store keeps the search time, so a killed benchmark resumes), then the paper's
+(accumulated across restarts: the run store keeps the search time, so a killed benchmark resumes) and prints its
+run summary (compute saved by hurdles and the cache, hurdle pass rates, the seed's noise), then the paper's
 protocol (`primer-search confirm`): the top --top programs and the seed retrained with --seeds training seeds at
 --budget-multiplier x the search budget on the test split the search never ranked on. Prints, for each confirmed
 program, whether it holds squared ReLU and a depthwise convolution after the Q, K and V projections, its mean and
@@ -26,7 +27,8 @@ from primer_search.config import load_config  # noqa: E402
 from primer_search.program.dna import DNA  # noqa: E402
 from primer_search.search.confirmation import confirm  # noqa: E402
 from primer_search.search.controller import Search  # noqa: E402
-from primer_search.search.status import SEARCH_SECONDS  # noqa: E402
+from primer_search.search.reports import status_text  # noqa: E402
+from primer_search.search.status import SEARCH_SECONDS, read_status  # noqa: E402
 from primer_search.search.store import RunStore  # noqa: E402
 from reachability import detect  # noqa: E402
 
@@ -73,6 +75,7 @@ def main() -> None:
     search_for(run_dir, config, args.hours)
     with RunStore.open(run_dir) as store:
         print(f"searched {store.meta_get(SEARCH_SECONDS, 0.0) / 3600:.2f} h: {store.counts()['done']} individuals")
+        print(status_text(read_status(store)), flush=True)       # compute saved, hurdle passes, noise
     result = confirm(run_dir, k=args.top, seeds=args.seeds, budget_multiplier=args.budget_multiplier,
                      on_result=lambda i, s, r: print(f"  confirm #{i} seed {s}: {r['status']} "
                                                      f"{r.get('fitness') or float('nan'):.4f}", flush=True))
