@@ -97,7 +97,8 @@ def test_calm_loss_on_known_per_exit_losses():
         w = exit_loss_weights((0, 1, 2), kind)
         assert float(calm_loss(logits, targets, w)) == pytest.approx(expected, rel=1e-5)
         assert float(calm_loss(tf.stack(logits), targets, w)) == pytest.approx(expected, rel=1e-5)
-    assert expected == pytest.approx(0.75 * math.log(4 / 3))
+    last_only = exit_loss_weights((0, 1, 2), "last_only")
+    assert float(calm_loss(logits, targets, last_only)) == pytest.approx(0.75 * math.log(4 / 3), rel=1e-5)
 
 
 def test_confidence_ranges():

@@ -52,6 +52,7 @@ def _outputs_match_before(block, x, t):
 def test_causal_for_500_random_programs():
     rng = random.Random(7)
     x = np.random.default_rng(0).normal(size=(2, 10, UNIT * WIDTH)).astype(np.float32)
+    finite = 0                                                 # programs whose outputs are mostly finite
     for index in range(500):
         ops = SEQUENCE_HEAVY if index % 2 else None
         dna = random_dna(rng, num_subprograms=rng.randint(1, 4), max_instructions=10, dimensions=(1, 2, 4),
@@ -60,6 +61,8 @@ def test_causal_for_500_random_programs():
         for t in (3, 7):
             assert _outputs_match_before(block, x, t), f"future leak at t={t} in program {index}:\n" + \
                 block.graph.listing()
+        finite += np.isfinite(block(x).numpy()).mean() > 0.5
+    assert finite >= 450, finite                               # NaN equals NaN above: most outputs must be numbers
 
 
 def test_a_non_finite_value_never_reaches_earlier_outputs_of_a_product():
@@ -343,6 +346,6 @@ def test_transformer_and_primer_ez_share_their_kernels():
 def test_a_weight_depends_on_its_identity_not_on_the_weights_before_it():
     dna = load_seed("transformer")
     assert node_identity(dna, "S0.1-S1.2-S3.0") == "S1/-/8/0 > S3/-/1/2 > CONV_1X1/1/1/0"   # the value projection
-    assert weight_seed(3, "a", "kernel", (1, 2, 2)) == weight_seed(3, "a", "kernel", (1, 2, 2))
+    assert weight_seed(3, "a", "kernel", (1, 2, 2)) == 1411531191                       # the same in every process
     assert len({weight_seed(3, "a", "kernel", (1, 2, 2)), weight_seed(4, "a", "kernel", (1, 2, 2)),
                 weight_seed(3, "b", "kernel", (1, 2, 2)), weight_seed(3, "a", "kernel", (1, 2, 3))}) == 4

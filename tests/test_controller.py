@@ -189,7 +189,7 @@ def test_tiny_macro_config_searches_over_the_macro_options(tmp_path, capsys):
         assert sorted(kinds[:4]) == ["calm", "megabyte", "token", "token"]
         assert all(row.metrics["fitness"] == pytest.approx(row.metrics["bits_per_byte"] + 0.05 * math.log2(
             row.metrics["sampling_flops_per_token"] / 1e6)) for row in rows if row.status == "ok")
-        assert any(row.mutation == "macro" for row in rows[4:]) or len({row.canonical_hash for row in rows}) == 8
+        assert any(row.mutation == "macro" for row in rows[4:]), [row.mutation for row in rows]
 
 
 def test_a_missing_seed_file_fails_before_the_run_exists(tmp_path):

@@ -35,7 +35,7 @@ def test_model_and_training_flops():
     graph = lower(load_seed("primer_ez"))
     block = cost.block_flops(graph, 16, S)
     assert cost.model_flops(graph, 16, S, 6, 1000) == 6 * block + 2 * 128 * 1000
-    assert cost.training_flops_per_token(graph, 16, S, 6, 1000) == 3 * cost.model_flops(graph, 16, S, 6, 1000)
+    assert cost.training_flops_per_token(graph, 16, S, 6, 1000) == 3 * (6 * block + 2 * 128 * 1000)
     assert cost.block_flops(graph, 16, 2 * S) > block                   # attention grows with the sequence
 
 

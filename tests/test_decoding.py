@@ -64,8 +64,9 @@ def _input(unit: int, seed: int, batch: int = B, length: int = S) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(batch, length, WIDTH * unit)).astype(np.float32)
 
 
-def _assert_rows_equal(full, decoded, what: str):
-    """decoded [B, S, d] equals full [B, S, d] wherever the full pass is finite (1e-4 of the row's magnitude).
+def _assert_rows_equal(full, decoded, what: str) -> float:
+    """decoded [B, S, d] equals full [B, S, d] wherever the full pass is finite (1e-4 of the row's magnitude);
+    returns the finite share of the full pass (the share compared).
 
     (A full pass can be non-finite where decoding is not: 0 * inf of a masked future key; see decoding's docs.)"""
     full, decoded = np.asarray(full), np.asarray(decoded)
@@ -76,6 +77,7 @@ def _assert_rows_equal(full, decoded, what: str):
         ok = ~finite | (np.abs(decoded - full) <= 1e-4 * scale)
     where = sorted({(int(b), int(t)) for b, t, _ in zip(*np.nonzero(~ok))})
     assert ok.all(), f"{what}: decoded rows (batch, position) {where[:6]} differ from the full pass"
+    return float(finite.mean())
 
 
 def _too_big(block) -> bool:
@@ -124,7 +126,7 @@ def test_each_hand_built_program_exercises_its_rule():
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_random_programs_decode_like_the_full_pass(family):
-    rng, used, checked = random.Random(sorted(FAMILIES).index(family) + 11), collections.Counter(), 0
+    rng, used, checked, compared = random.Random(sorted(FAMILIES).index(family) + 11), collections.Counter(), 0, 0
     for index in range(36):
         dna = random_dna(rng, num_subprograms=rng.randint(1, 4), max_instructions=10, dimensions=(1, 2, 4),
                          branch_probability=0.25, ops=FAMILIES[family], chain_probability=0.6)
@@ -136,9 +138,9 @@ def test_random_programs_decode_like_the_full_pass(family):
         decoder = BlockDecoder(block)
         used.update(decoding_rule(node)[0] for node in block.graph.nodes)
         what = f"{family} program {index} ({decoder.mode}):\n{block.graph.listing()}"
-        _assert_rows_equal(block(x), decode_sequence(decoder, x, traced=index % 4 == 0), what)
+        compared += _assert_rows_equal(block(x), decode_sequence(decoder, x, traced=index % 4 == 0), what) > 0.5
         checked += 1
-    assert checked >= 30
+    assert checked >= 30 and compared >= 28, (checked, compared)      # most are finite, so compared
     if family != "any":       # the sequence-reaching rules all occur
         assert {"keys", "window", "running", "mask"} <= set(used), used
 
@@ -152,7 +154,7 @@ def test_random_branched_programs_decode_like_the_full_pass():
         if _too_big(block) or max(node.mult for node in block.graph.nodes) == 1:
             continue
         x = _input(2, seed=checked)
-        _assert_rows_equal(block(x), decode_sequence(BlockDecoder(block), x), block.graph.listing())
+        assert _assert_rows_equal(block(x), decode_sequence(BlockDecoder(block), x), block.graph.listing()) > 0.5
         checked += 1
         if checked == 12:
             break

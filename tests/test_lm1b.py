@@ -96,7 +96,7 @@ def test_sample_and_validation_partition_the_training_lines(prepared):
 def test_validation_and_sample_order_is_fixed(prepared):
     first, second = lm1b.lm1b_source(_config(prepared)), lm1b.lm1b_source(_config(prepared))
     assert list(first.validation_documents()) == list(second.validation_documents())
-    assert list(first.sample_documents()) == list(first.sample_documents())
+    assert list(first.sample_documents()) == list(second.sample_documents())
 
 
 def test_training_stream_is_endless_and_fixed_by_the_seed(prepared):

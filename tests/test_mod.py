@@ -70,8 +70,9 @@ def test_knob_values_match_the_dna_macro_options():
     assert set(choices["route_pattern"]) == set(ROUTE_PATTERNS)
     assert set(choices["weight_fn"]) == set(WEIGHT_FNS)
     assert set(choices["causal_fix"]) == set(CAUSAL_FIXES)
-    for pattern in ROUTE_PATTERNS:
-        assert len(routed_layers(pattern, 6)) == 6
+    for pattern in ROUTE_PATTERNS:                             # each routes some of 6 blocks; only "all" every one
+        routed = routed_layers(pattern, 6)
+        assert any(routed) and all(routed) == (pattern == "all")
 
 
 def test_from_options():

@@ -130,8 +130,14 @@ def test_convolutions_are_causal_shifts():
     (4, 4, 3, 9), (1, 4, 3, 9), (1, 1, 7, 9),                     # under XLA: shifted slices
     (2, 2, 15, 9), (1, 3, 31, 70), (2, 2, 31, 64), (1, 1, 15, 1)])   # under XLA: banded products
 def test_depthwise_convolution_is_the_same_sum_with_and_without_xla(input_branches, branches, taps, length,
-                                                                   np_rng):
+                                                                   np_rng, monkeypatch):
+    from primitives import parametric
     from primitives.parametric import causal_depthwise
+
+    forms = []                                                 # the XLA forms traced, in order
+    for name in ("_sliced_depthwise", "_banded_depthwise"):
+        original = getattr(parametric, name)
+        monkeypatch.setattr(parametric, name, lambda *args, _f=original, _n=name: forms.append(_n) or _f(*args))
 
     x = tf.constant(np_rng.normal(size=(2, input_branches, length, 5)).astype(np.float32))  # [B, m|1, S, W]
     kernel = np_rng.normal(size=(branches, taps, 5)).astype(np.float32)                     # [m, k, W]
@@ -139,12 +145,11 @@ def test_depthwise_convolution_is_the_same_sum_with_and_without_xla(input_branch
     expected = sum(padded[:, :, taps - 1 - i:taps - 1 - i + length] * kernel[None, :, i, None, :]
                    for i in range(taps))
     native = causal_depthwise(x, tf.constant(kernel)).numpy()                              # eager: the native op
+    assert forms == []
     xla = tf.function(causal_depthwise, jit_compile=True)(x, tf.constant(kernel)).numpy()
+    assert forms == ["_banded_depthwise" if taps >= parametric.BANDED_MIN_TAPS else "_sliced_depthwise"]
     np.testing.assert_allclose(native, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(xla, expected, rtol=1e-5, atol=1e-4)
-    traced_for = {jit: bool(tf.function(lambda: tf.constant(primitives.parametric._in_xla_context()),
-                                        jit_compile=jit)()) for jit in (False, True)}
-    assert traced_for == {False: False, True: True}                                       # both paths ran
 
 
 def test_banded_depthwise_gradients_match_the_slices(np_rng):
