@@ -6,8 +6,9 @@ evaluations play the run's calibration (`search.seed_evaluations`): their mean a
 other --null evaluations is a program equivalent to the seed; it is counted when it beats the calibrated mean by
 more than the search's promotion margin (`calibration.promotion_margin`, one evaluation). An evaluation that timed
 out says more about the machine than about the seed: it is run again on the next call. Also printed: the
-standard deviation at each hurdle and at the end, and where the hurdles fall. The last line is the count (target:
-none). Every evaluation is written to --out as it finishes (`result_file.py`: tied to the config), so a killed run
+standard deviation at each hurdle and at the end, where the hurdles fall, the promotion rate the nulls' spread
+implies under a normal model (50 nulls cannot count a rate near the rule's 0.001) and the gain one evaluation is
+promoted for 80% of the time. The last line is the count (target: none). Every evaluation is written to --out as it finishes (`result_file.py`: tied to the config), so a killed run
 resumes.
 
     python bench/null_rate.py [--config search_configs/discovery.yaml] [--calibration 8] [--null 50]
@@ -17,7 +18,9 @@ resumes.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+from statistics import NormalDist
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -68,11 +71,16 @@ def main() -> None:
     final = calibration.programs[0].final
     margin = promotion_margin(final.std, final.runs)
     nulls = [done[s] for s in training_seeds[args.calibration:]]
-    values = [r["fitness"] for r in nulls if r["status"] == "ok"]
+    values = [r[config.search.metric] for r in nulls if r["status"] == "ok"]     # what the calibration measures
     promoted = [v for v in values if v < final.mean - margin]
+    spread = stats.stdev(values)
+    # 50 nulls cannot show a rate near 0.001 by counting; under a normal model of the nulls, the rate they imply:
+    implied = NormalDist().cdf((final.mean - margin - stats.mean(values)) / spread) if spread else float("nan")
+    # a program better by this much is promoted by one evaluation 80% of the time (its draw against the seed's mean)
+    found = margin + NormalDist().inv_cdf(0.8) * final.std * math.sqrt(1 + 1 / final.runs)
     print(f"calibration: mean {final.mean:.4f}, standard deviation {final.std:.4f} over {final.runs} runs; "
-          f"promotion margin {margin:.4f}; null programs' spread {stats.stdev(values) or float('nan'):.4f}; "
-          f"smallest detectable difference {stats.detectable_difference(final.std):.4f}")
+          f"promotion margin {margin:.4f}; null programs' spread {spread or float('nan'):.4f}, implied promotion "
+          f"rate {implied:.1e}; a gain the promotion rule finds 80% of the time: {found:.4f}")
     print(f"null programs ranked above the seed beyond the promotion margin: {len(promoted)} of {len(values)}")
 
 

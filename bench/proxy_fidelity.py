@@ -153,7 +153,9 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
                 values.append(math.inf)                  # failed (before that point)
             elif point is None:
                 values.append(entry["fitness"])
-        return values or [math.nan]                      # a long run measured before curves were kept has none
+            else:
+                values.append(math.nan)                  # a long run measured before curves were kept has none
+        return values
 
     points = {"search": lambda n: scores(n, "search"),
               **{f"{multiplier * f:g}x": (lambda n, f=f: scores(n, "long", f)) for f in curve},

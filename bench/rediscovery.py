@@ -27,7 +27,7 @@ from primer_search.config import load_config  # noqa: E402
 from primer_search.program.dna import DNA  # noqa: E402
 from primer_search.search.confirmation import confirm  # noqa: E402
 from primer_search.search.controller import Search  # noqa: E402
-from primer_search.search.reports import status_text  # noqa: E402
+from primer_search.search.reports import ratio_text, status_text  # noqa: E402
 from primer_search.search.status import SEARCH_SECONDS, read_status  # noqa: E402
 from primer_search.search.store import RunStore  # noqa: E402
 from reachability import detect  # noqa: E402
@@ -82,16 +82,16 @@ def main() -> None:
     with RunStore.open(run_dir) as store:
         print(f"\nconfirmed on {result.test_split}, {len(result.training_seeds)} training seeds, "
               f"{result.budget:.3g} {result.budget_kind}")
-        print(f"{'id':>5} {'role':5} {'sqReLU':6} {'MDHA':5} {'mean':>8} {'95% CI':>7} {'speedup':>8} {'p':>8}")
+        print(f"{'id':>5} {'role':5} {'sqReLU':6} {'MDHA':5} {'mean':>8} {'95% CI':>7} {'p':>8}  speedup [95% CI]")
         best = None
         for program in result.programs:
             squared, mdha = detect(DNA.from_dict(store.individual(program.individual_id).dna))
             comparison = program.comparisons[0] if program.comparisons else None
-            speedup = comparison.speedup_mean if comparison else None
+            speedup = ratio_text(comparison.speedup_mean, comparison.speedup_interval) if comparison else "-"
             p = comparison.p_value if comparison else None
             print(f"{program.individual_id:5} {program.role:5} {'yes' if squared else '-':6} "
                   f"{'yes' if mdha else '-':5} {program.mean or float('nan'):8.4f} {program.ci or float('nan'):7.4f} "
-                  f"{speedup or float('nan'):8.2f} {p if p is not None else float('nan'):8.2g}")
+                  f"{p if p is not None else float('nan'):8.2g}  {speedup}")
             if program.role == "top" and program.mean is not None and (best is None or program.mean < best.mean):
                 best = program
     top = [p for p in result.programs if p.role == "top"]
@@ -104,8 +104,9 @@ def main() -> None:
         print("confirmed speedup factor of the best program against the Transformer: not measured")
         return
     print(f"confirmed speedup factor of the best program (#{best.individual_id}) against the Transformer "
-          f"({args.mode}, search seed {args.search_seed}): {comparison.speedup_mean:.2f}x "
-          f"+- {comparison.speedup_ci or float('nan'):.2f} (95%), p = {comparison.p_value:.2g}")
+          f"({args.mode}, search seed {args.search_seed}): "
+          f"{ratio_text(comparison.speedup_mean, comparison.speedup_interval)}x (geometric mean [95% CI]), "
+          f"p = {comparison.p_value:.2g}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from primer_search.retrain.config import load_retrain_config  # noqa: E402
 from primer_search.retrain.jobs import load_programs, retrain  # noqa: E402
 from primer_search.retrain.report import runs_of, table, write  # noqa: E402
 from primer_search.search.controller import Search  # noqa: E402
+from primer_search.search.reports import ratio_text  # noqa: E402
 
 
 def search(run_dir: pathlib.Path) -> None:
@@ -55,13 +56,10 @@ def main() -> None:
     label = next(p.label for p in programs if not p.baseline and p.label != "primer_ez")
     speedups = [s for r in report.sizes if r.program == label for s in r.speedups if s.baseline == "transformer"]
     laws = {law.program: f"{law.exponent:.4f}" for law in report.power_laws}
-    figures = ", ".join(_number(s.mean, "x") + (f" ± {s.ci:.2f}" if s.ci is not None else "") for s in speedups)
+    figures = ", ".join(f"{ratio_text(s.mean, s.interval)}x" for s in speedups)
     print(f"best program of the tiny search ({label}) against the Transformer at {len(speedups)} sizes: {figures}; "
           f"power-law exponent {laws.get(label, 'n/a')} (Transformer {laws.get('transformer', 'n/a')})")
 
-
-def _number(value, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:.2f}{unit}"
 
 if __name__ == "__main__":
     main()

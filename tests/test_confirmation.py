@@ -87,7 +87,8 @@ def test_summarize_pairs_programs_with_the_seed_by_training_seed():
     assert x.seed_id == 1 and x.speedups[2] is None
     assert x.speedups[0].value == pytest.approx(40 / 27.5)                     # 4.3 -> 3.9 crosses 4.0 at 27.5
     assert x.speedups[1].value == pytest.approx(40 / 27.5)                     # 4.4 -> 4.0 crosses 4.1 at 27.5
-    assert x.speedup_mean == pytest.approx(40 / 27.5) and x.speedup_ci == pytest.approx(0.0)
+    assert x.speedup_mean == pytest.approx(40 / 27.5) and x.speedup_interval == pytest.approx((40 / 27.5,) * 2)
+    assert x.pairs == 2
     assert x.difference == pytest.approx(-0.25)                               # (3.7 - 4.0 + 3.9 - 4.1) / 2
     assert x.p_value == pytest.approx(stats.paired_t_test([3.7, 3.9], [4.0, 4.1])[1])
     assert x.bounds == (0, 0) and c.program(7) is program and c.program(2) is None

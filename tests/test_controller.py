@@ -427,6 +427,22 @@ def test_the_status_counts_programs_better_than_the_seed_beyond_the_noise(tmp_pa
     expected = sum(1 for n, mean in latest.values()
                    if n and mean < final["mean"] - promotion_margin(final["std"], final["runs"], n))
     assert status.improvements == expected and f"better than the seed {expected}" in status.line()
+    assert status.compared == sum(1 for n, _ in latest.values() if n)
+
+
+def test_programs_are_compared_with_the_seeds_fitness_not_its_bare_metric():
+    """Under `objective: inference` fitness adds a cost term the calibration (of the metric) leaves out."""
+    from types import SimpleNamespace
+
+    from primer_search.search.calibration import promotion_margin
+    from primer_search.search.status import _improvements
+
+    def row(id_, parent, fitness, cost):
+        return SimpleNamespace(id=id_, parent_id=parent, status="ok", fitness=fitness, repeat_of=None,
+                               cached_from=None, metrics={"validation_loss": fitness - cost})
+    final, margin = {"mean": 4.0, "std": 0.01, "runs": 8}, promotion_margin(0.01, 8)
+    rows = [row(1, None, 4.1, 0.1), row(2, 1, 4.1 - margin - 1e-3, 0.1), row(3, 1, 4.1 - margin + 1e-3, 0.2)]
+    assert _improvements(rows, final, "validation_loss") == (1, 2)
 
 
 @pytest.mark.slow

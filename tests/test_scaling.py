@@ -22,8 +22,9 @@ def test_speedups_pair_training_seeds_at_each_size():
     baseline, program = report.sizes
     assert baseline.speedups == () and baseline.final_mean == pytest.approx(4.05)
     [speedup] = program.speedups
-    assert speedup.pairs == 2 and speedup.mean == pytest.approx((40 / 27.5 + 2.0) / 2)
-    assert speedup.ci == pytest.approx(12.706 * abs(40 / 27.5 - 2.0) / 2, rel=1e-3)   # t(0.975, 1) x sd / sqrt 2
+    assert speedup.pairs == 2 and speedup.mean == pytest.approx(math.sqrt(40 / 27.5 * 2.0))   # geometric mean
+    half = 12.706 * abs(math.log(40 / 27.5 / 2.0)) / 2                          # t(0.975, 1) x sd(logs) / sqrt 2
+    assert speedup.interval == pytest.approx((speedup.mean / math.exp(half), speedup.mean * math.exp(half)), rel=1e-3)
     assert program.final_mean == pytest.approx(3.65) and program.compute == 40
 
 
@@ -34,7 +35,7 @@ def test_a_failed_run_leaves_its_pair_out_and_is_counted():
     baseline, program = summarize(runs).sizes
     assert (baseline.seeds, baseline.failed) == (1, 1)
     [speedup] = program.speedups
-    assert (speedup.pairs, speedup.lower_bounds, speedup.mean, speedup.ci) == (1, 1, pytest.approx(2.0), None)
+    assert (speedup.pairs, speedup.lower_bounds, speedup.mean, speedup.interval) == (1, 1, pytest.approx(2.0), None)
     assert "2.00x vs t (>= in 1)" in table(summarize(runs))
 
 
@@ -45,8 +46,8 @@ def test_a_program_that_ends_worse_has_a_speedup_below_one():
             _run("p", 0, 1, [10, 20, 30, 40], [6.0, 5.8, 5.6, 5.5])]     # worse than the baseline's first point
     [speedup] = summarize(runs).sizes[1].speedups
     assert (speedup.pairs, speedup.lower_bounds, speedup.upper_bounds) == (2, 0, 1)
-    assert speedup.mean == pytest.approx((0.75 + 0.25) / 2)
-    assert "0.50 ± 3.18x vs t (<= in 1)" in table(summarize(runs))
+    assert speedup.mean == pytest.approx(math.sqrt(0.75 * 0.25))
+    assert "0.43 [0.00, 465.27]x vs t (<= in 1)" in table(summarize(runs))   # two pairs: a wide interval
 
 
 def test_power_law_recovers_its_exponent():
@@ -57,3 +58,5 @@ def test_power_law_recovers_its_exponent():
     assert law.r_squared == pytest.approx(1.0) and law.sizes == 3
     assert power_law(summarize(runs[:1]).sizes) is None
     assert math.isfinite(law.exponent)
+    same_budget = [_run("t", size, 0, [5e9, 1e10 + size], [9.0, 3.0 - size / 10], baseline=True) for size in range(3)]
+    assert power_law(summarize(same_budget).sizes) is None                  # one FLOPs budget: no slope to fit

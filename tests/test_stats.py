@@ -66,6 +66,15 @@ def test_confidence_half_width_and_spread():
     assert stats.stdev([5.0, 5.2, 5.4]) == pytest.approx(0.2)
 
 
+def test_ratios_average_on_the_log_scale():
+    centre, (low, high) = stats.geometric_interval([0.5, 2.0])
+    assert centre == pytest.approx(1.0) and low * high == pytest.approx(1.0)     # symmetric in log, not in value
+    assert high == pytest.approx(math.exp(12.706205 * math.log(4) / 2), rel=1e-6)   # t x (ln 4 / sqrt 2) / sqrt 2
+    assert stats.geometric_interval([3.0]) == (pytest.approx(3.0), None)
+    with pytest.raises(ValueError, match="positive ratio"):
+        stats.geometric_interval([1.0, 0.0])
+
+
 def test_spearman_with_and_without_ties():
     assert stats.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
     assert stats.spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / math.sqrt(3))

@@ -11,6 +11,7 @@ import pathlib
 from typing import Sequence
 
 from primer_search.retrain.scaling import Report, Run, summarize
+from primer_search.search.reports import ratio_text
 
 
 def runs_of(jobs_and_results: Sequence[tuple]) -> list[Run]:
@@ -20,12 +21,13 @@ def runs_of(jobs_and_results: Sequence[tuple]) -> list[Run]:
 
 
 def table(report: Report) -> str:
-    """One row per program and size: parameters, seeds, compute, final quality and speedups (95% CIs)."""
+    """One row per program and size: parameters, seeds, compute, final quality (mean ± 95% CI) and speedups
+    (geometric mean [95% CI])."""
     head = f"{'program':<28} {'size':>4} {'params':>11} {'seeds':>5} {'FLOPs':>9} {report.metric:>16}  speedup"
     lines = [head, "-" * len(head)]
     for r in report.sizes:
         final = "failed" if r.final_mean is None else _pm(r.final_mean, r.final_ci, 4)
-        speedups = "  ".join(f"{_pm(s.mean, s.ci, 2)}x vs {s.baseline}" + _bounds(s) for s in r.speedups
+        speedups = "  ".join(f"{ratio_text(s.mean, s.interval)}x vs {s.baseline}" + _bounds(s) for s in r.speedups
                              if s.mean is not None)
         compute = f"{r.compute:.2e}" if r.compute else "-"
         lines.append(f"{r.program[-28:]:<28} {r.size:>4} {r.parameter_count:>11,} {r.seeds:>5} {compute:>9} "
@@ -56,12 +58,13 @@ def write(out_dir, runs: Sequence[Run], metric: str = "validation_loss") -> Repo
     with open(out / "report.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["program", "size", "parameter_count", "seeds", "failed", "training_flops",
-                         f"{metric}_mean", f"{metric}_ci95", "baseline", "speedup_mean", "speedup_ci95",
-                         "speedup_pairs", "speedup_lower_bounds", "speedup_upper_bounds"])
+                         f"{metric}_mean", f"{metric}_ci95", "baseline", "speedup_geomean", "speedup_low95",
+                         "speedup_high95", "speedup_pairs", "speedup_lower_bounds", "speedup_upper_bounds"])
         for r in report.sizes:
             common = [r.program, r.size, r.parameter_count, r.seeds, r.failed, r.compute, r.final_mean, r.final_ci]
             for s in r.speedups or (None,):
-                speedup = [s.baseline, s.mean, s.ci, s.pairs, s.lower_bounds, s.upper_bounds] if s else [""] * 6
+                low, high = s.interval if s and s.interval else (None, None)
+                speedup = [s.baseline, s.mean, low, high, s.pairs, s.lower_bounds, s.upper_bounds] if s else [""] * 7
                 writer.writerow(common + speedup)
     plot(out, runs, report)
     return report
@@ -112,11 +115,12 @@ def plot(out: pathlib.Path, runs: Sequence[Run], report: Report) -> list[pathlib
         for s in r.speedups:
             if s.mean is not None:
                 label = f"{r.program} vs {s.baseline}"
-                ax.errorbar([r.parameter_count], [s.mean], yerr=[s.ci or 0], fmt="o", color=colors[r.program],
-                            label=None if label in labelled else label)
+                low, high = s.interval or (s.mean, s.mean)
+                ax.errorbar([r.parameter_count], [s.mean], yerr=[[s.mean - low], [high - s.mean]], fmt="o",
+                            color=colors[r.program], label=None if label in labelled else label)
                 labelled.add(label)
     ax.axhline(1.0, color="gray", lw=0.8)
-    ax.set(xscale="log", xlabel="parameters", ylabel="speedup factor (95% CI over seeds)")
+    ax.set(xscale="log", xlabel="parameters", ylabel="speedup factor (geometric mean, 95% CI over seeds)")
     if labelled:
         ax.legend(fontsize=7)
     paths.append(_save(fig, out / "speedup.png"))

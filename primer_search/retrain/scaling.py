@@ -4,7 +4,7 @@ against each baseline with its confidence interval, and a power law of quality a
 The speedup factor is the confirmation's (`confirmation.speedup_factor`, So et al. 2021 section 4): the training
 FLOPs the baseline needs to reach a quality over the FLOPs the program needs, at the quality both reach (the
 baseline's final one, or the program's where the program ends worse: a factor below 1), paired by training seed at
-each size. The power law is the paper's Figure 1 fit, quality = A x compute^b, by least squares on logarithms over
+each size, averaged on the log scale (geometric mean and t interval of the log factors). The power law is the paper's Figure 1 fit, quality = A x compute^b, by least squares on logarithms over
 the sizes (each size's mean final quality against its mean training FLOPs); b < 0, steeper is better.
 """
 
@@ -39,8 +39,8 @@ class Run:
 @dataclasses.dataclass(frozen=True)
 class Speedup:
     baseline: str
-    mean: float | None
-    ci: float | None                  # half width, LEVEL
+    mean: float | None                # geometric mean of the paired factors
+    interval: tuple[float, float] | None   # LEVEL t interval of their logarithms, exponentiated
     pairs: int                        # seeds where both trained
     lower_bounds: int                 # pairs where the program was better from its first point
     upper_bounds: int                 # pairs where the baseline was better than the program's final from its first
@@ -74,9 +74,9 @@ def speedup(program: Sequence[Run], baseline: Sequence[Run], name: str, metric: 
     factors = [speedup_factor(base[run.seed].result["curve"], run.result["curve"], metric)
                for run in program if run.ok and run.seed in base]
     values = [f.value for f in factors]
-    return Speedup(name, stats.mean(values) if values else None,
-                   stats.confidence_half_width(values, LEVEL) if len(values) > 1 else None, len(values),
-                   sum(f.kind == "lower_bound" for f in factors), sum(f.kind == "upper_bound" for f in factors))
+    centre, interval = stats.geometric_interval(values, LEVEL) if values else (None, None)
+    return Speedup(name, centre, interval, len(values), sum(f.kind == "lower_bound" for f in factors),
+                   sum(f.kind == "upper_bound" for f in factors))
 
 
 def size_result(program: str, size: int, runs: Sequence[Run], baselines: dict[str, Sequence[Run]],
@@ -90,11 +90,15 @@ def size_result(program: str, size: int, runs: Sequence[Run], baselines: dict[st
                       stats.confidence_half_width(finals, LEVEL) if len(ok) > 1 else None, speedups)
 
 
+MIN_COMPUTE_SPAN = 1.5    # a fit needs sizes whose training compute differs at least this much (max / min)
+
+
 def power_law(results: Sequence[SizeResult]) -> PowerLaw | None:
-    """quality = A x compute^b over the sizes with a finished run (None for fewer than 2 sizes)."""
+    """quality = A x compute^b over the sizes with a finished run (None for fewer than 2 sizes, or when their
+    compute spans less than MIN_COMPUTE_SPAN: one FLOPs budget for every size leaves no slope to fit)."""
     points = [(math.log(r.compute), math.log(r.final_mean)) for r in results
               if r.compute and r.final_mean and r.final_mean > 0]
-    if len(points) < 2:
+    if len(points) < 2 or max(x for x, _ in points) - min(x for x, _ in points) < math.log(MIN_COMPUTE_SPAN):
         return None
     xs, ys = zip(*points)
     mx, my = stats.mean(xs), stats.mean(ys)

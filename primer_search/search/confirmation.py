@@ -13,11 +13,13 @@ data, training), so a re-run reuses what is stored and trains only what is missi
 
 Reported per program: the mean and 95% t confidence interval of the final metric (`search.metric`) over the
 training seeds; against each seed program, per training seed, the speedup factor (So et al. 2021, section 4): the
-training compute (steps x batch tokens x FLOPs per token) the seed spent to reach its final quality, divided by
-the compute the program needs to reach that quality, read off the program's curve by linear interpolation
-between the points around its first crossing. It is a lower bound when the program is better already at its
-first point, an upper bound (seed compute / program's total) when it never gets there. Their mean and CI, and
-the two-sided paired t-test of the final metric (program against seed, paired by training seed).
+training compute (steps x batch tokens x FLOPs per token) the seed needs to reach its final quality, divided by
+the compute the program needs to reach that quality, each read off its curve by linear interpolation between the
+points around its first crossing. It is a lower bound when the program is better already at its first point.
+When the program never gets there, the factor is taken at the program's final quality instead (below 1: the
+seed's compute to reach it over the program's total), an upper bound when the seed is better already at its
+first point. The factors' geometric mean and the 95% t interval of their logarithms (ratios average on the log
+scale), and the two-sided paired t-test of the final metric (program against seed, paired by training seed).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def speedup_factor(seed_curve: Sequence[dict], program_curve: Sequence[dict], me
     """The compute the seed needs to reach a quality over the compute the program needs to reach it, at the quality
     both reach: the seed's final one when the program gets there (the paper's factor), else the program's final
     one (a factor below 1: the program ends worse)."""
-    target, spent = seed_curve[-1][metric], seed_curve[-1]["flops"]
+    target = seed_curve[-1][metric]
+    spent = compute_to_reach(seed_curve, target, metric)[1]        # its total, unless the curve rose at the end
     kind, compute = compute_to_reach(program_curve, target, metric)
     if kind != "never":
         return Speedup(spent / compute, "at" if kind == "at" else "lower_bound")
@@ -106,10 +109,15 @@ class Comparison:
 
     seed_id: int
     speedups: tuple[Speedup | None, ...]     # per training seed (None: either training failed)
-    speedup_mean: float | None
-    speedup_ci: float | None                 # half width
+    speedup_mean: float | None               # geometric mean
+    speedup_interval: tuple[float, float] | None   # 95% t interval of the log factors, exponentiated
     difference: float | None                 # mean of program - seed, final metric
     p_value: float | None                    # two-sided paired t-test
+
+    @property
+    def pairs(self) -> int:
+        """Training seeds where both trainings finished (the factors and the test are over these)."""
+        return sum(s is not None for s in self.speedups)
 
     @property
     def bounds(self) -> tuple[int, int]:
@@ -159,9 +167,9 @@ def _compare(program: dict, seed: dict, seed_id: int, metric: str, training_seed
         a.append(getattr(p, metric))
         b.append(getattr(q, metric))
     values = [s.value for s in speedups if s is not None]
+    centre, interval = stats.geometric_interval(values, LEVEL) if values else (None, None)
     test = stats.paired_t_test(a, b)
-    return Comparison(seed_id, tuple(speedups), stats.mean(values) if values else None,
-                      stats.confidence_half_width(values, LEVEL),
+    return Comparison(seed_id, tuple(speedups), centre, interval,
                       stats.mean([x - y for x, y in zip(a, b)]) if a else None, None if test is None else test[1])
 
 

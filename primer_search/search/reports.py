@@ -35,7 +35,8 @@ def status_text(status) -> str:
     if status.noise:
         lines += [f"noise               {status.noise[0]:.4f} (standard deviation of the seed's final metric over "
                   f"{status.noise[1]} training seeds)",
-                  f"better than seed    {status.improvements} (beyond the promotion margin)"]
+                  f"better than seed    {status.improvements} of {status.compared} programs (beyond the promotion "
+                  f"margin, a one-sided t rule at 0.001 per program; `confirm` retrains the best)"]
     return "\n".join(lines)
 
 
@@ -192,18 +193,25 @@ def _plus_minus(mean, half_width, fmt: str) -> str:
     return format(mean, fmt) + (f" ± {format(half_width, fmt)}" if half_width is not None else "")
 
 
+def ratio_text(centre: float | None, interval: tuple[float, float] | None) -> str:
+    """A ratio's geometric mean and 95% interval: "2.84 [2.55, 3.15]"."""
+    if centre is None:
+        return "-"
+    return f"{centre:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+
+
 def _speedup(comparison) -> str:
-    """Mean ± CI of the per-seed speedups; '>=' when all are lower bounds, '<=' when all are upper bounds."""
+    """The per-seed speedups' geometric mean [95% CI]; '>=' when all are lower bounds, '<=' when all are upper
+    bounds; the number of pairs when a training failed."""
     if comparison.speedup_mean is None:
         return "-"
     lower, upper = comparison.bounds
-    runs = sum(s is not None for s in comparison.speedups)
-    text = _plus_minus(comparison.speedup_mean, comparison.speedup_ci, ".2f")
-    if lower == runs:
-        return f">= {text}"
-    if upper == runs:
-        return f"<= {text}"
-    return text + (f" ({lower + upper} of {runs} bounds)" if lower + upper else "")
+    pairs, seeds = comparison.pairs, len(comparison.speedups)
+    text = ratio_text(comparison.speedup_mean, comparison.speedup_interval)
+    notes = [f"{lower + upper} of {pairs} bounds"] if 0 < lower + upper < pairs else []
+    notes += [f"{pairs} of {seeds} pairs"] if pairs < seeds else []
+    prefix = ">= " if lower == pairs else "<= " if upper == pairs else ""
+    return prefix + text + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _p(value) -> str:
@@ -236,9 +244,9 @@ def confirmation_text(confirmation) -> str:
               f"test {c.metric}: mean ± half width of the 95% t confidence interval over the training seeds.",
               f"speedup vs #N: the training FLOPs seed #N needs to reach a test {c.metric}, over the FLOPs the",
               "  program needs (So et al. 2021, section 4), at the value both reach (the seed's final one, or the",
-              "  program's where it ends worse: below 1), per training seed, then mean ± 95% CI; '>=': lower bounds",
-              "  (the program better at its first point), '<=': upper bounds (the seed better than the program's",
-              "  final value at its first point).",
+              "  program's where it ends worse: below 1), per training seed, then their geometric mean [95% CI of",
+              "  the log factors]; '>=': lower bounds (the program better at its first point), '<=': upper bounds",
+              "  (the seed better than the program's final value at its first point).",
               f"p vs #N: two-sided paired t-test of the final test {c.metric} against seed #N's, paired by training "
               f"seed."]
     return "\n".join(lines)

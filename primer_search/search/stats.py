@@ -1,5 +1,6 @@
-"""Small statistics for measuring noise and confirming results: Student's t distribution, confidence intervals,
-the paired t-test, Spearman's rank correlation and the smallest difference a comparison can detect.
+"""Small statistics for measuring noise and confirming results: Student's t distribution, confidence intervals
+(of means, and of ratios on the log scale), the paired t-test, Spearman's rank correlation and the smallest
+difference a comparison can detect.
 
 Pure Python (math and statistics only). The t distribution's CDF comes from the regularized incomplete beta
 function, evaluated by its continued fraction (modified Lentz's method); quantiles invert the CDF by bisection.
@@ -94,6 +95,17 @@ def confidence_half_width(values: Sequence[float], level: float = 0.95) -> float
     if len(values) < 2:
         return None
     return t_quantile(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def geometric_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, tuple[float, float] | None]:
+    """The geometric mean of positive ratios (such as speedup factors) and the two-sided t confidence interval of
+    the mean of their logarithms, exponentiated (None for fewer than two values). Ratios average on the log scale:
+    0.5 and 2 give 1, and the interval stays positive and asymmetric."""
+    if not values or min(values) <= 0:
+        raise ValueError(f"geometric_interval: found {list(values)}, expected at least one positive ratio")
+    logs = [math.log(v) for v in values]
+    centre, half = statistics.fmean(logs), confidence_half_width(logs, level)
+    return math.exp(centre), None if half is None else (math.exp(centre - half), math.exp(centre + half))
 
 
 def paired_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float] | None:

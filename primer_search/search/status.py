@@ -27,6 +27,7 @@ class Status:
     hurdle_passes: tuple[tuple[int, int], ...] = ()   # per hurdle, (children that reached it, passed it)
     noise: tuple[float, int] | None = None   # the first seed's final metric: (standard deviation, evaluations)
     improvements: int | None = None          # programs better than the seed beyond the promotion margin
+    compared: int | None = None              # programs (children with a finished evaluation) compared
 
     @property
     def cache_hit_rate(self) -> float:
@@ -66,7 +67,8 @@ def read_status(store: RunStore, since: float | None = None, done_before: int = 
     children_spent = _spent(children)
     calibration = store.meta_get("calibration")
     final = calibration["programs"][0]["final"] if calibration else None
-    improvements = _improvements(completed, final) if final and final["std"] is not None else None
+    improvements, compared = (_improvements(completed, final, config.search.metric)
+                              if final and final["std"] is not None else (None, None))
     return Status(done=counts["done"], in_flight=counts["proposed"] - counts["done"],
                   target=config.search.num_individuals, by_status=counts["by_status"],
                   best=(top[0].id, top[0].fitness) if top else None, evaluations_per_hour=rate,
@@ -77,7 +79,7 @@ def read_status(store: RunStore, since: float | None = None, done_before: int = 
                   children_factor=((len(children) / children_spent, len(children), len(completed) - len(children))
                                    if children_spent > 0 else None),
                   noise=(final["std"], final["runs"]) if final and final["std"] is not None else None,
-                  improvements=improvements)
+                  improvements=improvements, compared=compared)
 
 
 def _hurdle_passes(children) -> tuple[tuple[int, int], ...]:
@@ -96,11 +98,16 @@ def _spent(rows) -> float:
     return sum(row.metrics.get("budget_fraction") or 0.0 for row in rows if row.cached_from is None)
 
 
-def _improvements(completed, final: dict) -> int:
-    """Programs (children, with their re-evaluations) whose mean beats the seed's calibrated mean by more than
-    the promotion margin for their number of evaluations (`calibration.promotion_margin`)."""
+def _improvements(completed, final: dict, metric: str) -> tuple[int, int]:
+    """(programs, among the children with their re-evaluations, whose mean fitness beats the seed's by more than
+    the promotion margin for their number of evaluations (`calibration.promotion_margin`), programs compared).
+    The calibration measures the metric; the seed's fitness adds its constant cost term under `objective:
+    inference`."""
     from primer_search.search.calibration import promotion_margin
 
+    seed = next((row for row in completed if row.parent_id is None and row.fitness is not None
+                 and row.metrics.get(metric) is not None), None)
+    seed_fitness = final["mean"] + (seed.fitness - seed.metrics[metric] if seed else 0.0)
     programs: dict[int, list] = {}                       # root -> [evaluations, latest mean]
     for row in completed:
         if row.parent_id is None or row.status != "ok" or row.fitness is None:
@@ -108,5 +115,6 @@ def _improvements(completed, final: dict) -> int:
         program = programs.setdefault(row.repeat_of or row.id, [0, row.fitness])
         program[0] += row.cached_from is None
         program[1] = row.fitness
-    return sum(1 for n, mean in programs.values()
-               if n and mean < final["mean"] - promotion_margin(final["std"], final["runs"], n))
+    measured = [(n, mean) for n, mean in programs.values() if n]
+    return (sum(1 for n, mean in measured if mean < seed_fitness - promotion_margin(final["std"], final["runs"], n)),
+            len(measured))
