@@ -120,7 +120,7 @@ def plot(out: pathlib.Path, runs: Sequence[Run], report: Report) -> list[pathlib
                             color=colors[r.program], label=None if label in labelled else label)
                 labelled.add(label)
     ax.axhline(1.0, color="gray", lw=0.8)
-    ax.set(xscale="log", xlabel="parameters", ylabel="speedup factor (geometric mean, 95% CI over seeds)")
+    ax.set(xscale="log", xlabel="parameters", ylabel="speedup factor (geometric mean, 95% CI)")
     if labelled:
         ax.legend(fontsize=7)
     paths.append(_save(fig, out / "speedup.png"))
