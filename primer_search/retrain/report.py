@@ -11,7 +11,7 @@ import pathlib
 from typing import Sequence
 
 from primer_search.retrain.scaling import Report, Run, summarize
-from primer_search.search.reports import ratio_text
+from primer_search.search.reports import plus_minus, ratio_text
 
 
 def runs_of(jobs_and_results: Sequence[tuple]) -> list[Run]:
@@ -26,7 +26,7 @@ def table(report: Report) -> str:
     head = f"{'program':<28} {'size':>4} {'params':>11} {'seeds':>5} {'FLOPs':>9} {report.metric:>16}  speedup"
     lines = [head, "-" * len(head)]
     for r in report.sizes:
-        final = "failed" if r.final_mean is None else _pm(r.final_mean, r.final_ci, 4)
+        final = "failed" if r.final_mean is None else plus_minus(r.final_mean, r.final_ci, ".4f")
         speedups = "  ".join(f"{ratio_text(s.mean, s.interval)}x vs {s.baseline}" + _bounds(s) for s in r.speedups
                              if s.mean is not None)
         compute = f"{r.compute:.2e}" if r.compute else "-"
@@ -44,10 +44,6 @@ def _bounds(speedup) -> str:
     where the baseline was better than the program's final quality from its first point."""
     marks = [f"{mark} in {n}" for mark, n in ((">=", speedup.lower_bounds), ("<=", speedup.upper_bounds)) if n]
     return f" ({', '.join(marks)})" if marks else ""
-
-
-def _pm(mean, ci, digits: int) -> str:
-    return f"{mean:.{digits}f}" + (f" ± {ci:.{digits}f}" if ci is not None else "")
 
 
 def write(out_dir, runs: Sequence[Run], metric: str = "validation_loss") -> Report:

@@ -187,7 +187,8 @@ def calibration_text(calibration) -> str:
     return "\n".join(lines)
 
 
-def _plus_minus(mean, half_width, fmt: str) -> str:
+def plus_minus(mean, half_width, fmt: str) -> str:
+    """A mean ± the half width of its interval ("-" for none)."""
     if mean is None:
         return "-"
     return format(mean, fmt) + (f" ± {format(half_width, fmt)}" if half_width is not None else "")
@@ -233,7 +234,7 @@ def confirmation_text(confirmation) -> str:
         header += [f"speedup vs #{seed}", f"p vs #{seed}"]
     rows = [tuple(header)]
     for p in c.programs:
-        row = [str(p.individual_id), p.role, _number(p.search_fitness, ".4f"), _plus_minus(p.mean, p.ci, ".4f"),
+        row = [str(p.individual_id), p.role, _number(p.search_fitness, ".4f"), plus_minus(p.mean, p.ci, ".4f"),
                f"{sum(v is not None for v in p.values)}/{len(p.values)}"]
         compared = {x.seed_id: x for x in p.comparisons}
         for seed in seeds:
@@ -258,7 +259,7 @@ def _confirmed_cells(confirmation, individual_id: int) -> tuple[str, str, str]:
     if program is None:
         return "-", "-", "-"
     first = program.comparisons[0] if program.comparisons else None
-    return (_plus_minus(program.mean, program.ci, ".4f"), "-" if first is None else _speedup(first),
+    return (plus_minus(program.mean, program.ci, ".4f"), "-" if first is None else _speedup(first),
             "-" if first is None else _p(first.p_value))
 
 
@@ -268,7 +269,7 @@ def confirmed_line(confirmation, individual_id: int) -> str | None:
     if program is None:
         return None
     c = confirmation
-    parts = [f"test {c.metric} {_plus_minus(program.mean, program.ci, '.4f')}"]
+    parts = [f"test {c.metric} {plus_minus(program.mean, program.ci, '.4f')}"]
     parts += [f"speedup vs seed {x.seed_id} {_speedup(x)} (p {_p(x.p_value)})" for x in program.comparisons]
     return (f"confirmed ({c.budget_multiplier:g}x budget, {len(program.values)} training seeds, test split "
             f"{c.test_split}):\n  " + "; ".join(parts))
