@@ -8,8 +8,8 @@ more than the search's promotion margin (`calibration.promotion_margin`, one eva
 out says more about the machine than about the seed: it is run again on the next call. Also printed: the
 standard deviation at each hurdle and at the end, where the hurdles fall, the promotion rate the nulls' spread
 implies under a normal model (50 nulls cannot count a rate near the rule's 0.001) and the gain one evaluation is
-promoted for 80% of the time. The last line is the count (target: none). Every evaluation is written to --out as it finishes (`result_file.py`: tied to the config), so a killed run
-resumes.
+promoted for 80% of the time. The last line is the count (target: none). Every evaluation is written to --out as
+it finishes (`result_file.py`: tied to the config), so a killed run resumes.
 
     python bench/null_rate.py [--config search_configs/discovery.yaml] [--calibration 8] [--null 50]
                               [--out bench/results/null_rate.json] [--set section.key=value ...]

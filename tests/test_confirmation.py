@@ -37,6 +37,12 @@ def test_speedup_factor_on_synthetic_curves(program, expected):
     assert result.kind == expected.kind and result.value == pytest.approx(expected.value)
 
 
+def test_a_seed_whose_loss_rises_at_the_end_is_timed_to_its_first_crossing():
+    rising = _curve([10, 20, 30], [5.0, 4.0, 4.1])                  # reaches its final 4.1 at 19, not 30
+    program = _curve([10, 20, 30], [4.5, 4.1, 3.9])                 # reaches 4.1 at 20
+    assert speedup_factor(rising, program, "validation_loss").value == pytest.approx(19 / 20)
+
+
 def test_speedup_factor_reads_the_metric_it_is_given():
     program = _curve([10, 20, 30, 40], [4.8, 4.3, 3.9, 3.7])
     assert speedup_factor(SEED, program, "bits_per_byte").value == pytest.approx(40 / 27.5)

@@ -4,8 +4,9 @@ against each baseline with its confidence interval, and a power law of quality a
 The speedup factor is the confirmation's (`confirmation.speedup_factor`, So et al. 2021 section 4): the training
 FLOPs the baseline needs to reach a quality over the FLOPs the program needs, at the quality both reach (the
 baseline's final one, or the program's where the program ends worse: a factor below 1), paired by training seed at
-each size, averaged on the log scale (geometric mean and t interval of the log factors). The power law is the paper's Figure 1 fit, quality = A x compute^b, by least squares on logarithms over
-the sizes (each size's mean final quality against its mean training FLOPs); b < 0, steeper is better.
+each size, averaged on the log scale (geometric mean and t interval of the log factors). The power law is the
+paper's Figure 1 fit, quality = A x compute^b, by least squares on logarithms over the sizes (each size's mean final
+quality against its mean training FLOPs); b < 0, steeper is better.
 """
 
 from __future__ import annotations
