@@ -36,7 +36,7 @@ def status_text(status) -> str:
         lines += [f"noise               {status.noise[0]:.4f} (standard deviation of the seed's final metric over "
                   f"{status.noise[1]} training seeds)",
                   f"better than seed    {status.improvements} of {status.compared} programs (beyond the promotion "
-                  f"margin, a one-sided t rule at 0.001 per program; `confirm` retrains the best)"]
+                  f"margin: one-sided t, 0.001 per program)"]
     return "\n".join(lines)
 
 
