@@ -71,7 +71,8 @@ def test_ratios_average_on_the_log_scale():
     assert centre == pytest.approx(1.0) and low * high == pytest.approx(1.0)     # symmetric in log, not in value
     assert high == pytest.approx(math.exp(12.706205 * math.log(4) / 2), rel=1e-6)   # t x (ln 4 / sqrt 2) / sqrt 2
     assert stats.geometric_interval([3.0]) == (pytest.approx(3.0), None)
-    with pytest.raises(ValueError, match="positive ratio"):
+    assert stats.geometric_interval([]) == (None, None)
+    with pytest.raises(ValueError, match="positive ratios"):
         stats.geometric_interval([1.0, 0.0])
 
 

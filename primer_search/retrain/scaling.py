@@ -75,7 +75,7 @@ def speedup(program: Sequence[Run], baseline: Sequence[Run], name: str, metric: 
     factors = [speedup_factor(base[run.seed].result["curve"], run.result["curve"], metric)
                for run in program if run.ok and run.seed in base]
     values = [f.value for f in factors]
-    centre, interval = stats.geometric_interval(values, LEVEL) if values else (None, None)
+    centre, interval = stats.geometric_interval(values, LEVEL)
     return Speedup(name, centre, interval, len(values), sum(f.kind == "lower_bound" for f in factors),
                    sum(f.kind == "upper_bound" for f in factors))
 

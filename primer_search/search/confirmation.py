@@ -167,7 +167,7 @@ def _compare(program: dict, seed: dict, seed_id: int, metric: str, training_seed
         a.append(getattr(p, metric))
         b.append(getattr(q, metric))
     values = [s.value for s in speedups if s is not None]
-    centre, interval = stats.geometric_interval(values, LEVEL) if values else (None, None)
+    centre, interval = stats.geometric_interval(values, LEVEL)
     test = stats.paired_t_test(a, b)
     return Comparison(seed_id, tuple(speedups), centre, interval,
                       stats.mean([x - y for x, y in zip(a, b)]) if a else None, None if test is None else test[1])

@@ -97,12 +97,15 @@ def confidence_half_width(values: Sequence[float], level: float = 0.95) -> float
     return t_quantile(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
 
 
-def geometric_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, tuple[float, float] | None]:
+def geometric_interval(values: Sequence[float],
+                       level: float = 0.95) -> tuple[float | None, tuple[float, float] | None]:
     """The geometric mean of positive ratios (such as speedup factors) and the two-sided t confidence interval of
-    the mean of their logarithms, exponentiated (None for fewer than two values). Ratios average on the log scale:
-    0.5 and 2 give 1, and the interval stays positive and asymmetric."""
-    if not values or min(values) <= 0:
-        raise ValueError(f"geometric_interval: found {list(values)}, expected at least one positive ratio")
+    the mean of their logarithms, exponentiated (None for fewer than two values; (None, None) for none). Ratios
+    average on the log scale: 0.5 and 2 give 1, and the interval stays positive and asymmetric."""
+    if not values:
+        return None, None
+    if min(values) <= 0:
+        raise ValueError(f"geometric_interval: found {list(values)}, expected positive ratios")
     logs = [math.log(v) for v in values]
     centre, half = statistics.fmean(logs), confidence_half_width(logs, level)
     return math.exp(centre), None if half is None else (math.exp(centre - half), math.exp(centre + half))
