@@ -157,6 +157,9 @@ class SearchConfig:
     hurdles: int = between(4, 0)                              # H halving hurdles at (2^i - 1)/(2^(H+1) - 1)
     hurdle_window: int = between(100, 1)                      # the first hurdle compares with this many recent
                                                               # records, each next one with half as many
+    hurdle_gain: float = between(0.0, 0.0)                    # 0: pass the better half of those records; g > 0:
+                                                              # steer each hurdle's pass rate to half
+                                                              # (primer_search.search.hurdles.quantile)
     min_hurdle_steps: int = between(10, 0)                    # no hurdle before this many steps (nor before
                                                               # training.warmup_steps): earlier is noise
     seed_evaluations: int = between(1, 1)                     # each seed is trained this many times first

@@ -77,6 +77,7 @@ def test_expected_cost_of_halving_hurdles(hurdles, cost):
 
 def test_expected_cost_with_another_pass_rate():
     assert expected_cost([0.2, 0.5], pass_rate=0.25) == pytest.approx(0.2 + 0.3 / 4 + 0.5 / 16)
+    assert expected_cost([0.2, 0.5], pass_rate=[0.5, 0.8]) == pytest.approx(0.2 + 0.3 * 0.5 + 0.5 * 0.4)
 
 
 @pytest.mark.slow

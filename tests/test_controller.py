@@ -269,9 +269,9 @@ def _everything(run_dir):
                 for r in rows]
 
 
-def _simulate(run_dir, monkeypatch, kill_after=None, kill_at_question=None):
+def _simulate(run_dir, monkeypatch, kill_after=None, kill_at_question=None, config=None):
     monkeypatch.setattr("primer_search.search.controller.run_trial", fake_trial)
-    search = Search.start(_simulated_config(), run_dir)
+    search = Search.start(config or _simulated_config(), run_dir)
     try:
         search.run(executor=Killing(search.answer, kill_after, kill_at_question))
     except KeyboardInterrupt:
@@ -286,19 +286,23 @@ def _simulate(run_dir, monkeypatch, kill_after=None, kill_at_question=None):
             search.close()
 
 
-def _thresholds_rebuilt(run_dir, config) -> int:
-    """Check that every recorded hurdle threshold is the median of the records before it (trials in flight
-    included) by trainings with the run's training seed, the last `hurdles.window_at` of them; the number checked."""
-    checked = 0
+def _thresholds_rebuilt(run_dir, config) -> list[float]:
+    """Check that every recorded hurdle threshold is the median (or, with `search.hurdle_gain`, the steered quantile)
+    of the records before it (trials in flight included) by trainings with the run's training seed, the last
+    `hurdles.window_at` of them; the quantile of each threshold checked."""
+    checked = []
     with RunStore.open(run_dir) as store:
         for hurdle in range(config.search.hurdles):
-            rows = store._db.execute("SELECT h.fitness, h.threshold, i.training_seed FROM hurdles h JOIN individuals i "
-                                     "ON i.id = h.individual_id WHERE hurdle = ? ORDER BY h.rowid", (hurdle,)).fetchall()
+            rows = store._db.execute("SELECT h.fitness, h.threshold, h.passed, i.training_seed FROM hurdles h JOIN "
+                                     "individuals i ON i.id = h.individual_id WHERE hurdle = ? ORDER BY h.rowid",
+                                     (hurdle,)).fetchall()
             window = hurdles.window_at(hurdle, config.search.hurdle_window)
-            for n, (_, threshold, _) in enumerate(rows):
-                earlier = [f for f, _, seed in rows[:n] if seed == config.training.seed][-window:]
-                assert threshold == hurdles.threshold(earlier[::-1])
-                checked += threshold is not None
+            for n, (_, threshold, _, _) in enumerate(rows):
+                earlier = [f for f, _, _, seed in rows[:n] if seed == config.training.seed][-window:]
+                verdicts = [bool(p) for _, limit, p, _ in rows[:n] if limit is not None][-window:]
+                q = hurdles.quantile(verdicts, config.search.hurdle_gain)
+                assert threshold == hurdles.threshold(earlier[::-1], q)
+                checked += [q] if threshold is not None else []
     return checked
 
 
@@ -309,7 +313,7 @@ def test_children_are_proposed_at_once_and_thresholds_are_taken_on_arrival(tmp_p
         assert [store.individual(i).parent_id for i in (2, 3)] == [1, 1]    # proposed beside the seed
         assert store.individual(3).proposed_at < seed.finished_at
         assert any(not h.passed for r in store.completed() for h in r.hurdles)
-    assert _thresholds_rebuilt(tmp_path / "run", _simulated_config()) > 0
+    assert len(_thresholds_rebuilt(tmp_path / "run", _simulated_config())) > 0
 
 
 def test_killed_at_every_trial_boundary_the_run_resumes_to_the_same_result(tmp_path, monkeypatch):
@@ -322,6 +326,17 @@ def test_killed_at_every_trial_boundary_the_run_resumes_to_the_same_result(tmp_p
     for question in range(1, 20, 3):                            # mid-trial, right after a recorded verdict
         _simulate(tmp_path / f"question{question}", monkeypatch, kill_at_question=question)
         assert _everything(tmp_path / f"question{question}") == whole, question
+
+
+def test_steered_hurdles_take_their_quantile_on_arrival_and_resume_exactly(tmp_path, monkeypatch):
+    config = _simulated_config().replace(search={"hurdle_gain": 2.0, "num_individuals": 24})
+    _simulate(tmp_path / "whole", monkeypatch, config=config)
+    quantiles = _thresholds_rebuilt(tmp_path / "whole", config)
+    assert 0.5 in quantiles and any(q != 0.5 for q in quantiles)     # steered once verdicts accumulate
+    whole = _everything(tmp_path / "whole")
+    for after in (3, 9, 17):
+        _simulate(tmp_path / f"killed{after}", monkeypatch, kill_after=after, config=config)
+        assert _everything(tmp_path / f"killed{after}") == whole, after
 
 
 def test_a_trial_killed_mid_way_is_held_to_its_recorded_thresholds(tmp_path, monkeypatch):
@@ -405,7 +420,7 @@ def test_hurdle_thresholds_count_only_trainings_with_the_runs_training_seed(tmp_
     search = Search.start(config, tmp_path / "run")
     search.run(executor=Killing(search.answer))
     search.close()
-    assert _thresholds_rebuilt(tmp_path / "run", config) >= 3
+    assert len(_thresholds_rebuilt(tmp_path / "run", config)) >= 3
     with RunStore.open(tmp_path / "run") as store:
         assert any(row.training_seed != config.training.seed for row in store.completed() if row.hurdles)
 

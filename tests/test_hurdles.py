@@ -1,6 +1,7 @@
 import pytest
 
-from primer_search.search.hurdles import MIN_RECORDS, compute_saved, hurdle_fractions, passes, threshold, window_at
+from primer_search.search.hurdles import (MIN_RECORDS, compute_saved, hurdle_fractions, passes, quantile, threshold,
+                                         window_at)
 
 
 def test_paper_hurdles_split_compute_into_equal_bands():
@@ -17,6 +18,22 @@ def test_top_half_passes_after_enough_records():
     assert threshold([3.0] * (MIN_RECORDS - 1)) is None and passes(99.0, None)
     limit = threshold([1.0, 2.0, 3.0, 4.0, 5.0])
     assert limit == 3.0 and passes(3.0, limit) and passes(2.5, limit) and not passes(3.1, limit)
+
+
+def test_a_quantile_threshold_interpolates_between_records():
+    assert threshold([4.0, 1.0, 3.0, 2.0]) == 2.5                  # the median of an even count
+    assert threshold([1.0, 2.0, 3.0, 4.0, 5.0], 0.25) == 2.0
+    assert threshold([1.0, 2.0, 3.0, 4.0, 5.0], 0.1) == pytest.approx(1.4)
+
+
+def test_the_pass_rate_controller_steers_each_hurdle_back_to_half():
+    passing, failing = [True] * 6 + [False] * 2, [False] * 6 + [True] * 2     # 75% and 25% passed lately
+    assert quantile(passing, gain=0) == 0.5 and quantile(failing, gain=0) == 0.5     # the median rule
+    assert quantile(passing, gain=1) == pytest.approx(0.25)                   # too many passed: ask for more
+    assert quantile(failing, gain=1) == pytest.approx(0.75)
+    assert quantile([True] * 8, gain=2) == 0.1 and quantile([False] * 8, gain=2) == 0.9     # clamped
+    assert quantile([True] * (MIN_RECORDS - 1), gain=2) == 0.5               # too few verdicts to steer by
+    assert quantile([True, False] * 4, gain=2) == 0.5                          # on target: the median
 
 
 def test_each_hurdle_looks_back_over_half_as_many_records_as_the_one_before():

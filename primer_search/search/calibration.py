@@ -29,11 +29,14 @@ ALPHA = 0.05    # one-sided level of the detectable-difference rule
 POWER = 0.8
 
 
-def expected_cost(fractions: Sequence[float], pass_rate: float = 0.5) -> float:
+def expected_cost(fractions: Sequence[float], pass_rate: float | Sequence[float] = 0.5) -> float:
     """The expected share of a full evaluation's training a candidate costs when each hurdle, at these budget
-    fractions, passes `pass_rate` of the candidates: f_1 + (f_2 - f_1) p + ... + (1 - f_H) p^H."""
+    fractions, passes `pass_rate` of the candidates (one rate for all, or one per hurdle):
+    f_1 + (f_2 - f_1) p_1 + ... + (1 - f_H) p_1 ... p_H."""
+    rates = [pass_rate] * len(fractions) if isinstance(pass_rate, (int, float)) else list(pass_rate)
     bounds = [0.0, *fractions, 1.0]
-    return sum((high - low) * pass_rate ** i for i, (low, high) in enumerate(zip(bounds, bounds[1:])))
+    reach = [math.prod(rates[:i]) for i in range(len(bounds) - 1)]
+    return sum((high - low) * r for r, low, high in zip(reach, bounds, bounds[1:]))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,11 @@ as the population improves, more than half would pass.
 Until `MIN_RECORDS` fitnesses are recorded at a hurdle, everyone passes it. A candidate that stops keeps the
 fitness it had there.
 
+Even so, an improving population passes more than half (a child is compared with its parents' generation), and each
+extra pass costs compute. `search.hurdle_gain` g > 0 steers each hurdle back to half (`quantile`): a candidate must
+be within the quantile 0.5 - g x (recent pass rate - 0.5) of the recent records, clamped to [0.1, 0.9], the pass
+rate taken over as many recent verdicts at that hurdle as the window holds records. g = 0 is the median.
+
 The threshold is taken when a trial reaches the hurdle, from every record so far (the search controller answers
 the trial's question, `primer_search.search.controller`). Hurdles must fall after the learning-rate warmup and after a
 minimum number of steps (`placement_error`): earlier, losses mostly measure the initialization.
@@ -20,10 +25,12 @@ minimum number of steps (`placement_error`): earlier, losses mostly measure the 
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Sequence
 
+import numpy as np
+
 MIN_RECORDS = 4
+QUANTILE_BOUNDS = (0.1, 0.9)     # a pass-rate controller never asks for less than the best tenth, nor lets 9/10 by
 
 
 def hurdle_fractions(count: int) -> tuple[float, ...]:
@@ -59,11 +66,22 @@ def window_at(hurdle: int, window: int) -> int:
     return max(MIN_RECORDS, math.ceil(window / 2 ** hurdle))
 
 
-def threshold(recent: Sequence[float]) -> float | None:
-    """The fitness a candidate must not exceed at a hurdle, from the recent records there (None: no hurdle yet)."""
+def quantile(recent_verdicts: Sequence[bool], gain: float) -> float:
+    """The quantile of the recent records a candidate must be within: the median, moved against the recent pass
+    rate with `gain` (none until `MIN_RECORDS` verdicts)."""
+    if gain == 0 or len(recent_verdicts) < MIN_RECORDS:
+        return 0.5
+    rate = sum(recent_verdicts) / len(recent_verdicts)
+    low, high = QUANTILE_BOUNDS
+    return min(high, max(low, 0.5 - gain * (rate - 0.5)))
+
+
+def threshold(recent: Sequence[float], q: float = 0.5) -> float | None:
+    """The fitness a candidate must not exceed at a hurdle: the `q` quantile of the recent records there, linearly
+    interpolated (None: fewer than `MIN_RECORDS`, no hurdle yet)."""
     if len(recent) < MIN_RECORDS:
         return None
-    return statistics.median(recent)
+    return float(np.quantile(recent, q))
 
 
 def passes(fitness: float, limit: float | None) -> bool:

@@ -219,6 +219,21 @@ class RunStore(RunDatabase):
                                 "ORDER BY h.rowid DESC LIMIT ?", (hurdle, training_seed, training_seed, limit))
         return [fitness for (fitness,) in rows]
 
+    def hurdle_verdicts(self, hurdle: int, limit: int) -> list[bool]:
+        """Whether each of the most recent `limit` candidates judged against a threshold at `hurdle` passed it,
+        newest first."""
+        rows = self._db.execute("SELECT passed FROM hurdles WHERE hurdle = ? AND threshold IS NOT NULL "
+                                "ORDER BY rowid DESC LIMIT ?", (hurdle, limit))
+        return [bool(passed) for (passed,) in rows]
+
+    def hurdle_history(self, hurdle: int) -> list[tuple[int, int | None, int | None, HurdleRecord]]:
+        """Every record at `hurdle` in recording order: (individual id, its parent id, its training seed, record)."""
+        rows = self._db.execute("SELECT h.individual_id, i.parent_id, i.training_seed, h.hurdle, h.fraction, "
+                                "h.fitness, h.passed, h.recorded_at, h.threshold FROM hurdles h JOIN individuals i "
+                                "ON i.id = h.individual_id WHERE h.hurdle = ? ORDER BY h.rowid", (hurdle,))
+        return [(row[0], row[1], row[2], HurdleRecord(row[3], row[4], row[5], bool(row[6]), *row[7:]))
+                for row in rows]
+
     def counts(self) -> dict:
         """{proposed, done, in_flight (proposed without a result), by_status {status: n}, cache_hits (results
         reused from an equivalent individual), hurdle_stops (hurdle records that did not pass: cache hits of
