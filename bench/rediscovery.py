@@ -8,7 +8,8 @@ protocol (`primer-search confirm`): the top --top programs and the seed retraine
 program, whether it holds squared ReLU and a depthwise convolution after the Q, K and V projections, its mean and
 95% interval, its speedup factor against the Transformer (So et al. 2021, section 4) and the paired t-test's p; the
 last line is the best confirmed program's speedup factor (target: >= 1.2 at p < 0.01 for 2 of 3 search seeds).
-`--mode random` and `--mode hill_climb` run the baselines at the same budget.
+`--mode random` and `--mode hill_climb` run the baselines at the same budget; once the evolution run of the same
+search seed is confirmed too, a baseline also prints the evolution's best against its own, paired by training seed.
 
     python bench/rediscovery.py --search-seed N [--mode evolution|random|hill_climb] [--hours 2] [--top 5]
                                 [--seeds 5] [--budget-multiplier 1] [--config search_configs/discovery.yaml]
@@ -25,9 +26,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from primer_search.config import load_config  # noqa: E402
 from primer_search.program.dna import DNA  # noqa: E402
-from primer_search.search.confirmation import confirm  # noqa: E402
+from primer_search.search.confirmation import compare_best, confirm  # noqa: E402
 from primer_search.search.controller import Search  # noqa: E402
-from primer_search.search.reports import ratio_text, status_text  # noqa: E402
+from primer_search.search.reports import best_against_text, ratio_text, status_text  # noqa: E402
 from primer_search.search.status import SEARCH_SECONDS, read_status  # noqa: E402
 from primer_search.search.store import RunStore  # noqa: E402
 from reachability import detect  # noqa: E402
@@ -99,6 +100,12 @@ def main() -> None:
         found = [detect(DNA.from_dict(store.individual(p.individual_id).dna)) for p in top]
     print(f"squared ReLU among the top {len(top)}: {any(s for s, _ in found)}; depthwise convolution after Q, K and V: "
           f"{any(m for _, m in found)}")
+    evolution = pathlib.Path(default.replace(f"-{args.mode}-", "-evolution-"))
+    if args.mode != "evolution" and (evolution / "run.sqlite").exists():         # the baseline against the search
+        try:
+            print(best_against_text(evolution, run_dir, *compare_best(evolution, run_dir)))
+        except ValueError as err:
+            print(f"not compared with evolution: {err}")
     comparison = best.comparisons[0] if best and best.comparisons else None
     if comparison is None or comparison.speedup_mean is None:
         print("confirmed speedup factor of the best program against the Transformer: not measured")

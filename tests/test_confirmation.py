@@ -9,9 +9,9 @@ from primer_search.cli.main import main
 from primer_search.config import config_from_dict
 from primer_search.program.seeds import load_seed
 from primer_search.search import stats
-from primer_search.search.confirmation import (SEED_OFFSET, Speedup, compute_to_reach, confirm, curve_of,
-                                               select_programs, setup_key, speedup_factor, stored_confirmation,
-                                               summarize, trial_config)
+from primer_search.search.confirmation import (SEED_OFFSET, Speedup, compare_best, compute_to_reach, confirm,
+                                               curve_of, select_programs, setup_key, speedup_factor,
+                                               stored_confirmation, summarize, trial_config)
 from primer_search.search.store import ConfirmationRecord, RunStore
 
 
@@ -163,6 +163,41 @@ def test_the_store_keeps_confirmations_in_a_table_made_on_first_write(tmp_path):
         assert len(store.confirmations()) == 2 and store.confirmations("other") == []
 
 
+def _confirmed_run(path, finals: dict, seeds=(11, 12, 13), multiplier=2.0):
+    """A run store whose programs (id -> final loss per training seed; id 1 the seed) carry stored confirmations
+    with curves that end there."""
+    dna = load_seed("transformer").to_dict()
+    with RunStore.create(path, {}) as store:
+        for individual, losses in finals.items():
+            store.add_proposal(None if individual == 1 else 1, None, None, dna, f"h{individual}")
+            store.record_result(individual, "ok", losses[0], {"status": "ok"})
+        store.meta_set(f"confirmation:setup:{multiplier:g}", {"training_seeds": list(seeds), "test_split": "t",
+                                                               "budget": 8.0, "budget_kind": "steps",
+                                                               "metric": "validation_loss"})
+        for individual, losses in finals.items():
+            for seed, loss in zip(seeds, losses):
+                curve = _curve([10, 20, 30, 40], [loss + 1.0, loss + 0.5, loss + 0.2, loss])
+                store.record_confirmation(individual, seed, multiplier, "setup",
+                                          {"status": "ok", "validation_loss": loss}, curve)
+
+
+def test_the_best_confirmed_programs_of_two_runs_are_compared_paired_by_training_seed(tmp_path, capsys):
+    _confirmed_run(tmp_path / "evolution", {1: [4.0, 4.1, 4.05], 2: [3.8, 3.9, 3.85], 3: [3.7, 3.75, 3.72]})
+    _confirmed_run(tmp_path / "random", {1: [4.0, 4.1, 4.05], 2: [3.95, 4.0, 4.0], 3: [4.2, 4.3, 4.2]})
+    best, reference, x = compare_best(tmp_path / "evolution", tmp_path / "random")
+    assert (best, reference) == (3, 2)                           # each run's lowest confirmed mean, seeds aside
+    assert x.difference == pytest.approx(stats.mean([3.7 - 3.95, 3.75 - 4.0, 3.72 - 4.0]))
+    assert x.p_value == pytest.approx(stats.paired_t_test([3.7, 3.75, 3.72], [3.95, 4.0, 4.0])[1])
+    assert x.speedup_mean > 1 and x.pairs == 3
+    _confirmed_run(tmp_path / "other_seeds", {1: [4.0, 4.1], 2: [3.9, 3.9]}, seeds=(11, 12))
+    with pytest.raises(ValueError, match=r"other_seeds: confirmed at 2x with training seeds \[11, 12\].*expected "
+                                         r"2x, \[11, 12, 13\]"):
+        compare_best(tmp_path / "evolution", tmp_path / "other_seeds")
+    RunStore.create(tmp_path / "unconfirmed", {}).close()
+    with pytest.raises(ValueError, match="unconfirmed: no confirmed program; expected `primer-search confirm"):
+        compare_best(tmp_path / "evolution", tmp_path / "unconfirmed")
+
+
 # -- end to end on a tiny in-process run ---------------------------------------------------------------------------
 
 TOY_SEARCH = {"executor": "in_process", "num_individuals": 2, "population_size": 2, "tournament_size": 1,
@@ -226,8 +261,11 @@ def test_confirm_retrains_top_and_seed_with_paired_seeds_and_reuses_the_store(ti
     assert lines["2"].split()[:3] == ["2", "top", f"{child.fitness:.4f}"] and lines["2"].rstrip().endswith(
         f"{p_value:.3f}" if p_value >= 0.001 else f"{p_value:.2g}")
 
-    assert main(args) == 0                                                     # everything is stored: no training
-    assert "trainings: 0 run now, 4 reused" in capsys.readouterr().out
+    assert main([*args, "--against", str(tiny_run)]) == 0               # everything is stored: no training
+    out = capsys.readouterr().out
+    assert "trainings: 0 run now, 4 reused" in out
+    assert f"best confirmed #2 of {tiny_run} against #2 of {tiny_run}: speedup 1.00" in out   # itself: no gain
+    assert "difference +0.0000" in out and "(2 training seeds)" in out
     with RunStore.open(tiny_run) as store:
         assert len(store.confirmations()) == 4
         confirmation = stored_confirmation(store)

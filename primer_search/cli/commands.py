@@ -178,8 +178,8 @@ def calibrate(args) -> None:
 
 
 def confirm(args) -> None:
-    from primer_search.search.confirmation import confirm
-    from primer_search.search.reports import confirmation_text
+    from primer_search.search.confirmation import compare_best, confirm
+    from primer_search.search.reports import best_against_text, confirmation_text
 
     def progress(individual, seed, result):
         detail = "" if result["status"] == "ok" else result.get("error") or ""
@@ -188,6 +188,8 @@ def confirm(args) -> None:
 
     print(confirmation_text(confirm(args.run_dir, args.k, args.seeds, args.budget_multiplier, args.set,
                                     on_result=progress)))
+    if args.against:
+        print("\n" + best_against_text(args.run_dir, args.against, *compare_best(args.run_dir, args.against)))
 
 
 def retrain(args) -> int:

@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--seeds", type=_positive, default=5, help="training seeds per program (default 5)")
     confirm.add_argument("--budget-multiplier", type=_positive_number, default=1.0, metavar="M",
                          help="train for M x the search's training budget (default 1)")
+    confirm.add_argument("--against", metavar="RUN_DIR", help="then compare the best confirmed program with the best "
+                                                             "of another search confirmed alike (e.g. random search)")
     _add_set(confirm, "--set data.test_fraction=0.1")
     confirm.set_defaults(run=commands.confirm)
 

@@ -351,6 +351,12 @@ def confirm(run_dir, k: int = 5, seeds: int = 5, budget_multiplier: float = 1.0,
 
 def stored_confirmation(store: RunStore) -> Confirmation | None:
     """The latest confirmation stored in a run (its setup and multiplier), for `top` and `show`; None if none."""
+    latest = _latest(store)
+    return None if latest is None else latest[0]
+
+
+def _latest(store: RunStore) -> tuple[Confirmation, str, list[ConfirmationRecord]] | None:
+    """(the latest confirmation, its setup, its records), or None."""
     records = store.confirmations()
     if not records:
         return None
@@ -362,5 +368,31 @@ def stored_confirmation(store: RunStore) -> Confirmation | None:
     ids = sorted({r.individual_id for r in records})
     individuals = sorted((store.individual(i) for i in ids),
                          key=lambda i: (i.parent_id is not None, i.fitness is None, i.fitness or 0.0, i.id))
-    return summarize(records, individuals, info["metric"], info["training_seeds"],
-                     (last.budget_multiplier, info["budget"], info["budget_kind"]), info["test_split"])
+    summary = summarize(records, individuals, info["metric"], info["training_seeds"],
+                        (last.budget_multiplier, info["budget"], info["budget_kind"]), info["test_split"])
+    return summary, last.setup, records
+
+
+def compare_best(run_dir, reference_dir) -> tuple[int, int, Comparison]:
+    """(best, reference best, comparison): the best confirmed program (lowest mean) of `run_dir` against the best
+    of `reference_dir`, another search confirmed alike (same setup, multiplier and training seeds; e.g. random
+    search against evolution), paired by training seed as a program against a seed."""
+    found = []
+    for directory in (run_dir, reference_dir):
+        with RunStore.open(directory) as store:
+            latest = _latest(store)
+        top = [] if latest is None else [p for p in latest[0].programs if p.role == "top" and p.mean is not None]
+        if not top:
+            raise ValueError(f"{directory}: no confirmed program; expected `primer-search confirm {directory}` first")
+        found.append((latest[0], latest[1], min(top, key=lambda p: p.mean), latest[2]))
+    (mine, setup, best, records), (theirs, other_setup, reference, other_records) = found
+    settings = (setup, mine.budget_multiplier, mine.training_seeds)
+    if settings != (other_setup, theirs.budget_multiplier, theirs.training_seeds):
+        raise ValueError(f"{reference_dir}: confirmed at {theirs.budget_multiplier:g}x with training seeds "
+                         f"{list(theirs.training_seeds)} (setup {other_setup}), expected {mine.budget_multiplier:g}x, "
+                         f"{list(mine.training_seeds)} (setup {setup}) as {run_dir}: the same model, data, budget "
+                         f"and seeds")
+    runs = [{r.training_seed: r for r in rs if r.individual_id == p.individual_id}
+            for rs, p in ((records, best), (other_records, reference))]
+    return best.individual_id, reference.individual_id, _compare(*runs, reference.individual_id, mine.metric,
+                                                                 mine.training_seeds)

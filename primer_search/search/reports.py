@@ -253,6 +253,14 @@ def confirmation_text(confirmation) -> str:
     return "\n".join(lines)
 
 
+def best_against_text(run_dir, reference_dir, best: int, reference: int, comparison) -> str:
+    """One run's best confirmed program against another's (`confirmation.compare_best`)."""
+    x = comparison
+    difference = "-" if x.difference is None else f"{x.difference:+.4f}"
+    return (f"best confirmed #{best} of {run_dir} against #{reference} of {reference_dir}: speedup {_speedup(x)}, "
+            f"difference {difference}, paired p {_p(x.p_value)} ({x.pairs} training seeds)")
+
+
 def _confirmed_cells(confirmation, individual_id: int) -> tuple[str, str, str]:
     """(confirmed metric, speedup against the first seed, p) of an individual, or dashes."""
     program = confirmation.program(individual_id) if confirmation else None
