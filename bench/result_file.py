@@ -1,5 +1,6 @@
 """A benchmark's measurements in one JSON file, tied to the settings that took them: a killed benchmark resumes from
-the file, and a run under other settings (another config, another --set) is refused instead of mixed in.
+the file, and a run under other settings (another config, another --set) is refused instead of mixed in. Stored
+settings are read with today's config schema, so a config key added later, at its default, does not orphan a file.
 
     {"fingerprint": "3f2a...", "settings": {...the resolved config and the benchmark's own options...},
      "results": {key: measurement, ...}}
@@ -12,9 +13,20 @@ import json
 import pathlib
 import sys
 
+from primer_search.config import config_from_dict
+
 
 def fingerprint(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _current(settings: dict | None) -> str | None:
+    """The fingerprint of stored settings read with today's config schema: a key added since, at its default,
+    changes nothing that was measured (None: settings this schema cannot read)."""
+    try:
+        return fingerprint({**settings, "config": config_from_dict(settings["config"]).to_dict()})
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 class ResultFile:
@@ -25,7 +37,7 @@ class ResultFile:
         self.settings = {"config": config.to_dict(), **options}
         self.fingerprint = fingerprint(self.settings)
         stored = json.loads(self.path.read_text()) if self.path.exists() else None
-        if stored is not None and stored.get("fingerprint") != self.fingerprint:
+        if stored is not None and _current(stored.get("settings")) != self.fingerprint:
             print(f"{self.path}: holds measurements taken under other settings (fingerprint "
                   f"{stored.get('fingerprint')}, these are {self.fingerprint}); expected --out naming a new file, "
                   f"or the settings recorded in it", file=sys.stderr)

@@ -22,3 +22,22 @@ def test_a_benchmark_resumes_its_own_results_and_refuses_other_settings(tmp_path
             ResultFile(path, other[0], **other[1])
         assert stop.value.code == 2 and "holds measurements taken under other settings" in capsys.readouterr().err
     assert ResultFile(path, config, multiplier=10.0).results == {"a": {"fitness": 1.5}}   # left as it was
+
+
+def test_a_config_key_added_since_at_its_default_does_not_orphan_a_file(tmp_path, capsys):
+    path, config = tmp_path / "results.json", load_config("search_configs/tiny.yaml")
+    first = ResultFile(path, config)
+    first.results["a"] = {"fitness": 1.5}
+    first.save()
+    stored = json.loads(path.read_text())
+    del stored["settings"]["config"]["search"]["hurdle_gain"]             # written before the key existed
+    stored["fingerprint"] = "older"
+    path.write_text(json.dumps(stored))
+    assert ResultFile(path, config).results == {"a": {"fitness": 1.5}}
+    with pytest.raises(SystemExit):
+        ResultFile(path, config.replace(search={"hurdle_gain": 2.0}))      # not the default: other settings
+    stored["settings"]["config"]["search"]["no_such_key"] = 1                  # unreadable today
+    path.write_text(json.dumps(stored))
+    with pytest.raises(SystemExit):
+        ResultFile(path, config)
+    assert "holds measurements taken under other settings" in capsys.readouterr().err
