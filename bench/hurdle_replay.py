@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
+from primer_search.config import config_from_dict
 from primer_search.search import hurdles
 from primer_search.search.calibration import expected_cost
 from primer_search.search.store import RunStore
@@ -23,39 +24,42 @@ from primer_search.search.store import RunStore
 
 def replay(history: list, window: int, run_seed: int, gain: float) -> list[bool]:
     """The verdicts on the children at one hurdle under `gain`, with the thresholds the controller would take from
-    the records (`RunStore.hurdle_history`) before each."""
+    the records before each (`RunStore.hurdle_history`; a fitness that was not finite, stored as None, fails)."""
+    records: list[float] = []
     verdicts: list[bool] = []
-    for n, (_, parent, _, record) in enumerate(history):
-        earlier = [r.fitness for _, _, seed, r in history[:n] if seed == run_seed and r.fitness is not None]
-        limit = hurdles.threshold(earlier[-window:], hurdles.quantile(verdicts[-window:], gain))
+    for _, parent, seed, record in history:
+        limit = hurdles.limit(records[-window:], verdicts[-window:], gain)
         if parent is not None and limit is not None:
-            verdicts.append(hurdles.passes(record.fitness, limit))
+            verdicts.append(record.fitness is not None and hurdles.passes(record.fitness, limit))
+        if seed == run_seed and record.fitness is not None:
+            records.append(record.fitness)
     return verdicts
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=pathlib.Path)
     parser.add_argument("--gains", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with RunStore.open(args.run_dir) as store:
-        search, run_seed = store.config["search"], store.config["training"]["seed"]
-        history = [store.hurdle_history(i) for i in range(search["hurdles"])]
+        config = config_from_dict(store.config)
+        history = [store.hurdle_history(i) for i in range(config.search.hurdles)]
+    search = config.search
     recorded = [[r.passed for _, parent, _, r in at if parent is not None and r.threshold is not None]
                 for at in history]
-    fractions = hurdles.hurdle_fractions(len(history))
+    fractions = hurdles.hurdle_fractions(search.hurdles)
 
     def line(name: str, verdicts: list[list[bool]]) -> str:
         rates = [sum(v) / len(v) if v else 1.0 for v in verdicts]
         shown = ", ".join(f"{r:.0%} of {len(v)}" for r, v in zip(rates, verdicts))
         return f"{name:<18} {shown}  -> {1 / expected_cost(fractions, rates):.2f}x compute saved per child"
 
-    print(f"{args.run_dir}: {len(history)} hurdles, window {search['hurdle_window']}, "
-          f"recorded gain {search.get('hurdle_gain', 0.0):g}")
+    print(f"{args.run_dir}: {search.hurdles} hurdles, window {search.hurdle_window}, "
+          f"recorded gain {search.hurdle_gain:g}")
     print(line("recorded", recorded))
     for gain in args.gains:
-        print(line(f"replayed gain {gain:g}", [replay(at, hurdles.window_at(i, search["hurdle_window"]), run_seed, gain)
-                                                for i, at in enumerate(history)]))
+        print(line(f"replayed gain {gain:g}", [replay(at, hurdles.window_at(i, search.hurdle_window),
+                                                      config.training.seed, gain) for i, at in enumerate(history)]))
 
 
 if __name__ == "__main__":

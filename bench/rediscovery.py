@@ -8,12 +8,14 @@ protocol (`primer-search confirm`): the top --top programs and the seed retraine
 program, whether it holds squared ReLU and a depthwise convolution after the Q, K and V projections, its mean and
 95% interval, its speedup factor against the Transformer (So et al. 2021, section 4) and the paired t-test's p; the
 last line is the best confirmed program's speedup factor (target: >= 1.2 at p < 0.01 for 2 of 3 search seeds).
-`--mode random` and `--mode hill_climb` run the baselines at the same budget; once the evolution run of the same
-search seed is confirmed too, a baseline also prints the evolution's best against its own, paired by training seed.
+`--mode random` and `--mode hill_climb` run the baselines at the same budget; when the evolution run of the same
+search seed is confirmed, a baseline also prints its best against the evolution's best, paired by training seed
+(`confirm --against`; a factor below 1: the baseline's best is worse).
 
     python bench/rediscovery.py --search-seed N [--mode evolution|random|hill_climb] [--hours 2] [--top 5]
                                 [--seeds 5] [--budget-multiplier 1] [--config search_configs/discovery.yaml]
-                                [--run-dir bench/results/rediscovery-CONFIG-MODE-N] [--set section.key=value ...]
+                                [--run-dir bench/results/rediscovery-CONFIG-MODE-N] [--against RUN_DIR]
+                                [--set section.key=value ...]
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def main() -> None:
     parser.add_argument("--budget-multiplier", type=float, default=1.0)
     parser.add_argument("--config", default="search_configs/discovery.yaml")
     parser.add_argument("--run-dir")
+    parser.add_argument("--against", help="a confirmed run to compare the best program with (default for a "
+                                          "baseline: the evolution run of the same config and search seed)")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
     default = f"bench/results/rediscovery-{pathlib.Path(args.config).stem}-{args.mode}-{args.search_seed}"
@@ -100,12 +104,12 @@ def main() -> None:
         found = [detect(DNA.from_dict(store.individual(p.individual_id).dna)) for p in top]
     print(f"squared ReLU among the top {len(top)}: {any(s for s, _ in found)}; depthwise convolution after Q, K and V: "
           f"{any(m for _, m in found)}")
-    evolution = pathlib.Path(default.replace(f"-{args.mode}-", "-evolution-"))
-    if args.mode != "evolution" and (evolution / "run.sqlite").exists():         # the baseline against the search
+    against = args.against or (default.replace(f"-{args.mode}-", "-evolution-") if args.mode != "evolution" else None)
+    if against and (pathlib.Path(against) / "run.sqlite").exists():       # a baseline against the search
         try:
-            print(best_against_text(evolution, run_dir, *compare_best(evolution, run_dir)))
+            print(best_against_text(run_dir, against, *compare_best(result, run_dir, against)))
         except ValueError as err:
-            print(f"not compared with evolution: {err}")
+            print(f"not compared: {err}")
     comparison = best.comparisons[0] if best and best.comparisons else None
     if comparison is None or comparison.speedup_mean is None:
         print("confirmed speedup factor of the best program against the Transformer: not measured")

@@ -78,6 +78,8 @@ def test_expected_cost_of_halving_hurdles(hurdles, cost):
 def test_expected_cost_with_another_pass_rate():
     assert expected_cost([0.2, 0.5], pass_rate=0.25) == pytest.approx(0.2 + 0.3 / 4 + 0.5 / 16)
     assert expected_cost([0.2, 0.5], pass_rate=[0.5, 0.8]) == pytest.approx(0.2 + 0.3 * 0.5 + 0.5 * 0.4)
+    with pytest.raises(ValueError, match="found 1 rates for 2 hurdles"):
+        expected_cost([0.2, 0.5], pass_rate=[0.5])
 
 
 @pytest.mark.slow

@@ -181,21 +181,26 @@ def _confirmed_run(path, finals: dict, seeds=(11, 12, 13), multiplier=2.0):
                                           {"status": "ok", "validation_loss": loss}, curve)
 
 
-def test_the_best_confirmed_programs_of_two_runs_are_compared_paired_by_training_seed(tmp_path, capsys):
+def test_the_best_confirmed_programs_of_two_runs_are_compared_paired_by_training_seed(tmp_path):
     _confirmed_run(tmp_path / "evolution", {1: [4.0, 4.1, 4.05], 2: [3.8, 3.9, 3.85], 3: [3.7, 3.75, 3.72]})
     _confirmed_run(tmp_path / "random", {1: [4.0, 4.1, 4.05], 2: [3.95, 4.0, 4.0], 3: [4.2, 4.3, 4.2]})
-    best, reference, x = compare_best(tmp_path / "evolution", tmp_path / "random")
+    with RunStore.open(tmp_path / "evolution") as store:
+        mine = stored_confirmation(store)
+    assert mine.setup == "setup" and mine.budget_multiplier == 2.0
+    best, reference, x = compare_best(mine, tmp_path / "evolution", tmp_path / "random")
     assert (best, reference) == (3, 2)                           # each run's lowest confirmed mean, seeds aside
     assert x.difference == pytest.approx(stats.mean([3.7 - 3.95, 3.75 - 4.0, 3.72 - 4.0]))
     assert x.p_value == pytest.approx(stats.paired_t_test([3.7, 3.75, 3.72], [3.95, 4.0, 4.0])[1])
     assert x.speedup_mean > 1 and x.pairs == 3
+    without_3 = dataclasses.replace(mine, programs=tuple(p for p in mine.programs if p.individual_id != 3))
+    assert compare_best(without_3, tmp_path / "evolution", tmp_path / "random")[0] == 2   # the best confirmed
     _confirmed_run(tmp_path / "other_seeds", {1: [4.0, 4.1], 2: [3.9, 3.9]}, seeds=(11, 12))
-    with pytest.raises(ValueError, match=r"other_seeds: confirmed at 2x with training seeds \[11, 12\].*expected "
-                                         r"2x, \[11, 12, 13\]"):
-        compare_best(tmp_path / "evolution", tmp_path / "other_seeds")
-    RunStore.create(tmp_path / "unconfirmed", {}).close()
-    with pytest.raises(ValueError, match="unconfirmed: no confirmed program; expected `primer-search confirm"):
-        compare_best(tmp_path / "evolution", tmp_path / "unconfirmed")
+    with pytest.raises(ValueError, match=r"other_seeds: found training seeds \[11, 12\] confirmed at 2x .*expected "
+                                         r"training seeds \[11, 12, 13\]"):
+        compare_best(mine, tmp_path / "evolution", tmp_path / "other_seeds")
+    _confirmed_run(tmp_path / "longer", {1: [4.0, 4.1, 4.05], 2: [3.9, 3.9, 3.9]}, multiplier=10.0)
+    with pytest.raises(ValueError, match=r"longer: found none confirmed at 2x"):
+        compare_best(mine, tmp_path / "evolution", tmp_path / "longer")
 
 
 # -- end to end on a tiny in-process run ---------------------------------------------------------------------------
@@ -225,6 +230,9 @@ def test_confirm_refuses_a_run_without_a_test_split_or_with_bad_arguments(tmp_pa
     assert main(["confirm", str(tmp_path / "run"), "-k", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "data.test_fraction" in err
+    assert main(["confirm", str(tmp_path / "run"), "--against", str(tmp_path / "run")]) == 2    # before training
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no confirmation stored there, expected a run confirmed first" in err
     with pytest.raises(ValueError, match="budget multiplier: found 0"):
         confirm(tmp_path / "run", 1, 2, 0.0)
     with pytest.raises(ValueError, match="no run in"):

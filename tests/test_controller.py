@@ -301,7 +301,7 @@ def _thresholds_rebuilt(run_dir, config) -> list[float]:
                 earlier = [f for f, _, _, seed in rows[:n] if seed == config.training.seed][-window:]
                 verdicts = [bool(p) for _, limit, p, _ in rows[:n] if limit is not None][-window:]
                 q = hurdles.quantile(verdicts, config.search.hurdle_gain)
-                assert threshold == hurdles.threshold(earlier[::-1], q)
+                assert threshold == hurdles.threshold(earlier, q)
                 checked += [q] if threshold is not None else []
     return checked
 
@@ -337,6 +337,9 @@ def test_steered_hurdles_take_their_quantile_on_arrival_and_resume_exactly(tmp_p
     for after in (3, 9, 17):
         _simulate(tmp_path / f"killed{after}", monkeypatch, kill_after=after, config=config)
         assert _everything(tmp_path / f"killed{after}") == whole, after
+    for question in (2, 9, 16):                                  # mid-trial: the recorded threshold is reused
+        _simulate(tmp_path / f"question{question}", monkeypatch, kill_at_question=question, config=config)
+        assert _everything(tmp_path / f"question{question}") == whole, question
 
 
 def test_a_trial_killed_mid_way_is_held_to_its_recorded_thresholds(tmp_path, monkeypatch):

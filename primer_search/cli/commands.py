@@ -186,10 +186,16 @@ def confirm(args) -> None:
         print(f"confirm: individual {individual} training seed {seed}: {result['status']} {detail}",
               file=sys.stderr, flush=True)
 
-    print(confirmation_text(confirm(args.run_dir, args.k, args.seeds, args.budget_multiplier, args.set,
-                                    on_result=progress)))
+    if args.against:                                      # before training: a wrong directory fails now
+        with _open_run(args.against) as store:
+            if not store.confirmations():
+                raise ValueError(f"--against {args.against}: no confirmation stored there, expected a run "
+                                 f"confirmed first with the same --seeds and --budget-multiplier")
+    confirmation = confirm(args.run_dir, args.k, args.seeds, args.budget_multiplier, args.set, on_result=progress)
+    print(confirmation_text(confirmation))
     if args.against:
-        print("\n" + best_against_text(args.run_dir, args.against, *compare_best(args.run_dir, args.against)))
+        print("\n" + best_against_text(args.run_dir, args.against,
+                                        *compare_best(confirmation, args.run_dir, args.against)))
 
 
 def retrain(args) -> int:

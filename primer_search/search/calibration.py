@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Callable, Mapping, Sequence
 
 from primer_search.config import Config
@@ -33,7 +34,9 @@ def expected_cost(fractions: Sequence[float], pass_rate: float | Sequence[float]
     """The expected share of a full evaluation's training a candidate costs when each hurdle, at these budget
     fractions, passes `pass_rate` of the candidates (one rate for all, or one per hurdle):
     f_1 + (f_2 - f_1) p_1 + ... + (1 - f_H) p_1 ... p_H."""
-    rates = [pass_rate] * len(fractions) if isinstance(pass_rate, (int, float)) else list(pass_rate)
+    rates = [pass_rate] * len(fractions) if isinstance(pass_rate, numbers.Real) else list(pass_rate)
+    if len(rates) != len(fractions):
+        raise ValueError(f"pass_rate: found {len(rates)} rates for {len(fractions)} hurdles, expected one per hurdle")
     bounds = [0.0, *fractions, 1.0]
     reach = [math.prod(rates[:i]) for i in range(len(bounds) - 1)]
     return sum((high - low) * r for r, low, high in zip(reach, bounds, bounds[1:]))

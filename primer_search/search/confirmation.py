@@ -150,6 +150,7 @@ class Confirmation:
     programs: tuple[ProgramConfirmation, ...]
     trained: int = 0                         # trainings run by this call
     reused: int = 0                          # stored trainings reused
+    setup: str = ""                          # `setup_key` of what was measured
 
     def program(self, individual_id: int) -> ProgramConfirmation | None:
         return next((p for p in self.programs if p.individual_id == individual_id), None)
@@ -346,53 +347,52 @@ def confirm(run_dir, k: int = 5, seeds: int = 5, budget_multiplier: float = 1.0,
             run_evaluations(config.search, jobs, executor, record)
         summary = summarize(store.confirmations(setup, budget_multiplier), programs, config.search.metric,
                             training_seeds, (budget_multiplier, trial.budget, trial.budget_kind), split)
-    return dataclasses.replace(summary, trained=len(todo), reused=len(programs) * seeds - len(todo))
+    return dataclasses.replace(summary, trained=len(todo), reused=len(programs) * seeds - len(todo), setup=setup)
 
 
-def stored_confirmation(store: RunStore) -> Confirmation | None:
-    """The latest confirmation stored in a run (its setup and multiplier), for `top` and `show`; None if none."""
-    latest = _latest(store)
-    return None if latest is None else latest[0]
-
-
-def _latest(store: RunStore) -> tuple[Confirmation, str, list[ConfirmationRecord]] | None:
-    """(the latest confirmation, its setup, its records), or None."""
+def stored_confirmation(store: RunStore, setup: str | None = None,
+                        budget_multiplier: float | None = None) -> Confirmation | None:
+    """A confirmation stored in a run: of `setup` and `budget_multiplier`, else the latest (for `top` and `show`);
+    None if there is none."""
     records = store.confirmations()
-    if not records:
-        return None
-    last = records[-1]
-    info = store.meta_get(f"confirmation:{last.setup}:{last.budget_multiplier:g}")
+    if setup is None and records:
+        setup, budget_multiplier = records[-1].setup, records[-1].budget_multiplier
+    records = [r for r in records if (r.setup, r.budget_multiplier) == (setup, budget_multiplier)]
+    info = store.meta_get(f"confirmation:{setup}:{budget_multiplier:g}") if records else None
     if info is None:
         return None
-    records = [r for r in records if (r.setup, r.budget_multiplier) == (last.setup, last.budget_multiplier)]
     ids = sorted({r.individual_id for r in records})
     individuals = sorted((store.individual(i) for i in ids),
                          key=lambda i: (i.parent_id is not None, i.fitness is None, i.fitness or 0.0, i.id))
     summary = summarize(records, individuals, info["metric"], info["training_seeds"],
-                        (last.budget_multiplier, info["budget"], info["budget_kind"]), info["test_split"])
-    return summary, last.setup, records
+                        (budget_multiplier, info["budget"], info["budget_kind"]), info["test_split"])
+    return dataclasses.replace(summary, setup=setup)
 
 
-def compare_best(run_dir, reference_dir) -> tuple[int, int, Comparison]:
-    """(best, reference best, comparison): the best confirmed program (lowest mean) of `run_dir` against the best
-    of `reference_dir`, another search confirmed alike (same setup, multiplier and training seeds; e.g. random
-    search against evolution), paired by training seed as a program against a seed."""
-    found = []
-    for directory in (run_dir, reference_dir):
-        with RunStore.open(directory) as store:
-            latest = _latest(store)
-        top = [] if latest is None else [p for p in latest[0].programs if p.role == "top" and p.mean is not None]
-        if not top:
-            raise ValueError(f"{directory}: no confirmed program; expected `primer-search confirm {directory}` first")
-        found.append((latest[0], latest[1], min(top, key=lambda p: p.mean), latest[2]))
-    (mine, setup, best, records), (theirs, other_setup, reference, other_records) = found
-    settings = (setup, mine.budget_multiplier, mine.training_seeds)
-    if settings != (other_setup, theirs.budget_multiplier, theirs.training_seeds):
-        raise ValueError(f"{reference_dir}: confirmed at {theirs.budget_multiplier:g}x with training seeds "
-                         f"{list(theirs.training_seeds)} (setup {other_setup}), expected {mine.budget_multiplier:g}x, "
-                         f"{list(mine.training_seeds)} (setup {setup}) as {run_dir}: the same model, data, budget "
-                         f"and seeds")
-    runs = [{r.training_seed: r for r in rs if r.individual_id == p.individual_id}
-            for rs, p in ((records, best), (other_records, reference))]
-    return best.individual_id, reference.individual_id, _compare(*runs, reference.individual_id, mine.metric,
-                                                                 mine.training_seeds)
+def compare_best(confirmation: Confirmation, run_dir, reference_dir) -> tuple[int, int, Comparison]:
+    """(best, reference best, comparison): the best program (lowest mean) of `confirmation`, a confirmation of
+    `run_dir`, against the best program of `reference_dir` confirmed alike (same setup, multiplier and training
+    seeds; e.g. random search against evolution), paired by training seed as a program against a seed. Each best is
+    chosen on the trainings it is then compared on, so the figures favour the better of each run's top k a little."""
+    c = confirmation
+    with RunStore.open(reference_dir) as store:
+        theirs = stored_confirmation(store, c.setup, c.budget_multiplier)
+        other_records = store.confirmations(c.setup, c.budget_multiplier)
+    with RunStore.open(run_dir) as store:
+        records = store.confirmations(c.setup, c.budget_multiplier)
+    if theirs is None or theirs.training_seeds != c.training_seeds:
+        found = "none" if theirs is None else f"training seeds {list(theirs.training_seeds)}"
+        raise ValueError(f"{reference_dir}: found {found} confirmed at {c.budget_multiplier:g}x of the same model, "
+                         f"data and budget (setup {c.setup}), expected training seeds {list(c.training_seeds)}: "
+                         f"`primer-search confirm {reference_dir}` with the same --seeds and --budget-multiplier")
+    best = [_best(x, directory) for x, directory in ((c, run_dir), (theirs, reference_dir))]
+    runs = [{r.training_seed: r for r in rs if r.individual_id == b} for rs, b in zip((records, other_records), best)]
+    return best[0], best[1], _compare(*runs, best[1], c.metric, c.training_seeds)
+
+
+def _best(confirmation: Confirmation, run_dir) -> int:
+    top = [p for p in confirmation.programs if p.role == "top" and p.mean is not None]
+    if not top:
+        raise ValueError(f"{run_dir}: no confirmed program besides the seeds; expected a run whose top programs "
+                         f"trained")
+    return min(top, key=lambda p: p.mean).individual_id

@@ -244,8 +244,8 @@ class Search:
             limit = recorded.threshold
         else:
             window = hurdles.window_at(i, self.config.search.hurdle_window)
-            q = hurdles.quantile(self.store.hurdle_verdicts(i, window), self.config.search.hurdle_gain)
-            limit = hurdles.threshold(self.store.hurdle_records(i, window, training_seed=self.config.training.seed), q)
+            limit = hurdles.limit(self.store.hurdle_records(i, window, training_seed=self.config.training.seed),
+                                  self.store.hurdle_verdicts(i, window), self.config.search.hurdle_gain)
         passed = hurdles.passes(value, limit)
         self.store.record_hurdle(individual, i, question["fraction"], value, passed, threshold=limit)
         return passed

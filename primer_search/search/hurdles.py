@@ -84,6 +84,11 @@ def threshold(recent: Sequence[float], q: float = 0.5) -> float | None:
     return float(np.quantile(recent, q))
 
 
+def limit(recent: Sequence[float], recent_verdicts: Sequence[bool], gain: float) -> float | None:
+    """The threshold the controller takes at a hurdle from its recent records and verdicts there."""
+    return threshold(recent, quantile(recent_verdicts, gain))
+
+
 def passes(fitness: float, limit: float | None) -> bool:
     return limit is None or fitness <= limit
 
