@@ -23,10 +23,11 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from primer_search.config import load_config  # noqa: E402
+from primer_search.config import config_from_dict, load_config  # noqa: E402
 from primer_search.program.dna import DNA  # noqa: E402
 from primer_search.search.confirmation import compare_best, confirm  # noqa: E402
 from primer_search.search.controller import Search  # noqa: E402
@@ -41,7 +42,18 @@ class TimeUp(Exception):
 
 
 def search_for(run_dir: pathlib.Path, config, hours: float) -> None:
-    """Start or resume the search and stop it once its controllers have run it for `hours` in all."""
+    """Start or resume the search and stop it once its controllers have run it for `hours` in all. A run directory
+    holding a run under other settings (another --config, --mode, --search-seed or --set) is refused, not resumed."""
+    if (run_dir / "run.sqlite").exists():
+        with RunStore.open(run_dir) as store:
+            stored = config_from_dict(store.config).to_dict()
+        wanted = config.to_dict()
+        differ = [f"{section}.{key}" for section in wanted for key in wanted[section]
+                  if stored[section].get(key) != wanted[section][key]]
+        if differ:
+            print(f"{run_dir}: holds a run with other {', '.join(differ)}; expected --run-dir naming a new "
+                  f"directory, or the settings it was run with", file=sys.stderr)
+            raise SystemExit(2)
     search = Search.resume(run_dir) if (run_dir / "run.sqlite").exists() else Search.start(config, run_dir)
 
     def on_progress(status) -> None:
