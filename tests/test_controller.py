@@ -415,6 +415,34 @@ def test_seeds_evaluated_several_times_calibrate_the_run(tmp_path, monkeypatch):
     assert status.noise is not None and status.noise[1] == 3 and "noise" in status.line()
 
 
+def test_the_summary_counts_failed_children_as_spent_not_as_saved(tmp_path, monkeypatch):
+    """Invalid and quickly diverging children cost almost nothing: the factor over the children that trained
+    counts their compute but not them."""
+    from primer_search.program.graph import canonical_hash
+
+    seed = []                                              # the first trial is the seed's evaluation
+
+    def failing_trial(payload, ask=None):
+        program = canonical_hash(DNA.from_dict(payload["dna"]))
+        seed[:] = seed or [program]
+        if program != seed[0] and int(program[:6], 16) % 3 == 0:
+            return {"status": "diverged", "error": "loss is nan", "budget_fraction": 0.125}
+        return fake_trial(payload, ask)
+
+    monkeypatch.setattr("primer_search.search.controller.run_trial", failing_trial)
+    search = Search.start(_simulated_config().replace(search={"num_individuals": 24}), tmp_path / "run")
+    status = search.run(executor=Killing(search.answer))
+    search.close()
+    with RunStore.open(tmp_path / "run") as store:
+        children = [row for row in store.completed() if row.parent_id is not None]
+    trained = [row for row in children if row.status in ("ok", "stopped")]
+    spent = sum(row.metrics["budget_fraction"] for row in children if row.cached_from is None)
+    assert 0 < len(trained) < len(children)
+    assert status.trained_factor == (pytest.approx(len(trained) / spent), len(trained))
+    assert status.trained_factor[0] < status.children_factor[0]
+    assert f"over the {len(trained)} children that trained" in status_text(status)
+
+
 def test_hurdle_thresholds_count_only_trainings_with_the_runs_training_seed(tmp_path, monkeypatch):
     """Under common random numbers every child trains with `training.seed`: the calibration runs and re-evaluations
     (other seeds) are judged at hurdles but do not set the thresholds."""

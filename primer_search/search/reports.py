@@ -32,6 +32,10 @@ def status_text(status) -> str:
         factor, children, seeds = status.children_factor
         lines.append(f"                    {factor:.2f}x over the {children} children, the seed's {seeds} "
                      f"evaluation{'s' * (seeds != 1)} aside")
+    if status.trained_factor:
+        factor, trained = status.trained_factor
+        lines.append(f"                    {factor:.2f}x over the {trained} children that trained (ok or stopped; "
+                     f"failed children's compute counted as spent)")
     if status.noise:
         lines += [f"noise               {status.noise[0]:.4f} (standard deviation of the seed's final metric over "
                   f"{status.noise[1]} training seeds)",

@@ -24,6 +24,9 @@ class Status:
     compute_factor: float = 1.0              # individuals per full training budget spent (hurdles and cache)
     children_factor: tuple[float, int, int] | None = None   # (factor, children, seed evaluations): the same over
                                              # the children alone, the seed's (calibration) evaluations aside
+    trained_factor: tuple[float, int] | None = None   # (factor, children): children that trained (ok or stopped)
+                                             # per full budget all children spent; an invalid or quickly diverging
+                                             # child costs almost nothing, so it does not count as a saving here
     hurdle_passes: tuple[tuple[int, int], ...] = ()   # per hurdle, (children that reached it, passed it)
     noise: tuple[float, int] | None = None   # the first seed's final metric: (standard deviation, evaluations)
     improvements: int | None = None          # programs better than the seed beyond the promotion margin
@@ -65,6 +68,7 @@ def read_status(store: RunStore, since: float | None = None, done_before: int = 
     spent = _spent(completed)
     children = [row for row in completed if row.parent_id is not None]
     children_spent = _spent(children)
+    trained_children = sum(1 for row in children if row.status in MEASURED)
     calibration = store.meta_get("calibration")
     final = calibration["programs"][0]["final"] if calibration else None
     improvements, compared = (_improvements(completed, final, config.search.metric)
@@ -78,6 +82,8 @@ def read_status(store: RunStore, since: float | None = None, done_before: int = 
                   hurdle_passes=_hurdle_passes(children),
                   children_factor=((len(children) / children_spent, len(children), len(completed) - len(children))
                                    if children_spent > 0 else None),
+                  trained_factor=((trained_children / children_spent, trained_children)
+                                  if children_spent > 0 else None),
                   noise=(final["std"], final["runs"]) if final and final["std"] is not None else None,
                   improvements=improvements, compared=compared)
 
