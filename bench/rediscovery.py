@@ -9,8 +9,9 @@ program, whether it holds squared ReLU and a depthwise convolution after the Q, 
 95% interval, its speedup factor against the Transformer (So et al. 2021, section 4) and the paired t-test's p; the
 last line is the best confirmed program's speedup factor (target: >= 1.2 at p < 0.01 for 2 of 3 search seeds).
 `--mode random` and `--mode hill_climb` run the baselines at the same budget; when the evolution run of the same
-search seed is confirmed, a baseline also prints its best against the evolution's best, paired by training seed
-(`confirm --against`; a factor below 1: the baseline's best is worse).
+search seed is confirmed, a baseline copies its trainings of the programs both runs confirm (the seed's; `confirm
+--reuse`) and prints its best against the evolution's best, paired by training seed (`confirm --against`; a factor
+below 1: the baseline's best is worse).
 
     python bench/rediscovery.py --search-seed N [--mode evolution|random|hill_climb] [--hours 2] [--top 5]
                                 [--seeds 5] [--budget-multiplier 1] [--config search_configs/discovery.yaml]
@@ -93,9 +94,15 @@ def main() -> None:
     with RunStore.open(run_dir) as store:
         print(f"searched {store.meta_get(SEARCH_SECONDS, 0.0) / 3600:.2f} h: {store.counts()['done']} individuals")
         print(status_text(read_status(store)), flush=True)       # compute saved, hurdle passes, noise
+    evolution = default.replace(f"-{args.mode}-", "-evolution-") if args.mode != "evolution" else None
+    against = args.against or evolution
+    against = against if against and (pathlib.Path(against) / "run.sqlite").exists() else None
     result = confirm(run_dir, k=args.top, seeds=args.seeds, budget_multiplier=args.budget_multiplier,
                      on_result=lambda i, s, r: print(f"  confirm #{i} seed {s}: {r['status']} "
-                                                     f"{r.get('fitness') or float('nan'):.4f}", flush=True))
+                                                     f"{r.get('fitness') or float('nan'):.4f}", flush=True),
+                     reuse=[against] if against else [])     # the seed trains alike in both: copied, not repeated
+    if result.copied:
+        print(f"copied {result.copied} trainings of the same programs from {against}")
     with RunStore.open(run_dir) as store:
         print(f"\nconfirmed on {result.test_split}, {len(result.training_seeds)} training seeds, "
               f"{result.budget:.3g} {result.budget_kind}")
@@ -116,8 +123,7 @@ def main() -> None:
         found = [detect(DNA.from_dict(store.individual(p.individual_id).dna)) for p in top]
     print(f"squared ReLU among the top {len(top)}: {any(s for s, _ in found)}; depthwise convolution after Q, K and V: "
           f"{any(m for _, m in found)}")
-    against = args.against or (default.replace(f"-{args.mode}-", "-evolution-") if args.mode != "evolution" else None)
-    if against and (pathlib.Path(against) / "run.sqlite").exists():       # a baseline against the search
+    if against:                                                            # a baseline against the search
         try:
             print(best_against_text(run_dir, against, *compare_best(result, run_dir, against)))
         except ValueError as err:

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import shutil
 
 import pytest
 
@@ -10,8 +11,8 @@ from primer_search.config import config_from_dict
 from primer_search.program.seeds import load_seed
 from primer_search.search import stats
 from primer_search.search.confirmation import (SEED_OFFSET, Speedup, compare_best, compute_to_reach, confirm,
-                                               curve_of, select_programs, setup_key, speedup_factor,
-                                               stored_confirmation, summarize, trial_config)
+                                               copy_trainings, curve_of, select_programs, setup_key,
+                                               speedup_factor, stored_confirmation, summarize, trial_config)
 from primer_search.search.store import ConfirmationRecord, RunStore
 
 
@@ -203,6 +204,30 @@ def test_the_best_confirmed_programs_of_two_runs_are_compared_paired_by_training
         compare_best(mine, tmp_path / "evolution", tmp_path / "longer")
 
 
+def test_reuse_copies_another_runs_trainings_of_the_same_program_setup_and_seed(tmp_path):
+    _confirmed_run(tmp_path / "evolution", {1: [4.0, 4.1, 4.05], 2: [3.8, 3.9, 3.85]})
+    with RunStore.open(tmp_path / "evolution", lock=True) as store:         # a training that says nothing
+        store.record_confirmation(2, 14, 2.0, "setup", {"status": "timeout"}, [])
+    dna = load_seed("transformer").to_dict()
+    with RunStore.create(tmp_path / "random", {}) as store:
+        store.add_proposal(None, None, None, dna, "h1")                      # the same seed program
+        store.add_proposal(1, None, None, dna, "h9")                         # a program only this run has
+        store.add_proposal(1, None, None, dna, "h2")                         # the other run's #2, here #3
+        todo = [(store.individual(i), s) for i in (1, 2, 3) for s in (11, 12, 14)]
+        copied = copy_trainings([tmp_path / "evolution"], store, todo, "setup", 2.0)
+        assert copied == {(1, 11), (1, 12), (3, 11), (3, 12)}                # seed 13 not wanted, 14 timed out
+        assert copy_trainings([tmp_path / "evolution"], store, todo, "other setup", 2.0) == set()
+        assert copy_trainings([tmp_path / "evolution"], store, todo, "setup", 1.0) == set()
+        mine = {(r.individual_id, r.training_seed): r for r in store.confirmations("setup", 2.0)}
+    with RunStore.open(tmp_path / "evolution") as store:
+        theirs = {(r.individual_id, r.training_seed): r for r in store.confirmations("setup", 2.0)}
+    assert set(mine) == copied
+    for (individual, seed), record in mine.items():
+        source = theirs[(2 if individual == 3 else 1, seed)]
+        assert (record.validation_loss, record.metrics, record.curve) == (source.validation_loss, source.metrics,
+                                                                          source.curve)
+
+
 # -- end to end on a tiny in-process run ---------------------------------------------------------------------------
 
 TOY_SEARCH = {"executor": "in_process", "num_individuals": 2, "population_size": 2, "tournament_size": 1,
@@ -233,6 +258,9 @@ def test_confirm_refuses_a_run_without_a_test_split_or_with_bad_arguments(tmp_pa
     assert main(["confirm", str(tmp_path / "run"), "--against", str(tmp_path / "run")]) == 2    # before training
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no confirmation stored there, expected a run confirmed first" in err
+    assert main(["confirm", str(tmp_path / "run"), "--reuse", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no run in" in err and "nowhere" in err
     with pytest.raises(ValueError, match="budget multiplier: found 0"):
         confirm(tmp_path / "run", 1, 2, 0.0)
     with pytest.raises(ValueError, match="no run in"):
@@ -242,7 +270,8 @@ def test_confirm_refuses_a_run_without_a_test_split_or_with_bad_arguments(tmp_pa
 
 
 @pytest.mark.slow
-def test_confirm_retrains_top_and_seed_with_paired_seeds_and_reuses_the_store(tiny_run, capsys):
+def test_confirm_retrains_top_and_seed_with_paired_seeds_and_reuses_the_store(tiny_run, tmp_path, capsys):
+    shutil.copytree(tiny_run, tmp_path / "copy")                     # the same run, not confirmed yet
     args = ["confirm", str(tiny_run), "-k", "1", "--seeds", "2", "--budget-multiplier", "2",
             "--set", "data.test_fraction=0.05"]
     assert main(args) == 0
@@ -285,3 +314,8 @@ def test_confirm_retrains_top_and_seed_with_paired_seeds_and_reuses_the_store(ti
     assert "confirmed (2x budget, 2 training seeds, test split data.test_fraction 0.05, set for confirm" in \
         capsys.readouterr().out
     json.dumps(dataclasses.asdict(confirmation))
+
+    assert main([*args[:1], str(tmp_path / "copy"), *args[2:], "--reuse", str(tiny_run)]) == 0
+    assert "trainings: 0 run now, 4 reused from the run store (4 copied from other runs)" in capsys.readouterr().out
+    with RunStore.open(tmp_path / "copy") as store:
+        assert stored_confirmation(store).programs == confirmation.programs

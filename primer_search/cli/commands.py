@@ -191,7 +191,10 @@ def confirm(args) -> None:
             if not store.confirmations():
                 raise ValueError(f"--against {args.against}: no confirmation stored there, expected a run "
                                  f"confirmed first with the same --seeds and --budget-multiplier")
-    confirmation = confirm(args.run_dir, args.k, args.seeds, args.budget_multiplier, args.set, on_result=progress)
+    for run_dir in args.reuse:
+        _open_run(run_dir).close()                        # a wrong directory fails before any training
+    confirmation = confirm(args.run_dir, args.k, args.seeds, args.budget_multiplier, args.set, on_result=progress,
+                           reuse=args.reuse)
     print(confirmation_text(confirmation))
     if args.against:
         print("\n" + best_against_text(args.run_dir, args.against,

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="train for M x the search's training budget (default 1)")
     confirm.add_argument("--against", metavar="RUN_DIR", help="then compare the best confirmed program with the best "
                                                              "of another search confirmed alike (e.g. random search)")
+    confirm.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
+                         help="copy that run's trainings of the same program, setup and training seed instead of "
+                              "repeating them (e.g. the seed's, shared with another search; repeatable)")
     _add_set(confirm, "--set data.test_fraction=0.1")
     confirm.set_defaults(run=commands.confirm)
 

@@ -9,7 +9,9 @@ search's budget (same kind), measuring the data config's test split (`data.evalu
 budget and at the end.
 Each training is stored in the run store (`RunStore.record_confirmation`) as it finishes, keyed by
 (individual, training seed, multiplier, setup): the setup names the trial config apart from the seed (model,
-data, training), so a re-run reuses what is stored and trains only what is missing.
+data, training), so a re-run reuses what is stored and trains only what is missing. Under common random numbers a
+program trains alike in every run of a setup, so `reuse` copies another run's trainings of the same program
+(canonical hash) and training seed instead of repeating them (e.g. the seed, shared by several searches).
 
 Reported per program: the mean and 95% t confidence interval of the final metric (`search.metric`) over the
 training seeds; against each seed program, per training seed, the speedup factor (So et al. 2021, section 4): the
@@ -150,6 +152,7 @@ class Confirmation:
     programs: tuple[ProgramConfirmation, ...]
     trained: int = 0                         # trainings run by this call
     reused: int = 0                          # stored trainings reused
+    copied: int = 0                          # of those, copied from other runs by this call
     setup: str = ""                          # `setup_key` of what was measured
 
     def program(self, individual_id: int) -> ProgramConfirmation | None:
@@ -305,9 +308,10 @@ def _open(run_dir) -> RunStore:
 
 
 def confirm(run_dir, k: int = 5, seeds: int = 5, budget_multiplier: float = 1.0, overrides=(), executor=None,
-            on_result: Callable[[int, int, dict], None] | None = None) -> Confirmation:
+            on_result: Callable[[int, int, dict], None] | None = None, reuse: Sequence = ()) -> Confirmation:
     """Retrain the top `k` programs of the run and its seeds (see the module docstring) and summarize;
-    `on_result(individual_id, training_seed, result)` is called as each training finishes."""
+    `on_result(individual_id, training_seed, result)` is called as each training finishes. Trainings that the
+    runs in `reuse` hold for the same program, setup, multiplier and training seed are copied, not repeated."""
     for name, value, least in (("k", k, 1), ("seeds", seeds, 1)):
         if value < least:
             raise ValueError(f"{name}: found {value}, expected at least {least}")
@@ -327,6 +331,8 @@ def confirm(run_dir, k: int = 5, seeds: int = 5, budget_multiplier: float = 1.0,
         stored = {(r.individual_id, r.training_seed) for r in store.confirmations(setup, budget_multiplier)
                   if r.status in REUSABLE_STATUSES}
         todo = [(ind, s) for s in training_seeds for ind in programs if (ind.id, s) not in stored]
+        copied = copy_trainings(reuse, store, todo, setup, budget_multiplier)
+        todo = [(ind, s) for ind, s in todo if (ind.id, s) not in copied]
         jobs = [(DNA.from_dict(ind.dna), configs[s]) for ind, s in todo]
 
         trial = configs[training_seeds[0]].training
@@ -347,7 +353,29 @@ def confirm(run_dir, k: int = 5, seeds: int = 5, budget_multiplier: float = 1.0,
             run_evaluations(config.search, jobs, executor, record)
         summary = summarize(store.confirmations(setup, budget_multiplier), programs, config.search.metric,
                             training_seeds, (budget_multiplier, trial.budget, trial.budget_kind), split)
-    return dataclasses.replace(summary, trained=len(todo), reused=len(programs) * seeds - len(todo), setup=setup)
+    return dataclasses.replace(summary, trained=len(todo), reused=len(programs) * seeds - len(todo),
+                               copied=len(copied), setup=setup)
+
+
+def copy_trainings(run_dirs: Sequence, store: RunStore, todo, setup: str, multiplier: float) -> set:
+    """Copy into `store` the trainings of `todo` ((individual, training seed) pairs) that a run in `run_dirs`
+    holds for the same program (canonical hash), setup and multiplier; the (individual id, training seed) copied."""
+    wanted = {(ind.canonical_hash, s): ind.id for ind, s in todo}
+    copied = set()
+    for run_dir in run_dirs:
+        with RunStore.open(run_dir) as other:
+            hashes = {}
+            for record in other.confirmations(setup, multiplier):
+                if record.status not in REUSABLE_STATUSES:
+                    continue
+                if record.individual_id not in hashes:
+                    hashes[record.individual_id] = other.individual(record.individual_id).canonical_hash
+                target = wanted.get((hashes[record.individual_id], record.training_seed))
+                if target is not None and (target, record.training_seed) not in copied:
+                    store.record_confirmation(target, record.training_seed, multiplier, setup, record.metrics,
+                                              record.curve)
+                    copied.add((target, record.training_seed))
+    return copied
 
 
 def stored_confirmation(store: RunStore, setup: str | None = None,

@@ -232,7 +232,8 @@ def confirmation_text(confirmation) -> str:
     lines = [f"confirmation: test {c.metric} after {c.budget_multiplier:g}x the search budget ({c.budget:g} "
              f"{c.budget_kind}), paired training seeds {s[0]}..{s[-1]}",
              f"test split: {c.test_split}",
-             f"trainings: {c.trained} run now, {c.reused} reused from the run store", ""]
+             f"trainings: {c.trained} run now, {c.reused} reused from the run store"
+             + (f" ({c.copied} copied from other runs)" if c.copied else ""), ""]
     header = ["id", "role", "search fitness", f"test {c.metric}", "runs ok"]
     for seed in seeds:
         header += [f"speedup vs #{seed}", f"p vs #{seed}"]
