@@ -28,7 +28,7 @@ def replay(history: list, window: int, run_seed: int, gain: float) -> list[bool]
     records: list[float] = []
     verdicts: list[bool] = []
     for _, parent, seed, record in history:
-        limit = hurdles.limit(records[-window:], verdicts[-window:], gain)
+        limit = hurdles.limit(records[-window:], (sum(verdicts), len(verdicts)), window, gain)
         if parent is not None and limit is not None:
             verdicts.append(record.fitness is not None and hurdles.passes(record.fitness, limit))
         if seed == run_seed and record.fitness is not None:

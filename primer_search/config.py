@@ -158,7 +158,7 @@ class SearchConfig:
     hurdle_window: int = between(100, 1)                      # the first hurdle compares with this many recent
                                                               # records, each next one with half as many
     hurdle_gain: float = between(0.0, 0.0)                    # 0: pass the better half of those records; g > 0:
-                                                              # steer each hurdle's pass rate to half
+                                                              # steer each hurdle to pass half of all it judged
                                                               # (primer_search.search.hurdles.quantile)
     min_hurdle_steps: int = between(10, 0)                    # no hurdle before this many steps (nor before
                                                               # training.warmup_steps): earlier is noise

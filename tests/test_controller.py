@@ -299,8 +299,8 @@ def _thresholds_rebuilt(run_dir, config) -> list[float]:
             window = hurdles.window_at(hurdle, config.search.hurdle_window)
             for n, (_, threshold, _, _) in enumerate(rows):
                 earlier = [f for f, _, _, seed in rows[:n] if seed == config.training.seed][-window:]
-                verdicts = [bool(p) for _, limit, p, _ in rows[:n] if limit is not None][-window:]
-                q = hurdles.quantile(verdicts, config.search.hurdle_gain)
+                verdicts = [bool(p) for _, limit, p, _ in rows[:n] if limit is not None]
+                q = hurdles.quantile(sum(verdicts), len(verdicts), window, config.search.hurdle_gain)
                 assert threshold == hurdles.threshold(earlier, q)
                 checked += [q] if threshold is not None else []
     return checked

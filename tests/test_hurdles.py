@@ -1,7 +1,7 @@
 import pytest
 
-from primer_search.search.hurdles import (MIN_RECORDS, compute_saved, hurdle_fractions, passes, quantile, threshold,
-                                         window_at)
+from primer_search.search.hurdles import (MIN_RECORDS, compute_saved, hurdle_fractions, limit, passes, quantile,
+                                         threshold, window_at)
 
 
 def test_paper_hurdles_split_compute_into_equal_bands():
@@ -16,8 +16,8 @@ def test_paper_hurdles_split_compute_into_equal_bands():
 
 def test_top_half_passes_after_enough_records():
     assert threshold([3.0] * (MIN_RECORDS - 1)) is None and passes(99.0, None)
-    limit = threshold([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert limit == 3.0 and passes(3.0, limit) and passes(2.5, limit) and not passes(3.1, limit)
+    at_most = threshold([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert at_most == 3.0 and passes(3.0, at_most) and passes(2.5, at_most) and not passes(3.1, at_most)
 
 
 def test_a_quantile_threshold_interpolates_between_records():
@@ -26,14 +26,17 @@ def test_a_quantile_threshold_interpolates_between_records():
     assert threshold([1.0, 2.0, 3.0, 4.0, 5.0], 0.1) == pytest.approx(1.4)
 
 
-def test_the_pass_rate_controller_steers_each_hurdle_back_to_half():
-    passing, failing = [True] * 6 + [False] * 2, [False] * 6 + [True] * 2     # 75% and 25% passed lately
-    assert quantile(passing, gain=0) == 0.5 and quantile(failing, gain=0) == 0.5     # the median rule
-    assert quantile(passing, gain=1) == pytest.approx(0.25)                   # too many passed: ask for more
-    assert quantile(failing, gain=1) == pytest.approx(0.75)
-    assert quantile([True] * 8, gain=2) == 0.1 and quantile([False] * 8, gain=2) == 0.9     # clamped
-    assert quantile([True] * (MIN_RECORDS - 1), gain=2) == 0.5               # too few verdicts to steer by
-    assert quantile([True, False] * 4, gain=2) == 0.5                          # on target: the median
+def test_the_pass_rate_controller_steers_each_hurdle_to_half_of_all_it_judged():
+    assert quantile(30, 40, 20, gain=0) == 0.5 and quantile(10, 40, 20, gain=0) == 0.5      # the median rule
+    assert quantile(30, 40, 20, gain=1) == 0.1                              # 10 passes too many: clamped
+    assert quantile(22, 40, 20, gain=1) == pytest.approx(0.4)               # 2 too many, per window of 20
+    assert quantile(18, 40, 20, gain=1) == pytest.approx(0.6)               # 2 too few: let more by
+    assert quantile(22, 40, 20, gain=2) == pytest.approx(0.3)
+    assert quantile(22, 40, 10, gain=1) == pytest.approx(0.3)               # a smaller window steers harder
+    assert quantile(0, 40, 20, gain=2) == 0.9                                # clamped
+    assert quantile(MIN_RECORDS - 1, MIN_RECORDS - 1, 20, gain=2) == 0.5    # too few verdicts to steer by
+    assert quantile(200, 400, 20, gain=2) == 0.5                             # half of all judged: the median
+    assert limit([1.0, 2.0, 3.0, 4.0, 5.0], (3, 4), 5, 1.0) == pytest.approx(2.2)   # quantile 0.3
 
 
 def test_each_hurdle_looks_back_over_half_as_many_records_as_the_one_before():

@@ -245,7 +245,7 @@ class Search:
         else:
             window = hurdles.window_at(i, self.config.search.hurdle_window)
             limit = hurdles.limit(self.store.hurdle_records(i, window, training_seed=self.config.training.seed),
-                                  self.store.hurdle_verdicts(i, window), self.config.search.hurdle_gain)
+                                  self.store.hurdle_tally(i), window, self.config.search.hurdle_gain)
         passed = hurdles.passes(value, limit)
         self.store.record_hurdle(individual, i, question["fraction"], value, passed, threshold=limit)
         return passed

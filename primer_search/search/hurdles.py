@@ -13,9 +13,11 @@ Until `MIN_RECORDS` fitnesses are recorded at a hurdle, everyone passes it. A ca
 fitness it had there.
 
 Even so, an improving population passes more than half (a child is compared with its parents' generation), and each
-extra pass costs compute. `search.hurdle_gain` g > 0 steers each hurdle back to half (`quantile`): a candidate must
-be within the quantile 0.5 - g x (recent pass rate - 0.5) of the recent records, clamped to [0.1, 0.9], the pass
-rate taken over as many recent verdicts at that hurdle as the window holds records. g = 0 is the median.
+extra pass costs compute. `search.hurdle_gain` g > 0 steers each hurdle to half (`quantile`): a candidate must be
+within the quantile 0.5 - g x (passes - judged / 2) / window of the recent records, clamped to [0.1, 0.9], where
+passes and judged count every verdict at that hurdle so far. The excess of passes over half accumulates, so the
+quantile moves until the hurdle has passed half of all it judged (integral control; steering by the recent pass
+rate alone settles above half while the population keeps improving). g = 0 is the median.
 
 The threshold is taken when a trial reaches the hurdle, from every record so far (the search controller answers
 the trial's question, `primer_search.search.controller`). Hurdles must fall after the learning-rate warmup and after a
@@ -66,14 +68,14 @@ def window_at(hurdle: int, window: int) -> int:
     return max(MIN_RECORDS, math.ceil(window / 2 ** hurdle))
 
 
-def quantile(recent_verdicts: Sequence[bool], gain: float) -> float:
-    """The quantile of the recent records a candidate must be within: the median, moved against the recent pass
-    rate with `gain` (none until `MIN_RECORDS` verdicts)."""
-    if gain == 0 or len(recent_verdicts) < MIN_RECORDS:
+def quantile(passed: int, judged: int, window: int, gain: float) -> float:
+    """The quantile of the recent records a candidate must be within: the median, moved by `gain` x the excess of
+    the hurdle's passes over half of the `judged` candidates so far, per `window` (none until `MIN_RECORDS`
+    verdicts)."""
+    if gain == 0 or judged < MIN_RECORDS:
         return 0.5
-    rate = sum(recent_verdicts) / len(recent_verdicts)
     low, high = QUANTILE_BOUNDS
-    return min(high, max(low, 0.5 - gain * (rate - 0.5)))
+    return min(high, max(low, 0.5 - gain * (passed - judged / 2) / window))
 
 
 def threshold(recent: Sequence[float], q: float = 0.5) -> float | None:
@@ -84,9 +86,9 @@ def threshold(recent: Sequence[float], q: float = 0.5) -> float | None:
     return float(np.quantile(recent, q))
 
 
-def limit(recent: Sequence[float], recent_verdicts: Sequence[bool], gain: float) -> float | None:
-    """The threshold the controller takes at a hurdle from its recent records and verdicts there."""
-    return threshold(recent, quantile(recent_verdicts, gain))
+def limit(recent: Sequence[float], tally: tuple[int, int], window: int, gain: float) -> float | None:
+    """The threshold the controller takes at a hurdle from its recent records and its (passed, judged) tally."""
+    return threshold(recent, quantile(*tally, window, gain))
 
 
 def passes(fitness: float, limit: float | None) -> bool:

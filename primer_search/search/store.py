@@ -219,12 +219,12 @@ class RunStore(RunDatabase):
                                 "ORDER BY h.rowid DESC LIMIT ?", (hurdle, training_seed, training_seed, limit))
         return [fitness for (fitness,) in rows]
 
-    def hurdle_verdicts(self, hurdle: int, limit: int) -> list[bool]:
-        """Whether each of the most recent `limit` candidates judged against a threshold at `hurdle` passed it,
-        newest first."""
-        rows = self._db.execute("SELECT passed FROM hurdles WHERE hurdle = ? AND threshold IS NOT NULL "
-                                "ORDER BY rowid DESC LIMIT ?", (hurdle, limit))
-        return [bool(passed) for (passed,) in rows]
+    def hurdle_tally(self, hurdle: int) -> tuple[int, int]:
+        """(passed, judged): how many candidates judged against a threshold at `hurdle` passed it, and how many
+        were judged."""
+        passed, judged = self._db.execute("SELECT COALESCE(SUM(passed), 0), COUNT(*) FROM hurdles WHERE hurdle = ? "
+                                          "AND threshold IS NOT NULL", (hurdle,)).fetchone()
+        return int(passed), int(judged)
 
     def hurdle_history(self, hurdle: int) -> list[tuple[int, int | None, int | None, HurdleRecord]]:
         """Every record at `hurdle` in recording order: (individual id, its parent id, its training seed, record)."""
