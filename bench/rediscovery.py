@@ -94,9 +94,9 @@ def main() -> None:
     with RunStore.open(run_dir) as store:
         print(f"searched {store.meta_get(SEARCH_SECONDS, 0.0) / 3600:.2f} h: {store.counts()['done']} individuals")
         print(status_text(read_status(store)), flush=True)       # compute saved, hurdle passes, noise
-    evolution = default.replace(f"-{args.mode}-", "-evolution-") if args.mode != "evolution" else None
-    against = args.against or evolution
-    against = against if against and (pathlib.Path(against) / "run.sqlite").exists() else None
+    against = args.against or (default.replace(f"-{args.mode}-", "-evolution-") if args.mode != "evolution" else None)
+    if against and not (pathlib.Path(against) / "run.sqlite").exists():
+        against = None                                                    # not run (or not here): nothing to compare
     result = confirm(run_dir, k=args.top, seeds=args.seeds, budget_multiplier=args.budget_multiplier,
                      on_result=lambda i, s, r: print(f"  confirm #{i} seed {s}: {r['status']} "
                                                      f"{r.get('fitness') or float('nan'):.4f}", flush=True),
