@@ -11,11 +11,13 @@ last line is the best confirmed program's speedup factor (target: >= 1.2 at p < 
 `--mode random` and `--mode hill_climb` run the baselines at the same budget; when the evolution run of the same
 search seed is confirmed, a baseline copies its trainings of the programs both runs confirm (the seed's; `confirm
 --reuse`) and prints its best against the evolution's best, paired by training seed (`confirm --against`; a factor
-below 1: the baseline's best is worse).
+below 1: the baseline's best is worse). `--reuse RUN_DIR` names a run of the same setting whose seed evaluations the
+search copies instead of training them (`primer-search run --reuse`) and whose confirmed trainings `confirm` copies.
 
     python bench/rediscovery.py --search-seed N [--mode evolution|random|hill_climb] [--hours 2] [--top 5]
                                 [--seeds 5] [--budget-multiplier 1] [--config search_configs/discovery.yaml]
                                 [--run-dir bench/results/rediscovery-CONFIG-MODE-N] [--against RUN_DIR]
+                                [--reuse RUN_DIR ...]
                                 [--set section.key=value ...]
 """
 
@@ -42,7 +44,7 @@ class TimeUp(Exception):
     pass
 
 
-def search_for(run_dir: pathlib.Path, config, hours: float) -> None:
+def search_for(run_dir: pathlib.Path, config, hours: float, reuse=()) -> None:
     """Start or resume the search and stop it once its controllers have run it for `hours` in all. A run directory
     holding a run under other settings (another --config, --mode, --search-seed or --set) is refused, not resumed."""
     if (run_dir / "run.sqlite").exists():
@@ -55,7 +57,8 @@ def search_for(run_dir: pathlib.Path, config, hours: float) -> None:
             print(f"{run_dir}: holds a run with other {', '.join(differ)}; expected --run-dir naming a new "
                   f"directory, or the settings it was run with", file=sys.stderr)
             raise SystemExit(2)
-    search = Search.resume(run_dir) if (run_dir / "run.sqlite").exists() else Search.start(config, run_dir)
+    exists = (run_dir / "run.sqlite").exists()
+    search = Search.resume(run_dir) if exists else Search.start(config, run_dir, reuse=reuse)
 
     def on_progress(status) -> None:
         elapsed = search.store.meta_get(SEARCH_SECONDS, 0.0)
@@ -84,25 +87,28 @@ def main() -> None:
     parser.add_argument("--run-dir")
     parser.add_argument("--against", help="a confirmed run to compare the best program with (default for a "
                                           "baseline: the evolution run of the same config and search seed)")
+    parser.add_argument("--reuse", action="append", default=[], help="a run of the same setting to copy the seed's "
+                                                                     "evaluations and confirmed trainings from")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
     default = f"bench/results/rediscovery-{pathlib.Path(args.config).stem}-{args.mode}-{args.search_seed}"
     run_dir = pathlib.Path(args.run_dir or default)          # a directory per config: two configs' runs never mix
     config = load_config(args.config, [f"search.seed={args.search_seed}", f"search.mode={args.mode}",
                                        *args.overrides])
-    search_for(run_dir, config, args.hours)
+    search_for(run_dir, config, args.hours, args.reuse)
     with RunStore.open(run_dir) as store:
         print(f"searched {store.meta_get(SEARCH_SECONDS, 0.0) / 3600:.2f} h: {store.counts()['done']} individuals")
         print(status_text(read_status(store)), flush=True)       # compute saved, hurdle passes, noise
     against = args.against or (default.replace(f"-{args.mode}-", "-evolution-") if args.mode != "evolution" else None)
     if against and not (pathlib.Path(against) / "run.sqlite").exists():
         against = None                                                    # not run (or not here): nothing to compare
+    reuse = args.reuse + ([against] if against else [])        # the seed trains alike in each: copied, not repeated
     result = confirm(run_dir, k=args.top, seeds=args.seeds, budget_multiplier=args.budget_multiplier,
                      on_result=lambda i, s, r: print(f"  confirm #{i} seed {s}: {r['status']} "
                                                      f"{r.get('fitness') or float('nan'):.4f}", flush=True),
-                     reuse=[against] if against else [])     # the seed trains alike in both: copied, not repeated
+                     reuse=reuse)
     if result.copied:
-        print(f"copied {result.copied} trainings of the same programs from {against}")
+        print(f"copied {result.copied} trainings of the same programs from {', '.join(reuse)}")
     with RunStore.open(run_dir) as store:
         print(f"\nconfirmed on {result.test_split}, {len(result.training_seeds)} training seeds, "
               f"{result.budget:.3g} {result.budget_kind}")

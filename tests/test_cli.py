@@ -116,6 +116,11 @@ def test_run_then_read_the_run(tmp_path, capsys):
     assert main(["show", str(run_dir)]) == 2 and f"(e.g. {run_dir}:1)" in capsys.readouterr().err
     assert main(["resume", str(run_dir)]) == 0                       # nothing left to do: it just reports
     assert "individuals done    4 of 4" in capsys.readouterr().out
+    copy = ["run", str(config), "--run-dir", str(tmp_path / "copy"), "--reuse", str(run_dir), "--progress-every", "0"]
+    assert main(copy) == 0 and "(1 of the seed's evaluations copied from other runs" in capsys.readouterr().out
+    assert main([*copy[:3], str(tmp_path / "other"), *copy[4:], "--set", "training.budget=5"]) == 2
+    assert "its evaluations were measured with other model, data and training" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
 
 
 def test_run_errors_are_one_line(tmp_path, capsys):

@@ -110,7 +110,7 @@ def run(args) -> int:
     config = load_config(args.config, _search_overrides(args))
     run_dir = args.run_dir = args.run_dir or pathlib.Path("runs") / (
         f"{pathlib.Path(args.config).stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    search = Search.start(config, run_dir)
+    search = Search.start(config, run_dir, reuse=args.reuse)
     print(f"run directory: {run_dir}", file=sys.stderr)
     return _finish(search, args.progress_every)
 

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--address", help="a Ray cluster: auto, or ray://host:10001 (default: a local Ray)")
         command.add_argument("--progress-every", type=float, default=10.0, metavar="SECONDS",
                              help="seconds between progress lines (default 10; 0: none)")
+    run.add_argument("--reuse", action="append", default=[], metavar="RUN_DIR",
+                     help="copy the seed's evaluations from that run of the same setup instead of training them "
+                          "again (same results under common random numbers; repeatable)")
     run.set_defaults(run=commands.run)
     resume.add_argument("run_dir", help="the run directory of the search")
     resume.set_defaults(run=commands.resume)

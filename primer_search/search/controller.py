@@ -7,7 +7,8 @@ whether to go on; the verdict is taken then, from every hurdle record so far (tr
 recorded at once with its threshold. Each completion records its result and, with a fitness, enters the
 population. Because the store holds every proposal, plan, verdict and result and the random state,
 `Search.resume` rebuilds everything by replaying it, re-submits the proposals that were in flight (a re-run trial
-meets the thresholds recorded for it), and goes on.
+meets the thresholds recorded for it), and goes on. A run may copy its seeds' evaluations from earlier runs of the
+same setup instead of training them (`primer_search.search.seed_copies`).
 
 Trials run `primer_search.search.trial.run_trial(payload, ask)` in whatever process the executor chooses.
 """
@@ -30,11 +31,14 @@ from primer_search.search.cache import ProgramCache
 from primer_search.search.events import EventLog
 from primer_search.search.evolution import Evolution, Member, Proposal
 from primer_search.search.executors import make_executor
+from primer_search.search.seed_copies import SeedCopies, check_reusable
 from primer_search.search.status import SEARCH_CLOCK_EVERY, SEARCH_SECONDS, Status, read_status
 from primer_search.search.store import MEASURED, RunStore
 from primer_search.search.trial import failure_result, run_trial
 
 __all__ = ["Search", "Status", "read_status", "run_trial", "load_seeds", "RESUMABLE_KEYS"]
+
+REUSE = "reuse"     # store meta: the run directories whose seed evaluations a run copies
 
 # What `resume --set` may change: how the run executes, and how long it goes on. Anything else would mix
 # measurements taken under two settings (results and hurdle records are reused by program).
@@ -133,13 +137,20 @@ class Search:
         self.started = time.time()
         self.done_at_start = 0
         self.events = EventLog(store)
+        reused = store.meta_get(REUSE, [])
+        self.copies = SeedCopies(config, reused) if reused else None
 
     @classmethod
-    def start(cls, config: Config, run_dir) -> "Search":
+    def start(cls, config: Config, run_dir, reuse=()) -> "Search":
+        """A new search in `run_dir`; `reuse`: run directories of the same setup whose seed evaluations it copies
+        instead of training them again (`primer_search.search.seed_copies`)."""
         seeds = load_seeds(config.search.seeds, config.search.metric)   # a bad seed fails before the run exists
         check_hurdle_placement(config, seeds)
         check_files(config.data)
+        reuse = check_reusable(config, reuse)
         store = RunStore.create(run_dir, config.to_dict())
+        if reuse:
+            store.meta_set(REUSE, reuse)
         return cls(config, store, random.Random(config.search.seed), seeds)
 
     @classmethod
@@ -223,10 +234,19 @@ class Search:
         self._dispatch(executor, self.store.individual(individual), dna)
 
     def _dispatch(self, executor, row, dna: DNA) -> None:
-        """Train the proposal `row` with its training seed, or record the result it reuses."""
+        """Train the proposal `row` with its training seed, or record the result it reuses: a known program's, or
+        for a seed's evaluation, the same evaluation in a run it reuses."""
         if row.training_seed is None:
             reused = self.store.individual(self.cache.by_id[row.id].result)
             self._finish(row, dna, reused.metrics, cached_from=reused.id)
+            return
+        copy = self.copies and row.parent_id is None
+        found = self.copies.find(row.canonical_hash, row.training_seed) if copy else None
+        if found is not None:
+            run_dir, source = found
+            for record in source.hurdles:
+                self.store.record_hurdle(row.id, record.hurdle, record.fraction, record.fitness, record.passed)
+            self._finish(row, dna, source.metrics, worker=f"copy of {run_dir} #{source.id}", attempts=0)
             return
         executor.submit(row.id, run_trial, {"dna": dna.to_dict(), "config": self.trial_config,
                                             "training_seed": row.training_seed, "threads": self.threads})

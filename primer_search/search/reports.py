@@ -32,6 +32,9 @@ def status_text(status) -> str:
         factor, children, seeds = status.children_factor
         lines.append(f"                    {factor:.2f}x over the {children} children, the seed's {seeds} "
                      f"evaluation{'s' * (seeds != 1)} aside")
+    if status.copied:
+        lines.append(f"                    ({status.copied} of the seed's evaluations copied from other runs of the "
+                     f"same setup: done, not spent here)")
     if status.trained_factor:
         factor, trained = status.trained_factor
         lines.append(f"                    {factor:.2f}x over the {trained} children that trained (ok or stopped; "

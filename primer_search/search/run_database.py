@@ -115,6 +115,8 @@ class RunDatabase:
                 seq INTEGER UNIQUE,                  completion order 1, 2, 3... (dense: never deleted)
                 status TEXT, fitness REAL NULL,      a NaN fitness is stored as NULL
                 metrics TEXT (JSON of FitnessResult.to_dict()), worker TEXT NULL, attempts INTEGER,
+                                                     0: a seed evaluation copied from another run, which
+                                                     worker names (primer_search.search.seed_copies)
                 cached_from INTEGER NULL,            the individual whose result a cache hit reused
                 started_at REAL NULL, finished_at REAL)
         indexes: individuals(canonical_hash), hurdles(hurdle); results(seq) by UNIQUE

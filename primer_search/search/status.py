@@ -31,6 +31,7 @@ class Status:
     noise: tuple[float, int] | None = None   # the first seed's final metric: (standard deviation, evaluations)
     improvements: int | None = None          # programs better than the seed beyond the promotion margin
     compared: int | None = None              # programs (children with a finished evaluation) compared
+    copied: int = 0                          # seed evaluations copied from other runs (no compute spent here)
 
     @property
     def cache_hit_rate(self) -> float:
@@ -64,7 +65,7 @@ def read_status(store: RunStore, since: float | None = None, done_before: int = 
         elapsed = store.meta_get(SEARCH_SECONDS) or time.time() - store.meta_get("created_at")
     rate = (counts["done"] - done_before) / elapsed * 3600 if elapsed > 0 else 0.0
     completed = store.completed()
-    trained = sum(1 for row in completed if row.status == "ok" and row.cached_from is None)
+    trained = sum(1 for row in completed if row.status == "ok" and _trained_here(row))
     spent = _spent(completed)
     children = [row for row in completed if row.parent_id is not None]
     children_spent = _spent(children)
@@ -85,23 +86,30 @@ def read_status(store: RunStore, since: float | None = None, done_before: int = 
                   trained_factor=((trained_children / children_spent, trained_children)
                                   if children_spent > 0 else None),
                   noise=(final["std"], final["runs"]) if final and final["std"] is not None else None,
-                  improvements=improvements, compared=compared)
+                  improvements=improvements, compared=compared,
+                  copied=sum(1 for row in completed if row.attempts == 0))
 
 
 def _hurdle_passes(children) -> tuple[tuple[int, int], ...]:
     """Per hurdle, how many of the trained children reached it and how many of those passed it."""
     counts: dict[int, list[int]] = {}
     for row in children:
-        for record in row.hurdles if row.cached_from is None else ():
+        for record in row.hurdles if _trained_here(row) else ():
             reached_passed = counts.setdefault(record.hurdle, [0, 0])
             reached_passed[0] += 1
             reached_passed[1] += record.passed
     return tuple(tuple(counts[h]) for h in sorted(counts))
 
 
+def _trained_here(row) -> bool:
+    """Whether the row's result is its own training in this run: not a cache hit, nor a seed evaluation copied
+    from another run (recorded with 0 attempts)."""
+    return row.cached_from is None and row.attempts != 0
+
+
 def _spent(rows) -> float:
-    """Full training budgets the rows' own trainings spent (a cache hit spends none)."""
-    return sum(row.metrics.get("budget_fraction") or 0.0 for row in rows if row.cached_from is None)
+    """Full training budgets the rows' own trainings in this run spent."""
+    return sum(row.metrics.get("budget_fraction") or 0.0 for row in rows if _trained_here(row))
 
 
 def _improvements(completed, final: dict, metric: str) -> tuple[int, int]:

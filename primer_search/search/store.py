@@ -81,7 +81,7 @@ class Individual:
     fitness: float | None = None         # lower is better
     metrics: dict | None = None          # FitnessResult.to_dict()
     worker: str | None = None
-    attempts: int | None = None
+    attempts: int | None = None          # 0: copied from another run (`worker` names it), not trained here
     cached_from: int | None = None       # a cache hit: the individual whose result this is
     started_at: float | None = None
     finished_at: float | None = None
