@@ -32,17 +32,13 @@ def evaluation_key(config: Config) -> dict[str, str]:
                 f"{search.metric} {search.objective} {search.inference_weight!r}"}
 
 
-def _key_of(run_dir) -> dict[str, str]:
-    with RunStore.open(run_dir) as other:
-        return evaluation_key(config_from_dict(other.config))
-
-
 def check_reusable(config: Config, run_dirs) -> list[str]:
     """The run directories as absolute paths, or a ValueError naming one that holds no run or whose evaluations were
     measured under another setup, and what differs."""
     key = evaluation_key(config)
     for run_dir in run_dirs:
-        theirs = _key_of(run_dir)                        # no run there: ValueError from RunStore.open
+        with RunStore.open(run_dir) as other:            # no run there: ValueError naming the directory
+            theirs = evaluation_key(config_from_dict(other.config))
         differ = [name for name, value in key.items() if theirs[name] != value]
         if differ:
             raise ValueError(f"--reuse {run_dir}: its evaluations were measured with other {'; '.join(differ)}; "
@@ -61,9 +57,9 @@ class SeedCopies:
         end, in the first of the runs that holds one; None if none does."""
         for run_dir in self.run_dirs:
             try:
-                if _key_of(run_dir) != self.key:
-                    continue
                 with RunStore.open(run_dir) as other:
+                    if evaluation_key(config_from_dict(other.config)) != self.key:
+                        continue
                     for individual in other.individuals_without_parent():
                         if ((individual.canonical_hash, individual.training_seed) == (canonical_hash, training_seed)
                                 and individual.status == "ok" and individual.cached_from is None):
