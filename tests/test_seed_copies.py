@@ -1,7 +1,7 @@
 import pytest
 
 from primer_search.search.controller import Search
-from primer_search.search.reports import status_text
+from primer_search.search.reports import describe_individual, status_text
 from primer_search.search.status import read_status
 from primer_search.search.store import RunStore
 from test_controller import Killing, _simulated_config, fake_trial
@@ -54,6 +54,9 @@ def test_a_run_copies_the_seed_evaluations_of_a_run_of_the_same_setup(tmp_path, 
     spent = sum(r.metrics["budget_fraction"] for r in children if r.cached_from is None)
     assert status.copied == 3 and status.compute_factor == pytest.approx(status.done / spent)
     assert "3 of the seed's evaluations copied from other runs" in status_text(status)
+    with RunStore.open(tmp_path / "second") as store:
+        assert describe_individual(store, 2).startswith(f"individual 2: status ok, fitness {second[1].fitness}, "
+                                                        f"copy of {tmp_path / 'first'} #2\n")
 
 
 def test_a_run_of_another_setup_is_refused_before_the_run_exists(tmp_path, monkeypatch):

@@ -111,6 +111,7 @@ def describe_individual(store: RunStore, individual_id: int) -> str:
     listing = to_listing(DNA.from_dict(ind.dna))
     result = (f"status {ind.status}, fitness {ind.fitness if ind.fitness is not None else '-'}"
               + (f", reused from individual {ind.cached_from}" if ind.cached_from else "")
+              + (f", {ind.worker}" if ind.attempts == 0 else "")          # copied from another run
               if ind.done else "in flight")
     metrics = ind.metrics or {}
     error = metrics.get("error")
