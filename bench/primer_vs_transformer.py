@@ -59,7 +59,7 @@ from primer_search.config import load_config  # noqa: E402
 from primer_search.lm.data import load_data  # noqa: E402
 from primer_search.lm.fitness import evaluate  # noqa: E402
 from primer_search.program.seeds import load_seed  # noqa: E402
-from primer_search.search.confirmation import compute_to_reach as reach  # noqa: E402
+from primer_search.search.speedup import compute_to_reach as reach  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2"
@@ -111,7 +111,7 @@ def curve(result, batch_tokens: int) -> list[tuple[str, int, float, float, float
 
 
 def compute_to_reach(points, target: float, axis: int) -> tuple[str, float]:
-    """`confirmation.compute_to_reach` along one compute axis of these points (2: seconds, 3: FLOPs)."""
+    """`speedup.compute_to_reach` along one compute axis of these points (2: seconds, 3: FLOPs)."""
     keys = ("label", "step", "train_seconds", "flops", "validation_loss")
     return reach([dict(zip(keys, point)) for point in points], target, "validation_loss", keys[axis])
 

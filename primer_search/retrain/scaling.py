@@ -1,7 +1,7 @@
 """The arithmetic of a retrain report: per program and size, the final quality over seeds, the speedup factor
 against each baseline with its confidence interval, and a power law of quality against training compute.
 
-The speedup factor is the confirmation's (`confirmation.speedup_factor`, So et al. 2021 section 4): the training
+The speedup factor is the confirmation's (`primer_search.search.speedup`, So et al. 2021 section 4): the training
 FLOPs the baseline needs to reach a quality over the FLOPs the program needs, at the quality both reach (the
 baseline's final one, or the program's where the program ends worse: a factor below 1), paired by training seed at
 each size, averaged on the log scale (geometric mean and t interval of the log factors). The power law is the
@@ -16,7 +16,7 @@ import math
 from typing import Sequence
 
 from primer_search.search import stats
-from primer_search.search.confirmation import speedup_factor
+from primer_search.search.speedup import speedup_factor
 
 LEVEL = 0.95
 
