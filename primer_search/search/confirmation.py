@@ -30,8 +30,8 @@ from typing import Callable, Sequence
 from primer_search.config import Config, config_from_dict
 from primer_search.program.dna import DNA
 from primer_search.search import stats
-from primer_search.search.speedup import Speedup, curve_of, speedup_factor
 from primer_search.search.run_database import RunInUse
+from primer_search.search.speedup import Speedup, curve_of, speedup_factor
 from primer_search.search.store import REUSABLE_STATUSES, ConfirmationRecord, RunStore
 from primer_search.search.trial import run_evaluations
 

@@ -98,7 +98,8 @@ class RunDatabase:
 
     Schema (JSON columns hold `json.dumps` text; NaN and infinities round-trip through Python's json):
         meta(key TEXT PRIMARY KEY, value TEXT)       JSON values: format_version, config (the resolved config dict),
-                                                     created_at (Unix seconds), rng_state (random.Random.getstate())
+                                                     created_at (Unix seconds), rng_state (random.Random.getstate()),
+                                                     reuse (run directories whose seed evaluations it copies)
         individuals(id INTEGER PRIMARY KEY,          1, 2, 3... in proposal order
                     parent_id INTEGER NULL,          None for seeds
                     mutation TEXT NULL, mutation_detail TEXT NULL (JSON),
