@@ -106,6 +106,10 @@ def test_run_then_read_the_run(tmp_path, capsys):
                      r"[\d.]+ MFLOPs/token$", shown, re.M)
     assert main(["show", f"{run_dir}:2"]) == 0                      # as retrain and confirm name it
     assert capsys.readouterr().out == shown
+    assert main(["show", f"{run_dir}:2", "--lineage"]) == 0
+    assert capsys.readouterr().out.startswith("individual 2: 1 mutation from seed 1 ")
+    assert main(["show", "transformer", "--lineage"]) == 2
+    assert "expected an individual of a run (RUN_DIR:ID)" in capsys.readouterr().err
     out = tmp_path / "best.yaml"
     assert main(["export", str(run_dir), "2", "-o", str(out)]) == 0
     assert load_dna(out).subprograms and main(["validate", str(out)]) == 0

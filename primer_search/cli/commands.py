@@ -23,11 +23,13 @@ def _load(path_or_seed: str) -> DNA:
 
 def show(args) -> None:
     if args.id is not None:
-        from primer_search.search.reports import describe_individual
+        from primer_search.search.reports import describe_individual, lineage_text
 
         with _open_run(args.dna) as store:
-            print(describe_individual(store, args.id))
+            print((lineage_text if args.lineage else describe_individual)(store, args.id))
         return
+    if args.lineage:
+        raise ValueError(f"show --lineage: found {args.dna}, expected an individual of a run (RUN_DIR:ID)")
     from primer_search.cli.inspection import describe
 
     if args.config and (args.unit or args.width_units):

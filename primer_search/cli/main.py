@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--width-units", type=_positive, help="block width in units (default 8)")
     show.add_argument("--config", help="a search config; size the model into its model.param_band")
     show.add_argument("--graph", action="store_true", help="also print the lowered live graph")
+    show.add_argument("--lineage", action="store_true", help="with a run's individual: how the search reached it, "
+                      "its line of descent from the seed with each mutation and fitness, instead of its listing")
     show.set_defaults(run=commands.show)
 
     export = subcommands.add_parser("export", help="write a DNA (a seed, a file, or a run's individual) to a .yaml, "

@@ -1,4 +1,5 @@
-"""Reading a run: the status summary, the table of the best programs, one program and how it changed."""
+"""Reading a run: the status summary, the table of the best programs, one program, how it changed and how the
+search reached it."""
 
 from __future__ import annotations
 
@@ -99,10 +100,12 @@ def _diff(before: str, after: str, names: tuple[str, str]) -> str:
     return "\n".join(lines) or "(no change in the listing)"
 
 
-def _root(store: RunStore, individual: Individual) -> Individual:
-    while individual.parent_id is not None:
-        individual = store.individual(individual.parent_id)
-    return individual
+def _line_of_descent(store: RunStore, individual: Individual) -> list[Individual]:
+    """The individual's seed, each ancestor after it, and the individual."""
+    line = [individual]
+    while line[-1].parent_id is not None:
+        line.append(store.individual(line[-1].parent_id))
+    return line[::-1]
 
 
 def describe_individual(store: RunStore, individual_id: int) -> str:
@@ -134,11 +137,32 @@ def describe_individual(store: RunStore, individual_id: int) -> str:
         parent = store.individual(ind.parent_id)
         parts += ["", f"versus parent {parent.id}:",
                   _diff(to_listing(DNA.from_dict(parent.dna)), listing, (f"#{parent.id}", f"#{ind.id}"))]
-        seed = _root(store, ind)
+        seed = _line_of_descent(store, ind)[0]
         if seed.id != parent.id:
             parts += ["", f"versus seed {seed.id}:",
                       _diff(to_listing(DNA.from_dict(seed.dna)), listing, (f"#{seed.id}", f"#{ind.id}"))]
     return "\n".join(parts)
+
+
+def lineage_text(store: RunStore, individual_id: int) -> str:
+    """How the search reached an individual: its line of descent from the seed, one row per program with its
+    status, search fitness, the change from its parent's fitness (where both trained to the end: a stopped program's
+    fitness is from a hurdle, earlier in training), hurdles, once `confirm` ran its confirmed figures, and the
+    mutation that made it."""
+    line = _line_of_descent(store, store.individual(individual_id))
+    confirmation = stored_confirmation(store)
+    rows = [("id", "status", "fitness", "change", "hurdles", *(("confirmed", "speedup") if confirmation else ()),
+             "mutation")]
+    for parent, ind in zip([None, *line], line):
+        both_ok = parent is not None and ind.status == parent.status == "ok"
+        cells = [str(ind.id), ind.status or "in flight", _number(ind.fitness, ".4f"),
+                 f"{ind.fitness - parent.fitness:+.4f}" if both_ok else "-", _hurdle_reached(ind)]
+        if confirmation is not None:
+            cells += _confirmed_cells(confirmation, ind.id)[:2]
+        rows.append((*cells, str(ind.mutation_detail or ind.mutation or "seed")))
+    steps = len(line) - 1
+    return (f"individual {individual_id}: {steps} mutation{'s' * (steps != 1)} from seed {line[0].id} (change: "
+            f"fitness minus the parent's, both trained to the end)\n" + _align(rows, "  "))
 
 
 # -- calibration and confirmation (search.calibration, search.confirmation) ----------------------------------------
