@@ -45,3 +45,13 @@ def test_machine_failures_are_not_reused():
     assert _propose(cache, 2, "a") == Plan(1, 1)                   # no reusable result yet: train again
     cache.completed(2, "ok", 4.0)
     assert _propose(cache, 3, "a") == Plan(1, None) and cache.by_id[3].result == 2
+
+
+def test_a_cache_hit_reuses_an_evaluation_that_trained_to_the_end_over_a_stopped_first_one():
+    cache = ProgramCache(reevaluations=1, base_seed=0)
+    _propose(cache, 1, "a")
+    assert cache.completed(1, "stopped", 6.1) == (6.1, [])
+    assert _propose(cache, 2, "a") == Plan(1, 1)
+    assert cache.completed(2, "ok", 5.5) == (5.5, [])
+    assert _propose(cache, 3, "a") == Plan(1, None) and cache.by_id[3].result == 2
+    assert cache.completed(3, "ok", 5.5, cached_from=2) == (5.5, [])

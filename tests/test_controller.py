@@ -415,6 +415,32 @@ def test_seeds_evaluated_several_times_calibrate_the_run(tmp_path, monkeypatch):
     assert status.noise is not None and status.noise[1] == 3 and "noise" in status.line()
 
 
+def test_a_calibration_lost_to_a_kill_after_the_last_seed_result_is_stored_on_resume(tmp_path, monkeypatch):
+    monkeypatch.setattr("primer_search.search.controller.run_trial", fake_trial)
+    search = Search.start(_simulated_config().replace(search={"seed_evaluations": 3, "num_individuals": 5}),
+                          tmp_path / "run")
+    search.run(executor=Killing(search.answer))
+    calibration = search.store.meta_get("calibration")
+    with search.store.transaction():                      # killed between the two commits
+        search.store._db.execute("DELETE FROM meta WHERE key = 'calibration'")
+    search.close()
+    Search.resume(tmp_path / "run").close()
+    with RunStore.open(tmp_path / "run") as store:
+        assert calibration is not None and store.meta_get("calibration") == calibration
+
+
+def test_a_trial_that_died_without_reporting_counts_as_a_whole_budget_spent():
+    from types import SimpleNamespace
+
+    from primer_search.search.status import _spent
+
+    def row(status, **metrics):
+        return SimpleNamespace(status=status, cached_from=None, attempts=1, metrics={"status": status, **metrics})
+    rows = [row("stopped", budget_fraction=0.25), row("invalid", budget_fraction=0.0),
+            row("timeout", error="timeout: no result after 1500 s"), row("oom", error="oom: killed")]
+    assert _spent(rows) == 2.25
+
+
 def test_the_summary_counts_failed_children_as_spent_not_as_saved(tmp_path, monkeypatch):
     """Invalid and quickly diverging children cost almost nothing: the factor over the children that trained
     counts their compute but not them."""

@@ -112,3 +112,37 @@ def test_proposals_follow_the_search_space_priors():
         for _ in range(5):
             proposal = evolution.propose()
             assert proposal.mutation.detail.count("insert") >= 1 and "DCONV_" in proposal.mutation.detail, mode
+
+
+def test_a_seed_that_fails_before_the_next_is_proposed_leaves_the_same_population_as_a_replay():
+    config = SearchConfig(population_size=10, tournament_size=2, seeds=("a", "b", "c", "d"))
+    seeds = [load_seed("transformer")] * 4
+    live, replayed = (Evolution(config, seeds, random.Random(0)) for _ in range(2))
+    for i in (1, 2):                                        # live: seed 1 fails before seeds 3 and 4 are proposed
+        live.add(Member(i, seeds[0], None), is_seed=True)
+    live.set_fitness([1], None)
+    for i in (3, 4):
+        live.add(Member(i, seeds[0], None), is_seed=True)
+    for i in (1, 2, 3, 4):                                  # a replay: every proposal first, then the results
+        replayed.add(Member(i, seeds[0], None), is_seed=True)
+    replayed.set_fitness([1], None)
+    assert [m.id for m in live.population] == [m.id for m in replayed.population] == [2, 2, 2, 3, 3, 4, 4]
+
+
+def test_the_hill_climber_moves_to_another_member_when_the_best_ones_mean_gets_worse():
+    config = SearchConfig(mode="hill_climb", population_size=3, tournament_size=2)
+    seed_dna = load_seed("transformer")
+    evolution = Evolution(config, [seed_dna], random.Random(0))
+    evolution.add(Member(1, seed_dna, None), is_seed=True)
+    evolution.set_fitness([1], 5.0)
+    for i, fitness in ((2, 4.6), (3, 4.5), (4, 4.9), (5, 4.8)):   # 2 ages out of the population
+        evolution.add(Member(i, seed_dna, fitness))
+    assert evolution.best.id == 3 and evolution._parent().id == 3
+    evolution.set_fitness([3], 4.55)                       # a re-evaluation: still the best
+    assert (evolution.best.id, evolution.best.fitness, evolution.best.dna) == (3, 4.55, seed_dna)
+    evolution.set_fitness([3], 4.7)                        # now 2, no longer in the population, is better
+    assert (evolution.best.id, evolution.best.fitness, evolution.best.dna) == (2, 4.6, None)
+    evolution.best = dataclasses.replace(evolution.best, dna=seed_dna)     # as the controller fills it in
+    assert evolution._parent().id == 2
+    evolution.set_fitness([2], None)
+    assert evolution.best.id == 3

@@ -31,8 +31,13 @@ def test_lineage_lists_the_line_of_descent_from_the_seed(tmp_path):
                            ["2", "ok", "3.7000", "-0.0500", "-", "insert S0.0 SCALE in1=0"],
                            ["4", "stopped", "3.9000", "-", "0/1 stop", "delete S2.1 SHIFT"],
                            ["5", "ok", "3.6000", "-", "-", "mutate_bank"]]     # a stopped parent: no change
-    with RunStore.open(tmp_path / "run") as store:
+    with RunStore.open(tmp_path / "run", lock=True) as store:
         assert _rows(lineage_text(store, 1)) == [_rows(text)[0], _rows(text)[1]]
+        again = store.add_proposal(5, "insert", "insert a no-op", EMPTY_DNA, "h4mutate_bank", training_seed=1,
+                                   repeat_of=5)
+        store.record_result(again, "ok", 3.65, metrics("ok", 3.7))         # program 5 again: the mean
+        assert _rows(lineage_text(store, again))[-1] == [str(again), "ok (= #5)", "3.6500", "-", "-",
+                                                         "insert a no-op"]
 
 
 def test_lineage_shows_confirmed_figures_once_confirmed(tmp_path):

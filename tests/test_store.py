@@ -101,6 +101,22 @@ def test_counts_and_top(store):
     assert store.top(3, "no_such_metric") == []
 
 
+def test_top_lists_a_program_once_at_its_first_evaluation_with_its_latest_mean(store):
+    lucky = store.add_proposal(None, None, None, DNA, "a", training_seed=0)
+    other = store.add_proposal(None, None, None, DNA, "b", training_seed=0)
+    again = [store.add_proposal(None, None, None, DNA, "a", training_seed=s, repeat_of=lucky) for s in (1, 2)]
+    hit = store.add_proposal(None, None, None, DNA, "a", repeat_of=lucky)
+    store.record_result(lucky, "ok", 3.0, metrics(fitness=3.0))         # a lucky first draw
+    store.record_result(other, "ok", 3.2, metrics(fitness=3.2))
+    store.record_result(again[0], "stopped", 3.9, metrics("stopped", 3.9))
+    store.record_result(again[1], "ok", 3.3, metrics(fitness=3.6))       # the mean of 3.0 and 3.6, as recorded
+    assert [(i.id, i.fitness) for i in store.top(10)] == [(other, 3.2), (lucky, 3.3)]
+    store.record_result(hit, "ok", 3.25, metrics(fitness=3.3), cached_from=again[1])
+    assert [(i.id, i.fitness) for i in store.top(10)] == [(other, 3.2), (lucky, 3.25)]
+    assert [(i.id, i.fitness) for i in store.top(1, statuses=("ok", "stopped"))] == [(other, 3.2)]
+    assert [i.id for i in store.top(10, statuses=("stopped",))] == [again[0]]
+
+
 def test_rng_state_round_trips_exactly(store, tmp_path):
     rng = random.Random(1234)
     rng.gauss(0.0, 1.0)                         # gauss_next holds a float: the state's third element

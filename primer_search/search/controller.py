@@ -192,6 +192,7 @@ class Search:
         self.evolution.population = type(self.evolution.population)(
             map(fill, self.evolution.population), maxlen=self.evolution.population.maxlen)
         self.evolution.best = fill(self.evolution.best)
+        self._store_calibration()            # a kill between the last seed's result and its calibration
 
     # -- proposing -----------------------------------------------------------------------------------------
 
@@ -281,6 +282,9 @@ class Search:
             self.evolution.add(Member(row.id, dna, fitness, row.canonical_hash))
         if others:
             self.evolution.set_fitness(others, fitness)
+        best = self.evolution.best
+        if dna is not None and best is not None and best.dna is None:   # a mean moved: an older member is best
+            self.evolution.best = dataclasses.replace(best, dna=DNA.from_dict(self.store.individual(best.id).dna))
         return fitness
 
     def _finish(self, row, dna: DNA, result: dict, cached_from=None, worker=None, attempts=1,

@@ -55,7 +55,9 @@ class Evolution:
         self.config, self.seeds, self.rng = config, list(seeds), rng
         self.population: collections.deque[Member] = collections.deque(maxlen=config.population_size)
         self.seed_members: list[Member] = []
+        self.seeds_added = 0              # seeds proposed so far, those that produced no fitness included
         self.best: Member | None = None   # the best measured member so far (the hill climber's parent)
+        self.measured: dict[int, Member] = {}   # every member with a fitness, by id (without its DNA)
 
     def initial_proposals(self) -> list[Proposal]:
         return [Proposal(seed) for seed in self.seeds]
@@ -65,8 +67,9 @@ class Evolution:
         is proposed (its fitness may still be None; `set_fitness` fills it in)."""
         if is_seed:
             self.seed_members.append(member)
+            self.seeds_added += 1         # not len(seed_members): a seed that failed before this one left it
             share, extra = divmod(self.config.population_size, len(self.seeds))
-            copies = share + (len(self.seed_members) <= extra)
+            copies = share + (self.seeds_added <= extra)
             self.population.extend([member] * copies)
         else:
             self.population.append(member)
@@ -83,15 +86,22 @@ class Evolution:
 
         self.population = collections.deque(update(self.population), maxlen=self.population.maxlen)
         self.seed_members = update(self.seed_members)
-        if self.best is not None and self.best.id in ids:
-            self.best = dataclasses.replace(self.best, fitness=fitness) if fitness is not None else None
+        self.measured = {m.id: m for m in update(self.measured.values())}
+        if self.best is not None and self.best.id in ids:        # its mean moved: the best may be another now
+            kept = dataclasses.replace(self.best, fitness=fitness) if fitness is not None else None
+            others = [m for m in self.measured.values() if m.id not in ids]
+            rival = min(others, key=_rank) if others else None
+            self.best = rival if kept is None or (rival is not None and rival.fitness < kept.fitness) else kept
         for member in self.population:
             if member.id in ids:
                 self._consider(member)
                 break
 
     def _consider(self, member: Member) -> None:
-        if member.fitness is not None and (self.best is None or member.fitness < self.best.fitness):
+        if member.fitness is None:
+            return
+        self.measured.setdefault(member.id, dataclasses.replace(member, dna=None))
+        if self.best is None or member.fitness < self.best.fitness:
             self.best = member
 
     @property
@@ -129,5 +139,7 @@ class Evolution:
 
     def _parent(self) -> Member:
         if self.config.mode == "hill_climb":
+            if self.best is not None and self.best.dna is None:
+                raise RuntimeError(f"the best member, {self.best.id}, has no DNA: the controller fills it in")
             return self.best if self.best is not None else self.rng.choice(self.seed_members)
         return self.select()

@@ -147,22 +147,24 @@ def describe_individual(store: RunStore, individual_id: int) -> str:
 def lineage_text(store: RunStore, individual_id: int) -> str:
     """How the search reached an individual: its line of descent from the seed, one row per program with its
     status, search fitness, the change from its parent's fitness (where both trained to the end: a stopped program's
-    fitness is from a hurdle, earlier in training), hurdles, once `confirm` ran its confirmed figures, and the
-    mutation that made it."""
+    fitness is from a hurdle, earlier in training; none for an earlier program proposed again, whose fitness is that
+    program's mean), hurdles, once `confirm` ran its confirmed figures, and the mutation that made it."""
     line = _line_of_descent(store, store.individual(individual_id))
     confirmation = stored_confirmation(store)
     rows = [("id", "status", "fitness", "change", "hurdles", *(("confirmed", "speedup") if confirmation else ()),
              "mutation")]
     for parent, ind in zip([None, *line], line):
-        both_ok = parent is not None and ind.status == parent.status == "ok"
-        cells = [str(ind.id), ind.status or "in flight", _number(ind.fitness, ".4f"),
-                 f"{ind.fitness - parent.fitness:+.4f}" if both_ok else "-", _hurdle_reached(ind)]
+        new = parent is not None and ind.repeat_of is None and ind.status == parent.status == "ok"
+        same = f" (= #{ind.repeat_of})" if ind.repeat_of is not None else ""   # an earlier program again: its mean
+        cells = [str(ind.id), (ind.status or "in flight") + same, _number(ind.fitness, ".4f"),
+                 f"{ind.fitness - parent.fitness:+.4f}" if new else "-", _hurdle_reached(ind)]
         if confirmation is not None:
             cells += _confirmed_cells(confirmation, ind.id)[:2]
         rows.append((*cells, str(ind.mutation_detail or ind.mutation or "seed")))
     steps = len(line) - 1
     return (f"individual {individual_id}: {steps} mutation{'s' * (steps != 1)} from seed {line[0].id} (change: "
-            f"fitness minus the parent's, both trained to the end)\n" + _align(rows, "  "))
+            f"fitness minus the parent's, both trained to the end; = #N: program N again, fitness its mean)\n"
+            + _align(rows, "  "))
 
 
 # -- calibration and confirmation (search.calibration, search.confirmation) ----------------------------------------

@@ -108,8 +108,9 @@ def _trained_here(row) -> bool:
 
 
 def _spent(rows) -> float:
-    """Full training budgets the rows' own trainings in this run spent."""
-    return sum(row.metrics.get("budget_fraction") or 0.0 for row in rows if _trained_here(row))
+    """Full training budgets the rows' own trainings in this run spent. A trial that died without reporting (a
+    timeout, out of memory, a lost worker: no `budget_fraction`) counts as one whole budget: its spend is unknown."""
+    return sum(row.metrics.get("budget_fraction", 1.0) or 0.0 for row in rows if _trained_here(row))
 
 
 def _improvements(completed, final: dict, metric: str) -> tuple[int, int]:

@@ -254,12 +254,27 @@ class RunStore(RunDatabase):
 
     def top(self, n: int = 10, metric: str = "fitness", statuses: tuple[str, ...] = ("ok",)) -> list[Individual]:
         """The best `n` completed individuals with one of `statuses`, lowest `metric` first: the `fitness`
-        column, or a numeric key of the metrics (e.g. bits_per_byte); ties by seq."""
+        column, or a numeric key of the metrics (e.g. bits_per_byte); ties by seq. By fitness, a program evaluated
+        more than once (re-evaluations, cache hits) is one entry: its first evaluation that trained to the end,
+        holding the fitness its latest one recorded, the mean over all (so a lucky first draw is not its score)."""
         marks = ", ".join("?" * len(statuses))
         if metric == "fitness":
-            rows = self._db.execute(f"{_SELECT} WHERE r.status IN ({marks}) AND r.fitness IS NOT NULL "
-                                    f"ORDER BY r.fitness, r.seq LIMIT ?", (*statuses, n))
-            return self._individuals(rows)
+            scored, programs = [], {}        # programs: root -> [first ok seq, its individual, latest fitness]
+            for seq, individual_id, root, status, fitness in self._db.execute(
+                    f"SELECT r.seq, i.id, COALESCE(i.repeat_of, i.id), r.status, r.fitness FROM results r JOIN "
+                    f"individuals i ON i.id = r.individual_id WHERE r.status IN ({marks}) AND r.fitness IS NOT NULL "
+                    f"ORDER BY r.seq", statuses):
+                if status != "ok":
+                    scored.append((fitness, seq, individual_id))
+                elif root in programs:
+                    programs[root][2] = fitness
+                else:
+                    programs[root] = [seq, individual_id, fitness]
+            scored += [(fitness, seq, individual_id) for seq, individual_id, fitness in programs.values()]
+            best = heapq.nsmallest(n, scored)
+            found = {ind.id: ind for ind in self._individuals(self._db.execute(
+                f"{_SELECT} WHERE i.id IN (SELECT value FROM json_each(?))", (json.dumps([i for *_, i in best]),)))}
+            return [dataclasses.replace(found[i], fitness=fitness) for fitness, _, i in best]
         scored = []   # metrics may hold NaN, which SQLite's JSON functions refuse: rank in Python
         for seq, individual_id, text in self._db.execute(
                 f"SELECT seq, individual_id, metrics FROM results WHERE status IN ({marks})", statuses):
