@@ -31,6 +31,11 @@ def test_a_seed_whose_loss_rises_at_the_end_is_timed_to_its_first_crossing():
     assert speedup_factor(rising, program, "validation_loss").value == pytest.approx(19 / 20)
 
 
+def test_a_program_whose_loss_rises_at_the_end_is_timed_to_its_first_crossing_too():
+    rising = _curve([10, 20, 30], [5.2, 4.5, 4.6])                 # ends at 4.6, first there at 10 + 10 x 6/7
+    assert speedup_factor(SEED, rising, "validation_loss").value == pytest.approx(18 / (10 + 60 / 7))
+
+
 def test_speedup_factor_reads_the_metric_it_is_given():
     program = _curve([10, 20, 30, 40], [4.8, 4.3, 3.9, 3.7])
     assert speedup_factor(SEED, program, "bits_per_byte").value == pytest.approx(40 / 27.5)

@@ -235,7 +235,7 @@ def ratio_text(centre: float | None, interval: tuple[float, float] | None) -> st
     return f"{centre:.2f}" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
 
 
-def _speedup(comparison) -> str:
+def speedup_text(comparison) -> str:
     """The per-seed speedups' geometric mean [95% CI]; '>=' when all are lower bounds, '<=' when all are upper
     bounds; the number of pairs when a training failed."""
     if comparison.speedup_mean is None:
@@ -249,7 +249,8 @@ def _speedup(comparison) -> str:
     return prefix + text + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def _p(value) -> str:
+def p_text(value) -> str:
+    """A p-value: two significant digits below 0.001, three decimals above ("-" for none)."""
     return "-" if value is None else f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
 
 
@@ -274,7 +275,7 @@ def confirmation_text(confirmation) -> str:
         compared = {x.seed_id: x for x in p.comparisons}
         for seed in seeds:
             x = compared.get(seed)
-            row += ["-", "-"] if x is None else [_speedup(x), _p(x.p_value)]
+            row += ["-", "-"] if x is None else [speedup_text(x), p_text(x.p_value)]
         rows.append(tuple(row))
     lines += [_align(rows), "",
               f"test {c.metric}: mean ± half width of the 95% t confidence interval over the training seeds.",
@@ -292,8 +293,8 @@ def best_against_text(run_dir, reference_dir, best: int, reference: int, compari
     """One run's best confirmed program against another's (`confirmation.compare_best`)."""
     x = comparison
     difference = "-" if x.difference is None else f"{x.difference:+.4f}"
-    return (f"best confirmed #{best} of {run_dir} against #{reference} of {reference_dir}: speedup {_speedup(x)}, "
-            f"difference {difference}, paired p {_p(x.p_value)} ({x.pairs} training seeds)")
+    return (f"best confirmed #{best} of {run_dir} against #{reference} of {reference_dir}: speedup {speedup_text(x)}, "
+            f"difference {difference}, paired p {p_text(x.p_value)} ({x.pairs} training seeds)")
 
 
 def _confirmed_cells(confirmation, individual_id: int) -> tuple[str, str, str]:
@@ -302,8 +303,8 @@ def _confirmed_cells(confirmation, individual_id: int) -> tuple[str, str, str]:
     if program is None:
         return "-", "-", "-"
     first = program.comparisons[0] if program.comparisons else None
-    return (plus_minus(program.mean, program.ci, ".4f"), "-" if first is None else _speedup(first),
-            "-" if first is None else _p(first.p_value))
+    return (plus_minus(program.mean, program.ci, ".4f"), "-" if first is None else speedup_text(first),
+            "-" if first is None else p_text(first.p_value))
 
 
 def confirmed_line(confirmation, individual_id: int) -> str | None:
@@ -313,6 +314,6 @@ def confirmed_line(confirmation, individual_id: int) -> str | None:
         return None
     c = confirmation
     parts = [f"test {c.metric} {plus_minus(program.mean, program.ci, '.4f')}"]
-    parts += [f"speedup vs seed {x.seed_id} {_speedup(x)} (p {_p(x.p_value)})" for x in program.comparisons]
+    parts += [f"speedup vs seed {x.seed_id} {speedup_text(x)} (p {p_text(x.p_value)})" for x in program.comparisons]
     return (f"confirmed ({c.budget_multiplier:g}x budget, {len(program.values)} training seeds, test split "
             f"{c.test_split}):\n  " + "; ".join(parts))
