@@ -97,6 +97,17 @@ def test_select_programs_leaves_out_edits_within_the_seed_noise_of_a_common_ance
         assert [i.canonical_hash for i in select_programs(store, 10)] == ["seed", "c", "d", "a", "e"]
 
 
+def test_select_programs_counts_a_child_the_cache_found_equal_to_the_seed_as_the_seed(tmp_path):
+    dna = load_seed("transformer").to_dict()
+    with RunStore.create(tmp_path / "run", {}) as store:
+        store.add_proposal(None, None, None, dna, "seed")
+        store.add_proposal(1, "insert", None, dna, "other hash", training_seed=1, repeat_of=1)   # a fingerprint match
+        store.add_proposal(1, "insert", None, dna, "a")
+        for individual, fitness in ((1, 5.0), (2, 4.5), (3, 4.9)):
+            store.record_result(individual, "ok", fitness, {"status": "ok"})
+        assert [i.id for i in select_programs(store, 5)] == [1, 3]
+
+
 def test_the_store_keeps_confirmations_in_a_table_made_on_first_write(tmp_path):
     dna = load_seed("transformer").to_dict()
     with RunStore.create(tmp_path / "run", {}) as store:
@@ -184,8 +195,10 @@ def test_reuse_copies_another_runs_trainings_of_the_same_program_setup_and_seed(
 
 # -- end to end on a tiny in-process run ---------------------------------------------------------------------------
 
+# Search seed 1: the child is a program of its own (other seeds draw one the cache finds equal to the seed's
+# function, which `confirm` then counts as the seed).
 TOY_SEARCH = {"executor": "in_process", "num_individuals": 2, "population_size": 2, "tournament_size": 1,
-              "max_in_flight": 1, "hurdles": 1, "hurdle_window": 10, "min_hurdle_steps": 0}
+              "max_in_flight": 1, "hurdles": 1, "hurdle_window": 10, "min_hurdle_steps": 0, "seed": 1}
 
 
 @pytest.fixture(scope="module")
