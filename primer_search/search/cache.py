@@ -1,14 +1,14 @@
 """The search's memory of programs: which proposals are the same program, which to train, which reuse a result.
 
 A program is a function: proposals with the same canonical hash, or matching functional fingerprints
-(`primer_search.search.fec`), are one program, named by its first individual (its root). Each proposal of a
-program is trained until the program has `1 + reevaluations` trained evaluations, each with a training seed of its
-own (the root `training.seed`, the k-th re-evaluation `training.seed + k`); later proposals reuse its result
-without training (a cache hit): an evaluation that trained to the end where it has one, else its first. A
-program's fitness is the mean over its evaluations that trained to the end (`ok`): every member of the population
-that holds it, earlier or new, carries that mean, so a lucky initialization or data order is averaged away instead
-of copied into the population by every duplicate. An evaluation stopped at a hurdle keeps its own fitness there. Everything is decided from what was proposed and completed, in order, so
-replaying a run store rebuilds the same state.
+(`primer_search.search.fec`), are one program, named by its first individual (its root). Each proposal of a program
+is trained until the program has `1 + reevaluations` trained evaluations, each with a training seed of its own (the
+root `training.seed`, the k-th re-evaluation `training.seed + k`); later proposals reuse its result without training
+(a cache hit): an evaluation that trained to the end where it has one, else its first. A program's fitness is the
+mean over its evaluations that trained to the end (`ok`): every member of the population that holds it, earlier or
+new, carries that mean, so a lucky initialization or data order is averaged away instead of copied into the
+population by every duplicate. An evaluation stopped at a hurdle keeps its own fitness there. Everything is decided
+from what was proposed and completed, in order, so replaying a run store rebuilds the same state.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The speedup factor (So et al. 2021, section 4): the training compute the seed needs to reach its final quality,
 divided by the compute the program needs to reach that quality, each read off its curve (`curve_of`: compute = steps
 x batch tokens x FLOPs per token, against the metric) by linear interpolation between the points around its first
-crossing. It is a lower bound when the program is better already at its first point. When the program never gets there, the factor is taken at the program's final quality
-instead (below 1: the seed's compute to reach it over the program's compute to first reach it), an upper bound when
-the seed is better already at its first point.
+crossing. It is a lower bound when the program is better already at its first point. When the program never gets
+there, the factor is taken at the program's final quality instead (below 1: the seed's compute to reach it over the
+program's compute to first reach it), an upper bound when the seed is better already at its first point.
 """
 
 from __future__ import annotations
