@@ -109,7 +109,8 @@ class Landscape:
             checkpoints.append(self._metrics(self._measure(quality, key, seed, fraction), fraction))
             if ask is not None and not ask({"hurdle": i, "fraction": fraction, "value": checkpoints[-1]["fitness"]}):
                 return {"status": "stopped", **checkpoints[-1], "checkpoints": checkpoints}
-        return {"status": "ok", **self._metrics(self._measure(quality, key, seed, 1.0), 1.0), "checkpoints": checkpoints}
+        final = self._metrics(self._measure(quality, key, seed, 1.0), 1.0)
+        return {"status": "ok", **final, "checkpoints": checkpoints}
 
     def _metrics(self, loss: float, fraction: float) -> dict:
         """What a FitnessResult or one of its checkpoints holds, as far as the search reads it."""
