@@ -65,14 +65,14 @@ def compare(name: str, gains: list[float], reference: list[float]) -> str:
     return f"{name}: {interval(diffs)} nats, {p}, wins/ties/losses {wins[0]}/{wins[1]}/{wins[2]}"
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="search_configs/discovery.yaml")
     parser.add_argument("--search-seeds", type=int, default=10)
     parser.add_argument("--individuals", type=int, nargs="+", default=[300, 1000])
     parser.add_argument("--modes", nargs="+", default=["evolution", "hill_climb", "random"])
     parser.add_argument("--set", action="append", default=[], dest="overrides")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     base = ["search.executor=in_process", "search.fec=false", *args.overrides]
     configs = {(mode, n, seed): load_config(args.config, base + mode_overrides(mode) + [
         f"search.num_individuals={n}", f"search.seed={seed}"])

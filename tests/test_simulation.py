@@ -1,6 +1,8 @@
 import math
+import pathlib
 import random
 import statistics
+import sys
 
 import pytest
 
@@ -10,6 +12,9 @@ from primer_search.program.seeds import load_seed_or_file
 from primer_search.search.controller import Search
 from primer_search.search.mutations import insert, mutate
 from primer_search.search.simulation import Landscape, SimulatedExecutor
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "bench"))
+import search_strategies  # noqa: E402
 
 TRANSFORMER = load_seed_or_file("transformer")
 CHECKPOINTS = {"config": {"training": {"seed": 0, "checkpoints": [0.1, 0.3, 0.6]}}}
@@ -117,3 +122,12 @@ def test_a_simulated_search_runs_the_real_controller_reproducibly(tmp_path):
     assert status.by_status.get("stopped", 0) > 10                  # the hurdles judged simulated trials
     assert history == _simulated_search(tmp_path / "b", landscape)[1]
     assert history != _simulated_search(tmp_path / "c", landscape, seed=1)[1]
+
+
+def test_the_strategies_benchmark_compares_modes_paired_by_landscape(capsys):
+    search_strategies.main(["--search-seeds", "2", "--individuals", "30", "--modes", "evolution",
+                            "evolution:population_size=12,tournament_size=4"])
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("30 individuals, landscape" in line for line in lines) == 4
+    assert lines[-1].startswith("evolution - evolution:population_size=12,tournament_size=4 at 30 individuals: ")
+    assert "wins/ties/losses" in lines[-1]
