@@ -53,8 +53,10 @@ class Landscape:
     curve: float = 0.35                 # loss above the final at fraction t: curve * (t ** -0.5 - 1)
     bytes_per_token: float = 2.27       # the metric is a validation loss; bits per byte follow from it
     steps: int = 1197                   # the seed's training steps, for the calibration's hurdle placement
+    diverges_at: float = 0.01           # budget fraction a diverging trial spends (measured: about 1%)
 
     def features(self, dna: DNA) -> frozenset:
+        """The program's distinct (op, constant, width, branching, input ops) node keys."""
         nodes = lower(dna).nodes
         return frozenset(
             (n.op, n.const, None if n.dim is None else (n.dim.units, n.dim.ones), n.k,
@@ -103,7 +105,7 @@ class Landscape:
         seed = payload["config"]["training"]["seed"] if seed is None else seed
         quality, key = self.quality(dna), lower(dna).canonical_hash()
         if math.isinf(quality):
-            return {"status": "diverged", "fitness": None, "budget_fraction": 0.5}
+            return {"status": "diverged", "fitness": None, "budget_fraction": self.diverges_at}
         checkpoints = []
         for i, fraction in enumerate(payload["config"]["training"].get("checkpoints", ())):
             checkpoints.append(self._metrics(self._measure(quality, key, seed, fraction), fraction))
