@@ -8,7 +8,7 @@ every --modes setting and takes from the run's top 5 by search fitness the progr
 `confirm` of the top 5 would pick with many training seeds. Prints each setting's mean true gain on the seed with
 its 95% interval, and each setting against the first, paired by landscape: the mean difference, its interval, the
 paired t-test's p and wins/ties/losses. A mode is a `search.mode`, optionally with settings: `evolution:
-population_size=12,tournament_size=4`. The last line is the first setting against the second at the last budget.
+population_size=12,tournament_size=4`. The last line is the first setting against the last at the last budget.
 What it shows holds for the model, not for blocks; bench/rediscovery.py measures the real thing.
 
     python bench/search_strategies.py [--search-seeds 10] [--individuals 300 1000]
