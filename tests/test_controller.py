@@ -519,6 +519,7 @@ def test_programs_are_compared_with_the_seeds_fitness_not_its_bare_metric():
 
 @pytest.mark.slow
 def test_discovery_config_runs_at_toy_scale(tmp_path, capsys):
+    # Without XLA, which halves the test's time; the trainer under XLA is tests/test_training.py's.
     from primer_search.cli.main import main
 
     run_dir = tmp_path / "run"
@@ -527,6 +528,7 @@ def test_discovery_config_runs_at_toy_scale(tmp_path, capsys):
                  "--set", "training.budget_kind=steps", "--set", "training.budget=4", "--set", "training.warmup_steps=0",
                  "--set", "search.hurdles=0", "--set", "search.executor=in_process",
                  "--set", "data.tokenizer_sample_bytes=100000", "--set", "data.validation_tokens=512",
+                 "--set", "training.jit_compile=false",
                  "--set", f"data.cache_dir={tmp_path / 'cache'}", "--progress-every", "0"])
     assert code == 0, capsys.readouterr().err
     with RunStore.open(run_dir) as store:
