@@ -179,6 +179,7 @@ def test_tiny_macro_config_searches_over_the_macro_options(tmp_path, capsys):
     run_dir = tmp_path / "run"
     code = main(["run", "search_configs/tiny_macro.yaml", "--run-dir", str(run_dir),
                  "--set", "search.num_individuals=8", "--set", "training.budget=2", "--set", "model.num_layers=2",
+                 "--set", "data.batch_tokens=1024", "--set", "data.validation_tokens=2048",
                  "--set", "search.executor=in_process", "--set", "search.hurdles=0",
                  "--set", f"data.cache_dir={tmp_path / 'cache'}", "--progress-every", "0"])
     assert code == 0, capsys.readouterr().err
