@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
 import sys
 
@@ -45,6 +46,10 @@ class ResultFile:
         self.results: dict = stored["results"] if stored else {}
 
     def save(self) -> None:
+        """Write the file whole or not at all (a temporary file renamed over it): a kill mid-write, or a reader
+        beside a running benchmark, never sees half of it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({"fingerprint": self.fingerprint, "settings": self.settings,
-                                         "results": self.results}, indent=1, sort_keys=True))
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text(json.dumps({"fingerprint": self.fingerprint, "settings": self.settings,
+                                       "results": self.results}, indent=1, sort_keys=True))
+        os.replace(partial, self.path)

@@ -1,4 +1,5 @@
 import json
+import os
 import pathlib
 import sys
 
@@ -41,3 +42,19 @@ def test_a_config_key_added_since_at_its_default_does_not_orphan_a_file(tmp_path
     with pytest.raises(SystemExit):
         ResultFile(path, config)
     assert "holds measurements taken under other settings" in capsys.readouterr().err
+
+
+def test_saving_replaces_the_file_whole(tmp_path, monkeypatch):
+    path, config = tmp_path / "results.json", load_config("search_configs/tiny.yaml")
+    first = ResultFile(path, config)
+    first.results["a"] = {"fitness": 1.5}
+    first.save()
+    first.results["b"] = {"fitness": 2.5}
+
+    def killed(*args):                          # the process dies after writing, before the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        first.save()
+    assert ResultFile(path, config).results == {"a": {"fitness": 1.5}}
