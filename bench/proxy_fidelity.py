@@ -22,6 +22,7 @@ kill or a crash is taken again.
                                    [--curve 0.1,0.2,0.3,0.5] [--mutants 14] [--ez-mutants 5] [--seed 0]
                                    [--program SPEC ...] [--only NAME ...]
                                    [--out bench/results/proxy_fidelity.json] [--set section.key=value ...]
+                                   [--report]
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def main() -> None:
                         help="measure only the panel programs of this name (repeatable), e.g. more seeds for a few")
     parser.add_argument("--out", default="bench/results/proxy_fidelity.json")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: report over the programs measured so far (beside a running panel too)")
     args = parser.parse_args()
     config = load_config(args.config, ["search.hurdles=0", *args.overrides])
     curve = tuple(sorted(float(f) for f in args.curve.split(",") if f.strip()))
@@ -114,6 +117,10 @@ def main() -> None:
     print(f"{len(programs)} programs x {len(seeds)} training seeds; budgets {budgets['search']:.3g} and "
           f"{budgets['long']:.3g} {config.training.budget_kind}; {kept} measurements already in {args.out}")
     kinds = ["long"] if 1 / args.multiplier in curve else list(budgets)   # else the curve holds the search fitness
+    if args.report:
+        programs = {name: dna for name, dna in programs.items()
+                    if all(key(name, kind, seed) in done for kind in kinds for seed in seeds)}
+        return report(programs, done, key, seeds, curve, args.multiplier)
     todo = [(name, kind, seed) for seed in seeds for name in programs for kind in kinds   # oom, crash: again
             if done.get(key(name, kind, seed), {}).get("status") not in REUSABLE_STATUSES]
     configs = {(kind, seed): config.replace(training={"budget": budget, "timeout_seconds": None, "seed": seed,
