@@ -11,7 +11,7 @@ as the long one does; with 1/multiplier among them, that point is the search fit
 Both read the config's validation split. A program that fails (invalid, diverged) ranks last. Prints each program's
 mean scores, their spread across seeds, with several seeds each program's paired difference from the Transformer at
 both budgets, each budget's Spearman rho against the long ranking and, as the last line, the search fitness's
-(target >= 0.8).
+(target >= 0.8) with its 95% interval (Fisher's z; the programs are a sample of what a search meets).
 
 Trials run on the project's executor (local Ray, `search.max_in_flight` at a time, no hurdles). Every finished
 measurement is written to --out at once (`result_file.py`: keyed by program hash, budget and training seed, tied to
@@ -41,7 +41,8 @@ from primer_search.program.graph import canonical_hash  # noqa: E402
 from primer_search.program.seeds import load_seed  # noqa: E402
 from primer_search.retrain.jobs import load_programs  # noqa: E402
 from primer_search.search.mutations import mutate  # noqa: E402
-from primer_search.search.stats import confidence_half_width, paired_t_test, spearman  # noqa: E402
+from primer_search.search.stats import (confidence_half_width, paired_t_test, spearman,  # noqa: E402
+                                        spearman_interval)
 from primer_search.search.store import REUSABLE_STATUSES  # noqa: E402
 from primer_search.search.trial import run_evaluations  # noqa: E402
 from result_file import ResultFile  # noqa: E402
@@ -195,8 +196,11 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
             if not any(math.isnan(means[label][n]) for n in names) else None for label in points}
     print("".join(f"{rhos[label]:9.3f}" if rhos[label] is not None else f"{'-':>9}" for label in points)
           + f"  Spearman rho against {multiplier:g}x")
+    rho = rhos["search"]
+    interval = (" (95% interval {:.2f} to {:.2f})".format(*spearman_interval(rho, len(names)))
+                if rho is not None and len(names) > 3 else "")
     print(f"Spearman rho between the search fitness and {multiplier:g}x training, "
-          f"{len(names)} programs: {'-' if rhos['search'] is None else format(rhos['search'], '.3f')}")
+          f"{len(names)} programs: {'-' if rho is None else format(rho, '.3f')}{interval}")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,19 @@ def test_spearman_with_and_without_ties():
     assert stats.spearman([1, 2], [1, 2]) is None and stats.spearman([1, 1, 1], [1, 2, 3]) is None
 
 
+def test_spearman_interval_follows_fisher_z_with_bonett_wright_error():
+    low, high = stats.spearman_interval(0.8, 27)
+    half = 1.959963984540054 * math.sqrt(1.32 / 24)
+    assert (low, high) == pytest.approx((math.tanh(math.atanh(0.8) - half), math.tanh(math.atanh(0.8) + half)))
+    assert low == pytest.approx(0.5642, abs=1e-4) and high == pytest.approx(0.9151, abs=1e-4)
+    assert stats.spearman_interval(-0.8, 27) == pytest.approx((-high, -low))          # symmetric in sign
+    narrow = stats.spearman_interval(0.8, 270)
+    assert low < narrow[0] < 0.8 < narrow[1] < high                                  # narrows with more pairs
+    assert stats.spearman_interval(1.0, 5) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="n=3"):
+        stats.spearman_interval(0.5, 3)
+
+
 def test_detectable_difference_is_about_three_and_a_half_sigma_for_one_evaluation():
     z = 1.6448536269514722 + 0.8416212335729143
     assert stats.detectable_difference(0.01) == pytest.approx(z * math.sqrt(2) * 0.01)

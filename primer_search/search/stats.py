@@ -1,6 +1,6 @@
 """Small statistics for measuring noise and confirming results: Student's t distribution, confidence intervals
-(of means, and of ratios on the log scale), the paired t-test, Spearman's rank correlation and the smallest
-difference a comparison can detect.
+(of means, and of ratios on the log scale), the paired t-test, Spearman's rank correlation with its interval and
+the smallest difference a comparison can detect.
 
 Pure Python (math and statistics only). The t distribution's CDF comes from the regularized incomplete beta
 function, evaluated by its continued fraction (modified Lentz's method); quantiles invert the CDF by bisection.
@@ -152,6 +152,19 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     if len(set(rx)) == 1 or len(set(ry)) == 1:
         return None
     return statistics.correlation(rx, ry)
+
+
+def spearman_interval(rho: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """A confidence interval for a Spearman correlation `rho` of `n` pairs: Fisher's z-transform with Bonett and
+    Wright's (2000) standard error for rank correlations, sqrt((1 + rho^2 / 2) / (n - 3))."""
+    if n < 4:
+        raise ValueError(f"spearman_interval: found n={n}, expected at least 4 pairs")
+    if not -1.0 <= rho <= 1.0:
+        raise ValueError(f"spearman_interval: found rho={rho}, expected -1 <= rho <= 1")
+    if abs(rho) == 1.0:
+        return rho, rho
+    half = normal_quantile(0.5 + level / 2) * math.sqrt((1 + rho * rho / 2) / (n - 3))
+    return math.tanh(math.atanh(rho) - half), math.tanh(math.atanh(rho) + half)
 
 
 def detectable_difference(sigma: float, n: int = 1, alpha: float = 0.05, power: float = 0.8) -> float:
