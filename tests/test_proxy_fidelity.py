@@ -1,0 +1,55 @@
+import math
+import re
+import pathlib
+import sys
+
+import pytest
+
+from primer_search.program.graph import canonical_hash
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "bench"))
+from proxy_fidelity import panel, report  # noqa: E402
+
+
+def test_the_panel_is_seeded_and_holds_distinct_programs():
+    programs = panel(mutants=3, ez_mutants=2, seed=0)
+    assert list(programs)[:5] == ["transformer", "primer_ez", "primer", "transformer+squared_relu",
+                                  "transformer+mdha"]
+    assert len(programs) == 10 and sum(name.startswith("transformer/") for name in programs) == 3
+    assert len({canonical_hash(dna) for dna in programs.values()}) == 10
+    assert list(panel(mutants=3, ez_mutants=2, seed=0)) == list(programs)
+    assert list(panel(mutants=3, ez_mutants=2, seed=1)) != list(programs)
+
+
+def _entry(name, fitness, curve=None, status="ok"):
+    return {"name": name, "status": status, "fitness": fitness, "curve": curve or {}}
+
+
+def test_the_report_ranks_by_the_long_run_and_a_failure_last(capsys):
+    names = ["a", "b", "c", "d", "e"]
+    long = {"a": 3.0, "b": 3.1, "c": 3.2, "d": 3.3}
+    search = {"a": 3.6, "b": 3.5, "c": 3.7, "d": 3.8, "e": 3.4}      # "e" fails in its long run
+    done = {f"{n}:long:0": _entry(n, long[n], {"0.1": search[n], "0.5": long[n] + 0.1}) for n in long}
+    done["e:long:0"] = _entry("e", None, {"0.1": search["e"]}, status="diverged")
+    report(dict.fromkeys(names), done, lambda name, kind, seed: f"{name}:{kind}:{seed}", [0], (0.1, 0.5), 10)
+    lines = capsys.readouterr().out.strip().splitlines()
+    ranked = [line.split()[-1] for line in lines[1:6]]
+    assert ranked == ["a", "b", "c", "d", "e"]
+    assert lines[1].split()[:2] == ["3.6000", "3.6000"] and math.isinf(float(lines[5].split()[-2]))
+    rho = -0.1               # search ranks e, b, a, c, d; 10x ranks a, b, c, d, e: d^2 = 4 + 0 + 1 + 1 + 16
+    assert lines[-2].split()[0] == f"{rho:.3f}" and lines[-2].split()[2] == "1.000"     # 5x ranks as 10x
+    assert lines[-1].startswith(f"Spearman rho between the search fitness and 10x training, 5 programs: {rho:.3f}")
+    assert "(95% interval" in lines[-1]
+
+
+def test_the_report_pairs_seeds_against_the_transformer(capsys):
+    losses = {"transformer": (3.20, 3.22), "primer_ez": (3.10, 3.13), "x": (3.25, 3.26)}      # by training seed
+    done = {f"{name}:long:{seed}": _entry(name, loss, {"0.1": loss + 0.5})
+            for name, pair in losses.items() for seed, loss in enumerate(pair)}
+    report(dict.fromkeys(losses), done, lambda n, k, s: f"{n}:{k}:{s}", [0, 1], (0.1,), 10)
+    out = capsys.readouterr().out
+    assert "mean standard deviation across seeds" in out
+    line = next(line for line in out.splitlines() if line.endswith("  primer_ez") and " p " in line)
+    cells = re.findall(r"(search|10x) ([-+]\d\.\d{4}) \+- (\d\.\d{4}) p (\S+)", line)
+    assert [cell[:3] for cell in cells] == [("search", "-0.0950", "0.0635"), ("10x", "-0.0950", "0.0635")]
+    assert float(cells[0][3]) == pytest.approx(2 / math.pi * math.atan(1 / 19), abs=5e-4)   # t -19, one df
