@@ -22,7 +22,7 @@ kill or a crash is taken again.
                                    [--curve 0.1,0.2,0.3,0.5] [--mutants 14] [--ez-mutants 5] [--seed 0]
                                    [--program SPEC ...] [--only NAME ...]
                                    [--out bench/results/proxy_fidelity.json] [--set section.key=value ...]
-                                   [--report]
+                                   [--noise SEARCH,LONG] [--report]
 """
 
 from __future__ import annotations
@@ -99,6 +99,10 @@ def main() -> None:
                         help="measure only the panel programs of this name (repeatable), e.g. more seeds for a few")
     parser.add_argument("--out", default="bench/results/proxy_fidelity.json")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--noise", type=_sigmas, default=None, metavar="SEARCH,LONG",
+                        help="one evaluation's standard deviation at the search and the long budget (e.g. from "
+                             "calibrate or bench/null_rate.py): also print the rho that a proxy ranking exactly as "
+                             "the long training would show through that noise")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: report over the programs measured so far (beside a running panel too)")
     args = parser.parse_args()
@@ -121,7 +125,7 @@ def main() -> None:
     if args.report:
         programs = {name: dna for name, dna in programs.items()
                     if all(key(name, kind, seed) in done for kind in kinds for seed in seeds)}
-        return report(programs, done, key, seeds, curve, args.multiplier)
+        return report(programs, done, key, seeds, curve, args.multiplier, args.noise)
     todo = [(name, kind, seed) for seed in seeds for name in programs for kind in kinds   # oom, crash: again
             if done.get(key(name, kind, seed), {}).get("status") not in REUSABLE_STATUSES]
     configs = {(kind, seed): config.replace(training={"budget": budget, "timeout_seconds": None, "seed": seed,
@@ -141,12 +145,39 @@ def main() -> None:
     limit = config.search.trial_timeout_seconds                 # a hard limit per trial: the long budget's, scaled
     search = dataclasses.replace(config.search, trial_timeout_seconds=limit and limit * args.multiplier)
     run_evaluations(search, [(programs[name], configs[kind, seed]) for name, kind, seed in todo], None, record)
-    report(programs, done, key, seeds, curve, args.multiplier)
+    report(programs, done, key, seeds, curve, args.multiplier, args.noise)
 
 
-def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float, ...], multiplier: float) -> None:
+def _sigmas(text: str) -> tuple[float, float]:
+    values = text.split(",")
+    try:
+        search, long = (float(v) for v in values)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"found {text!r}, expected two standard deviations, e.g. 0.014,0.012")
+    if search < 0 or long < 0:
+        raise argparse.ArgumentTypeError(f"found {text!r}, expected standard deviations of at least 0")
+    return search, long
+
+
+def noise_ceiling(search: list[float], long: list[float], sigmas: tuple[float, float], rng: random.Random,
+                  draws: int = 2000) -> tuple[float, float]:
+    """The Spearman rho that a proxy ranking exactly as the long training would show through measurement noise:
+    the search scores re-ordered into the long ranking (each side keeps its own scale), then both sides measured
+    again with normal noise of `sigmas` (search, long). Mean and 5th percentile over `draws`. The long scores carry
+    their own noise already, so their spread, and with it the ceiling, is a little high."""
+    perfect = [0.0] * len(long)
+    for value, index in zip(sorted(search), sorted(range(len(long)), key=long.__getitem__)):
+        perfect[index] = value
+    rhos = sorted(spearman([v + rng.gauss(0.0, sigmas[0]) for v in perfect],
+                           [v + rng.gauss(0.0, sigmas[1]) for v in long]) for _ in range(draws))
+    return statistics.fmean(rhos), rhos[int(0.05 * draws)]
+
+
+def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float, ...], multiplier: float,
+           noise: tuple[float, float] | None = None) -> None:
     """Each program's mean score over the training seeds at the search budget, at each curve point of the long run
-    and at the long budget (a failure ranks last); Spearman's rho of each budget's ranking against the long one."""
+    and at the long budget (a failure ranks last); Spearman's rho of each budget's ranking against the long one,
+    and with `noise` (one evaluation's standard deviation at each budget) the rho a perfect proxy would show."""
     def scores(name, kind, fraction=None) -> list[float]:
         values = []
         for seed in seeds:
@@ -197,6 +228,12 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
     print("".join(f"{rhos[label]:9.3f}" if rhos[label] is not None else f"{'-':>9}" for label in points)
           + f"  Spearman rho against {multiplier:g}x")
     rho = rhos["search"]
+    if noise and rho is not None:
+        sigmas = tuple(sigma / math.sqrt(len(seeds)) for sigma in noise)
+        mean, low = noise_ceiling([means["search"][n] for n in names], [long[n] for n in names], sigmas,
+                                  random.Random(0))
+        print(f"a proxy ranking exactly as {multiplier:g}x training would show, through noise of "
+              f"{noise[0]:g} / {noise[1]:g} per evaluation: rho {mean:.3f} on average, below {low:.3f} in 5% of draws")
     interval = (" (95% interval {:.2f} to {:.2f})".format(*spearman_interval(rho, len(names)))
                 if rho is not None and len(names) > 3 else "")
     print(f"Spearman rho between the search fitness and {multiplier:g}x training, "

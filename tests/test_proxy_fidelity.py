@@ -1,4 +1,5 @@
 import math
+import random
 import re
 import pathlib
 import sys
@@ -8,7 +9,7 @@ import pytest
 from primer_search.program.graph import canonical_hash
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "bench"))
-from proxy_fidelity import panel, report  # noqa: E402
+from proxy_fidelity import noise_ceiling, panel, report  # noqa: E402
 
 
 def test_the_panel_is_seeded_and_holds_distinct_programs():
@@ -53,3 +54,14 @@ def test_the_report_pairs_seeds_against_the_transformer(capsys):
     cells = re.findall(r"(search|10x) ([-+]\d\.\d{4}) \+- (\d\.\d{4}) p (\S+)", line)
     assert [cell[:3] for cell in cells] == [("search", "-0.0950", "0.0635"), ("10x", "-0.0950", "0.0635")]
     assert float(cells[0][3]) == pytest.approx(2 / math.pi * math.atan(1 / 19), abs=5e-4)   # t -19, one df
+
+
+def test_the_noise_ceiling_is_one_without_noise_and_falls_with_it():
+    search = [3.9, 3.5, 3.7, 3.6, 3.8, 3.4]            # its own scale and order: the ceiling re-orders it
+    long = [3.00, 3.05, 3.10, 3.15, 3.20, math.inf]
+    assert noise_ceiling(search, long, (0.0, 0.0), random.Random(0), draws=50) == (1.0, 1.0)
+    some = noise_ceiling(search, long, (0.05, 0.05), random.Random(0), draws=400)
+    more = noise_ceiling(search, long, (0.5, 0.5), random.Random(0), draws=400)
+    assert 1.0 > some[0] > more[0] and some[1] <= some[0]
+    assert more[0] > 0.1                                 # the failure stays last whatever the noise
+    assert noise_ceiling(search, long, (0.05, 0.05), random.Random(0), draws=400) == some
