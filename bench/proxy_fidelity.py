@@ -13,6 +13,12 @@ mean scores, their spread across seeds, with several seeds each program's paired
 both budgets, each budget's Spearman rho against the long ranking and, as the last line, the search fitness's
 (target >= 0.8) with its 95% interval (Fisher's z; the programs are a sample of what a search meets).
 
+With `--long-results FILE` only the search budget is trained, under this run's config and `--set` options, and
+ranked against the long runs recorded in FILE (a panel measured under the base config): a variant of the proxy
+(another batch size, sequence length or metric) is judged at the cost of 1/multiplier of a panel, on the programs
+FILE holds. The long curve's points below 1/multiplier (the hurdle fractions, say) are kept for offline analysis and
+left out of the table.
+
 Trials run on the project's executor (local Ray, `search.max_in_flight` at a time, no hurdles). Every finished
 measurement is written to --out at once (`result_file.py`: keyed by program hash, budget and training seed, tied to
 the config and multiplier), so a killed run picks up where it stopped; a measurement that ended in an out-of-memory
@@ -22,15 +28,17 @@ kill or a crash is taken again.
                                    [--curve 0.1,0.2,0.3,0.5] [--mutants 14] [--ez-mutants 5] [--seed 0]
                                    [--program SPEC ...] [--only NAME ...]
                                    [--out bench/results/proxy_fidelity.json] [--set section.key=value ...]
-                                   [--noise SEARCH,LONG] [--report]
+                                   [--noise SEARCH,LONG] [--long-results FILE] [--report]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
+import pathlib
 import random
 import statistics
 
@@ -103,6 +111,9 @@ def main() -> None:
                         help="one evaluation's standard deviation at the search and the long budget (e.g. from "
                              "calibrate or bench/null_rate.py): also print the rho that a proxy ranking exactly as "
                              "the long training would show through that noise")
+    parser.add_argument("--long-results", default=None, metavar="FILE",
+                        help="train only the search budget, under this config and --set, and rank it against the "
+                             "long runs in FILE (a panel's --out under the base config)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: report over the programs measured so far (beside a running panel too)")
     args = parser.parse_args()
@@ -110,6 +121,10 @@ def main() -> None:
     curve = tuple(sorted(float(f) for f in args.curve.split(",") if f.strip()))
     budgets = {"search": config.training.budget, "long": config.training.budget * args.multiplier}
     store = ResultFile(args.out, config, multiplier=args.multiplier)
+    try:
+        long_done = long_results(args.long_results, args.multiplier)
+    except ValueError as err:
+        parser.error(f"--long-results: {err}")
     done = store.results
     programs = panel(args.mutants, args.ez_mutants, args.seed, args.programs)
     unknown = sorted(set(args.only) - set(programs))
@@ -122,10 +137,15 @@ def main() -> None:
     print(f"{len(programs)} programs x {len(seeds)} training seeds; budgets {budgets['search']:.3g} and "
           f"{budgets['long']:.3g} {config.training.budget_kind}; {kept} measurements already in {args.out}")
     kinds = ["long"] if 1 / args.multiplier in curve else list(budgets)   # else the curve holds the search fitness
+    if long_done is not None:           # the long runs are another file's: only those programs, the search budget
+        kinds = ["search"]
+        programs = {name: dna for name, dna in programs.items()
+                    if all(key(name, "long", seed) in long_done for seed in seeds)}
+    measured = {**(long_done or {}), **done}
     if args.report:
         programs = {name: dna for name, dna in programs.items()
                     if all(key(name, kind, seed) in done for kind in kinds for seed in seeds)}
-        return report(programs, done, key, seeds, curve, args.multiplier, args.noise)
+        return report(programs, measured, key, seeds, curve, args.multiplier, args.noise)
     todo = [(name, kind, seed) for seed in seeds for name in programs for kind in kinds   # oom, crash: again
             if done.get(key(name, kind, seed), {}).get("status") not in REUSABLE_STATUSES]
     configs = {(kind, seed): config.replace(training={"budget": budget, "timeout_seconds": None, "seed": seed,
@@ -145,7 +165,21 @@ def main() -> None:
     limit = config.search.trial_timeout_seconds                 # a hard limit per trial: the long budget's, scaled
     search = dataclasses.replace(config.search, trial_timeout_seconds=limit and limit * args.multiplier)
     run_evaluations(search, [(programs[name], configs[kind, seed]) for name, kind, seed in todo], None, record)
-    report(programs, done, key, seeds, curve, args.multiplier, args.noise)
+    report(programs, {**(long_done or {}), **done}, key, seeds, curve, args.multiplier, args.noise)
+
+
+def long_results(path: str | None, multiplier: float) -> dict | None:
+    """The long runs recorded in another panel's file (None without one); its multiplier must be this run's."""
+    if path is None:
+        return None
+    try:
+        stored = json.loads(pathlib.Path(path).read_text())
+        theirs, results = stored["settings"]["multiplier"], stored["results"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"cannot read {path} ({err}); expected a file written by this benchmark") from None
+    if theirs != multiplier:
+        raise ValueError(f"{path} holds {theirs:g}x runs, expected this run's --multiplier {multiplier:g}")
+    return {key: entry for key, entry in results.items() if ":long:" in key}
 
 
 def _sigmas(text: str) -> tuple[float, float]:
@@ -196,8 +230,9 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
                 values.append(math.nan)                  # a long run measured before curves were kept has none
         return values
 
+    shown = [f for f in curve if f * multiplier >= 1 - 1e-9]    # points below the search budget: offline analysis
     points = {"search": lambda n: scores(n, "search"),
-              **{f"{multiplier * f:g}x": (lambda n, f=f: scores(n, "long", f)) for f in curve},
+              **{f"{multiplier * f:g}x": (lambda n, f=f: scores(n, "long", f)) for f in shown},
               f"{multiplier:g}x": lambda n: scores(n, "long")}
     means = {label: {n: statistics.fmean(get(n)) for n in programs} for label, get in points.items()}
     long = means[f"{multiplier:g}x"]

@@ -1,3 +1,4 @@
+import json
 import math
 import random
 import re
@@ -9,7 +10,7 @@ import pytest
 from primer_search.program.graph import canonical_hash
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "bench"))
-from proxy_fidelity import noise_ceiling, panel, report  # noqa: E402
+from proxy_fidelity import long_results, noise_ceiling, panel, report  # noqa: E402
 
 
 def test_the_panel_is_seeded_and_holds_distinct_programs():
@@ -65,3 +66,27 @@ def test_the_noise_ceiling_is_one_without_noise_and_falls_with_it():
     assert 1.0 > some[0] > more[0] and some[1] <= some[0]
     assert more[0] > 0.1                                 # the failure stays last whatever the noise
     assert noise_ceiling(search, long, (0.05, 0.05), random.Random(0), draws=400) == some
+
+
+def test_a_variant_reads_only_the_long_runs_of_a_panel_at_its_multiplier(tmp_path):
+    stored = {"a:long:0": _entry("a", 3.0), "a:search:0": _entry("a", 3.5)}
+    path = tmp_path / "panel.json"
+    path.write_text(json.dumps({"fingerprint": "f", "settings": {"multiplier": 10.0}, "results": stored}))
+    assert long_results(None, 10.0) is None
+    assert long_results(str(path), 10.0) == {"a:long:0": stored["a:long:0"]}
+    with pytest.raises(ValueError, match=r"holds 10x runs, expected this run's --multiplier 5"):
+        long_results(str(path), 5.0)
+    with pytest.raises(ValueError, match="expected a file written by this benchmark"):
+        long_results(str(tmp_path / "missing.json"), 10.0)
+
+
+def test_a_variant_ranks_its_search_budget_against_the_long_runs_and_hides_earlier_points(capsys):
+    ten = {"a": 3.0, "b": 3.1, "c": 3.2}
+    long = {f"{n}:long:0": _entry(n, v, {"0.05": 9.0, "0.1": 4.0 - v / 10}) for n, v in ten.items()}  # 1x: reversed
+    variant = {f"{n}:search:0": _entry(n, v + 0.3) for n, v in ten.items()}
+    report(dict.fromkeys(ten), {**long, **variant}, lambda n, k, s: f"{n}:{k}:{s}", [0], (0.05, 0.1), 10)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:3] == ["search", "1x", "10x"]                  # no 0.5x column
+    assert lines[1].split()[:3] == ["3.3000", "3.7000", "3.0000"]
+    assert lines[-2].split()[:3] == ["1.000", "-1.000", "1.000"]
+    assert lines[-1].startswith("Spearman rho between the search fitness and 10x training, 3 programs: 1.000")
