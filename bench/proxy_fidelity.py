@@ -15,9 +15,10 @@ both budgets, each budget's Spearman rho against the long ranking and, as the la
 
 With `--long-results FILE` only the search budget is trained, under this run's config and `--set` options, and
 ranked against the long runs recorded in FILE (a panel measured under the base config): a variant of the proxy
-(another batch size, sequence length or metric) is judged at the cost of 1/multiplier of a panel, on the programs
-FILE holds. The long curve's points below 1/multiplier (the hurdle fractions, say) are kept for offline analysis and
-left out of the table.
+(another batch size or sequence length; `--proxy-metric late_validation_loss` scores it by the loss over the second
+half of each window's positions) is judged at the cost of 1/multiplier of a panel, on the programs FILE holds.
+The long curve's points below 1/multiplier (the hurdle fractions, say) are kept for offline analysis and left out
+of the table.
 
 Trials run on the project's executor (local Ray, `search.max_in_flight` at a time, no hurdles). Every finished
 measurement is written to --out at once (`result_file.py`: keyed by program hash, budget and training seed, tied to
@@ -28,7 +29,7 @@ kill or a crash is taken again.
                                    [--curve 0.1,0.2,0.3,0.5] [--mutants 14] [--ez-mutants 5] [--seed 0]
                                    [--program SPEC ...] [--only NAME ...]
                                    [--out bench/results/proxy_fidelity.json] [--set section.key=value ...]
-                                   [--noise SEARCH,LONG] [--long-results FILE] [--report]
+                                   [--noise SEARCH,LONG] [--long-results FILE] [--proxy-metric NAME] [--report]
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ def main() -> None:
     parser.add_argument("--long-results", default=None, metavar="FILE",
                         help="train only the search budget, under this config and --set, and rank it against the "
                              "long runs in FILE (a panel's --out under the base config)")
+    parser.add_argument("--proxy-metric", choices=("fitness", "late_validation_loss"), default="fitness",
+                        help="the search budget's score: its fitness, or the validation loss over the second half "
+                             "of each window's positions (recorded beside it)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: report over the programs measured so far (beside a running panel too)")
     args = parser.parse_args()
@@ -145,7 +149,7 @@ def main() -> None:
     if args.report:
         programs = {name: dna for name, dna in programs.items()
                     if all(key(name, kind, seed) in done for kind in kinds for seed in seeds)}
-        return report(programs, measured, key, seeds, curve, args.multiplier, args.noise)
+        return report(programs, measured, key, seeds, curve, args.multiplier, args.noise, args.proxy_metric)
     todo = [(name, kind, seed) for seed in seeds for name in programs for kind in kinds   # oom, crash: again
             if done.get(key(name, kind, seed), {}).get("status") not in REUSABLE_STATUSES]
     configs = {(kind, seed): config.replace(training={"budget": budget, "timeout_seconds": None, "seed": seed,
@@ -155,9 +159,11 @@ def main() -> None:
     def record(index: int, result: dict) -> None:
         name, kind, seed = todo[index]
         done[key(name, kind, seed)] = {
-            "name": name, "status": result["status"], "fitness": result.get("fitness"),
+            "name": name, "status": result["status"], "error": result.get("error"), "fitness": result.get("fitness"),
             "steps": result.get("steps"), "train_seconds": result.get("train_seconds"),
-            "curve": {str(c["fraction"]): c[config.search.metric] for c in result.get("checkpoints") or ()}}
+            "curve": {str(c["fraction"]): c[config.search.metric] for c in result.get("checkpoints") or ()},
+            "late_validation_loss": result.get("late_validation_loss"),
+            "late_curve": {str(c["fraction"]): c.get("late_validation_loss") for c in result.get("checkpoints") or ()}}
         store.save()
         print(f"  {kind:6} seed {seed} {result['status']:8} {result.get('fitness') or float('nan'):.4f}  {name}",
               flush=True)
@@ -165,7 +171,7 @@ def main() -> None:
     limit = config.search.trial_timeout_seconds                 # a hard limit per trial: the long budget's, scaled
     search = dataclasses.replace(config.search, trial_timeout_seconds=limit and limit * args.multiplier)
     run_evaluations(search, [(programs[name], configs[kind, seed]) for name, kind, seed in todo], None, record)
-    report(programs, {**(long_done or {}), **done}, key, seeds, curve, args.multiplier, args.noise)
+    report(programs, measured, key, seeds, curve, args.multiplier, args.noise, args.proxy_metric)
 
 
 def long_results(path: str | None, multiplier: float) -> dict | None:
@@ -208,24 +214,26 @@ def noise_ceiling(search: list[float], long: list[float], sigmas: tuple[float, f
 
 
 def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float, ...], multiplier: float,
-           noise: tuple[float, float] | None = None) -> None:
-    """Each program's mean score over the training seeds at the search budget, at each curve point of the long run
-    and at the long budget (a failure ranks last); Spearman's rho of each budget's ranking against the long one,
-    and with `noise` (one evaluation's standard deviation at each budget) the rho a perfect proxy would show."""
+           noise: tuple[float, float] | None = None, proxy: str = "fitness") -> None:
+    """Each program's mean score over the training seeds at the search budget (its `proxy`: "fitness" or
+    "late_validation_loss"), at each curve point of the long run and at the long budget (a failure ranks last);
+    Spearman's rho of each budget's ranking against the long one, and with `noise` (one evaluation's standard
+    deviation at each budget) the rho a perfect proxy would show."""
     def scores(name, kind, fraction=None) -> list[float]:
         values = []
+        final, points = (proxy, "late_curve") if kind == "search" and proxy != "fitness" else ("fitness", "curve")
         for seed in seeds:
             if kind == "search" and key(name, kind, seed) not in done:   # measured as the long run's curve point
                 entry, point = done[key(name, "long", seed)], str(1 / multiplier)
             else:
                 entry, point = done[key(name, kind, seed)], fraction and str(fraction)
-            recorded = entry.get("curve") or {}
+            recorded = entry.get(points) or {}
             if point in recorded:
                 values.append(recorded[point])
             elif entry["status"] != "ok" or entry["fitness"] is None:
                 values.append(math.inf)                  # failed (before that point)
             elif point is None:
-                values.append(entry["fitness"])
+                values.append(math.nan if entry.get(final) is None else entry[final])   # None: not recorded
             else:
                 values.append(math.nan)                  # a long run measured before curves were kept has none
         return values

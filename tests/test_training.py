@@ -65,11 +65,16 @@ def test_validation_loss_is_mean_nll_of_real_targets(fast_config):
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     picked = np.take_along_axis(log_probs, validation.targets[..., None], -1)[..., 0]
     expected = -picked[validation.targets != 0].sum() / validation.num_targets
+    half = validation.targets.shape[1] // 2
+    late = picked[:, half:][validation.targets[:, half:] != 0]             # the second half of each window
+    assert validation.num_late_targets == len(late) < validation.num_targets
     assert trainer.validation_sums(validation)["nll"] / validation.num_targets == pytest.approx(expected, rel=1e-5)
     metrics = trainer.evaluate(trainer.progress)
     assert metrics == pytest.approx({"validation_loss": expected,
                                      "bits_per_byte": expected * validation.num_targets / (
-                                         math.log(2) * validation.num_bytes)}, rel=1e-5)
+                                         math.log(2) * validation.num_bytes),
+                                     "late_validation_loss": -late.mean()}, rel=1e-5)
+    assert metrics["late_validation_loss"] != pytest.approx(expected, rel=1e-5)
 
 
 def test_non_finite_loss_and_deadline_raise(fast_config):

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from primer_search.config import ModelConfig
 from primer_search.lm.mod import MixtureOfDepths
-from primer_search.lm.model import LanguageModel, cross_entropy
+from primer_search.lm.model import LanguageModel, cross_entropy, nll_sums
 from primer_search.lm.model_cost import choose_unit, exit_layers
 from primer_search.lm.tokenizer import PAD_ID
 from primer_search.program.dna import DNA
@@ -172,7 +172,7 @@ class CalmLanguageModel(LanguageModel):
         return tf.add_n(losses) / len(losses) if losses else tf.constant(0.0)
 
     def validation_sums(self, tokens, targets) -> dict[str, tf.Tensor]:
-        """Sums over the non-PAD targets of a batch under early exit: "nll", "layers" (blocks used) and "heads"
+        """Sums over the non-PAD targets of a batch under early exit: "nll", "nll_late", "layers" (blocks used) and "heads"
         (exit projections computed, the final one included). With Mixture-of-Depths, "routed" counts the tokens a
         routed block passes through while they are active, averaged over the routed blocks."""
         sums = self._early_exit_sums(tokens, targets)
@@ -221,7 +221,7 @@ class CalmLanguageModel(LanguageModel):
         logits, exit_layer, routed = self._early_exit(tokens, threshold)
         mask = tf.cast(tf.not_equal(targets, PAD_ID), tf.float32)          # [B, S]
         heads_at = np.searchsorted(self.exits, np.arange(len(self.blocks)), side="right")  # [L] exits up to l
-        sums = {"nll": tf.reduce_sum(cross_entropy(logits, targets)),
+        sums = {**nll_sums(cross_entropy(logits, targets)),
                 "layers": tf.reduce_sum((tf.cast(exit_layer, tf.float32) + 1.0) * mask),
                 "heads": tf.reduce_sum(tf.gather(tf.constant(heads_at, tf.float32), exit_layer) * mask),
                 "count": tf.reduce_sum(mask)}

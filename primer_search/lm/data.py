@@ -72,6 +72,11 @@ class ValidationSet:
     def num_targets(self) -> int:
         return int((self.targets != PAD_ID).sum())
 
+    @property
+    def num_late_targets(self) -> int:
+        """Targets at positions L/2 on: those `late_validation_loss` averages over."""
+        return int((self.targets[:, self.targets.shape[1] // 2:] != PAD_ID).sum())
+
 
 def validation_set(documents: Iterator[str], tokenizer, length: int, min_tokens: int,
                    num_documents: int | None = None) -> ValidationSet:

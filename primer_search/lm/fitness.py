@@ -45,6 +45,7 @@ class FitnessResult:
     validation_loss: float | None = None      # nats per token
     perplexity: float | None = None           # per token
     bits_per_byte: float | None = None
+    late_validation_loss: float | None = None  # nats per token over the second half of each window's positions
     steps: int = 0
     tokens_seen: int = 0
     mean_step_seconds: float | None = None
@@ -130,7 +131,8 @@ def evaluate(dna: DNA, config: Config,
             trainer.train(training.seed, on_checkpoint, on_step, deadline)
             if progress.stopped:
                 last = progress.checkpoints[-1]
-                metrics = {"validation_loss": last.validation_loss, "bits_per_byte": last.bits_per_byte}
+                metrics = {"validation_loss": last.validation_loss, "bits_per_byte": last.bits_per_byte,
+                           "late_validation_loss": last.late_validation_loss}
             else:
                 metrics = trainer.evaluate(progress)
             loss = metrics["validation_loss"]

@@ -9,8 +9,9 @@ tokens, evaluation routes causally; see `primer_search.lm.mod`).
 Training and evaluation go through two methods that every language model of the project has (this one, CALM's
 and MEGABYTE's), so the trainer needs no knowledge of the macro-options:
     training_loss(inputs, targets)    the scalar to minimize (mean token cross-entropy plus any auxiliary loss)
-    validation_sums(inputs, targets)  {"nll": summed NLL over non-PAD targets, ...}: sums over a batch that the
-                                      evaluation adds up (MoD adds "routed": tokens routed per routed block)
+    validation_sums(inputs, targets)  {"nll": summed NLL over non-PAD targets, "nll_late": over the second half
+                                      of each window's positions, ...}: sums over a batch that the evaluation adds
+                                      up (MoD adds "routed": tokens routed per routed block)
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ def cross_entropy(logits, targets):
     return nll * tf.cast(targets != PAD_ID, tf.float32)
 
 
+def nll_sums(nll) -> dict[str, tf.Tensor]:
+    """The validation sums of per-token NLL [B, S]: "nll" over all targets and "nll_late" over positions S/2 on, the
+    targets that see at least half a window of context (a block that uses long context gains most there)."""
+    return {"nll": tf.reduce_sum(nll), "nll_late": tf.reduce_sum(nll[:, tf.shape(nll)[1] // 2:])}
+
+
 def positional_encoding(length: tf.Tensor, d: int) -> tf.Tensor:
     """Sinusoidal position signal [S, d] (Vaswani et al. 2017), defined for any length."""
     positions = tf.cast(tf.range(length), tf.float32)[:, None]                   # [S, 1]
@@ -54,7 +61,7 @@ class NextTokenLosses:
         return loss + tf.add_n(self.losses) if self.losses else loss
 
     def validation_sums(self, tokens, targets) -> dict[str, tf.Tensor]:
-        return {"nll": tf.reduce_sum(cross_entropy(self(tokens, training=False), targets))}
+        return nll_sums(cross_entropy(self(tokens, training=False), targets))
 
 
 @keras.saving.register_keras_serializable(package="primer_search")
@@ -100,8 +107,8 @@ class LanguageModel(NextTokenLosses, keras.Model):
         return tf.matmul(h, tf.cast(self.embedding.embeddings, h.dtype), transpose_b=True)
 
     def validation_sums(self, tokens, targets) -> dict[str, tf.Tensor]:
-        """Sums over the non-PAD targets of a batch: "nll" (nats) and, when blocks route, "routed" (tokens the
-        routed blocks pass through their block, averaged over those blocks)."""
+        """Sums over the non-PAD targets of a batch: "nll" and "nll_late" (nats, `nll_sums`) and, when blocks
+        route, "routed" (tokens the routed blocks pass through their block, averaged over those blocks)."""
         mask = tf.cast(targets != PAD_ID, tf.float32)                     # [B, S]
         x, routed_counts = self.embed(tokens), []
         for block in self.blocks:
@@ -110,7 +117,7 @@ class LanguageModel(NextTokenLosses, keras.Model):
                 routed_counts.append(tf.reduce_sum(tf.cast(routed_mask, tf.float32) * mask))
             else:
                 x = block(x, training=False)
-        sums = {"nll": tf.reduce_sum(cross_entropy(self.project(x), targets))}
+        sums = nll_sums(cross_entropy(self.project(x), targets))
         if routed_counts:
             sums["routed"] = tf.add_n(routed_counts) / len(routed_counts)
         return sums

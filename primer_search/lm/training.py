@@ -79,6 +79,7 @@ class Checkpoint:
     validation_loss: float
     bits_per_byte: float
     train_seconds: float
+    late_validation_loss: float | None = None
 
 
 @dataclasses.dataclass
@@ -234,13 +235,14 @@ class Trainer:
         return totals
 
     def evaluate(self, progress: Progress) -> dict[str, float]:
-        """Validation metrics: validation_loss (mean NLL per target token), bits_per_byte, and the model's further
-        statistics per target (`STATISTICS`); the time goes to `progress.eval_seconds`."""
+        """Validation metrics: validation_loss (mean NLL per target token), bits_per_byte, late_validation_loss (over
+        the second half of each window's positions), and the model's further statistics per target (`STATISTICS`); the time goes to `progress.eval_seconds`."""
         start = time.perf_counter()
         validation = self.data.validation
         sums = self.validation_sums(validation)
         metrics = {"validation_loss": sums.pop("nll") / validation.num_targets}
         metrics["bits_per_byte"] = bits_per_byte(metrics["validation_loss"], validation)
+        metrics["late_validation_loss"] = sums.pop("nll_late") / validation.num_late_targets
         metrics.update({STATISTICS[key]: value / validation.num_targets for key, value in sums.items()})
         progress.eval_seconds += time.perf_counter() - start
         return metrics
@@ -282,7 +284,8 @@ class Trainer:
             while pending and fraction >= pending[0]:
                 metrics = self.evaluate(progress)
                 checkpoint = Checkpoint(pending.pop(0), progress.steps, metrics["validation_loss"],
-                                        metrics["bits_per_byte"], progress.train_seconds)
+                                        metrics["bits_per_byte"], progress.train_seconds,
+                                        metrics["late_validation_loss"])
                 progress.checkpoints.append(checkpoint)
                 if on_checkpoint is not None and not on_checkpoint(checkpoint):
                     progress.stopped = True
