@@ -172,9 +172,10 @@ class CalmLanguageModel(LanguageModel):
         return tf.add_n(losses) / len(losses) if losses else tf.constant(0.0)
 
     def validation_sums(self, tokens, targets) -> dict[str, tf.Tensor]:
-        """Sums over the non-PAD targets of a batch under early exit: "nll", "nll_late", "layers" (blocks used) and "heads"
-        (exit projections computed, the final one included). With Mixture-of-Depths, "routed" counts the tokens a
-        routed block passes through while they are active, averaged over the routed blocks."""
+        """Sums over the non-PAD targets of a batch under early exit: "nll" and "nll_late" (`nll_sums`), "layers"
+        (blocks used) and "heads" (exit projections computed, the final one included). With Mixture-of-Depths,
+        "routed" counts the tokens a routed block passes through while they are active, averaged over the routed
+        blocks."""
         sums = self._early_exit_sums(tokens, targets)
         del sums["count"]
         return sums

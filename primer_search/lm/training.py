@@ -236,7 +236,8 @@ class Trainer:
 
     def evaluate(self, progress: Progress) -> dict[str, float]:
         """Validation metrics: validation_loss (mean NLL per target token), bits_per_byte, late_validation_loss (over
-        the second half of each window's positions), and the model's further statistics per target (`STATISTICS`); the time goes to `progress.eval_seconds`."""
+        the second half of each window's positions) and the model's further statistics per target (`STATISTICS`);
+        the time goes to `progress.eval_seconds`."""
         start = time.perf_counter()
         validation = self.data.validation
         sums = self.validation_sums(validation)
