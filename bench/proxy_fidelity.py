@@ -145,11 +145,11 @@ def main() -> None:
         kinds = ["search"]
         programs = {name: dna for name, dna in programs.items()
                     if all(key(name, "long", seed) in long_done for seed in seeds)}
-    measured = {**(long_done or {}), **done}
     if args.report:
         programs = {name: dna for name, dna in programs.items()
                     if all(key(name, kind, seed) in done for kind in kinds for seed in seeds)}
-        return report(programs, measured, key, seeds, curve, args.multiplier, args.noise, args.proxy_metric)
+        return report(programs, {**(long_done or {}), **done}, key, seeds, curve, args.multiplier, args.noise,
+                      args.proxy_metric)
     todo = [(name, kind, seed) for seed in seeds for name in programs for kind in kinds   # oom, crash: again
             if done.get(key(name, kind, seed), {}).get("status") not in REUSABLE_STATUSES]
     configs = {(kind, seed): config.replace(training={"budget": budget, "timeout_seconds": None, "seed": seed,
@@ -171,7 +171,8 @@ def main() -> None:
     limit = config.search.trial_timeout_seconds                 # a hard limit per trial: the long budget's, scaled
     search = dataclasses.replace(config.search, trial_timeout_seconds=limit and limit * args.multiplier)
     run_evaluations(search, [(programs[name], configs[kind, seed]) for name, kind, seed in todo], None, record)
-    report(programs, measured, key, seeds, curve, args.multiplier, args.noise, args.proxy_metric)
+    report(programs, {**(long_done or {}), **done}, key, seeds, curve, args.multiplier, args.noise,
+           args.proxy_metric)
 
 
 def long_results(path: str | None, multiplier: float) -> dict | None:
