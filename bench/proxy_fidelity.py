@@ -35,6 +35,7 @@ kill or a crash is taken again.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import math
@@ -130,6 +131,7 @@ def main() -> None:
     except ValueError as err:
         parser.error(f"--long-results: {err}")
     done = store.results
+    results = collections.ChainMap(done, long_done or {})     # a live view: this run's measurements first
     programs = panel(args.mutants, args.ez_mutants, args.seed, args.programs)
     unknown = sorted(set(args.only) - set(programs))
     if unknown:
@@ -148,8 +150,7 @@ def main() -> None:
     if args.report:
         programs = {name: dna for name, dna in programs.items()
                     if all(key(name, kind, seed) in done for kind in kinds for seed in seeds)}
-        return report(programs, {**(long_done or {}), **done}, key, seeds, curve, args.multiplier, args.noise,
-                      args.proxy_metric)
+        return report(programs, results, key, seeds, curve, args.multiplier, args.noise, args.proxy_metric)
     todo = [(name, kind, seed) for seed in seeds for name in programs for kind in kinds   # oom, crash: again
             if done.get(key(name, kind, seed), {}).get("status") not in REUSABLE_STATUSES]
     configs = {(kind, seed): config.replace(training={"budget": budget, "timeout_seconds": None, "seed": seed,
@@ -171,8 +172,7 @@ def main() -> None:
     limit = config.search.trial_timeout_seconds                 # a hard limit per trial: the long budget's, scaled
     search = dataclasses.replace(config.search, trial_timeout_seconds=limit and limit * args.multiplier)
     run_evaluations(search, [(programs[name], configs[kind, seed]) for name, kind, seed in todo], None, record)
-    report(programs, {**(long_done or {}), **done}, key, seeds, curve, args.multiplier, args.noise,
-           args.proxy_metric)
+    report(programs, results, key, seeds, curve, args.multiplier, args.noise, args.proxy_metric)
 
 
 def long_results(path: str | None, multiplier: float) -> dict | None:

@@ -130,9 +130,7 @@ def evaluate(dna: DNA, config: Config,
             progress = trainer.progress
             trainer.train(training.seed, on_checkpoint, on_step, deadline)
             if progress.stopped:
-                last = progress.checkpoints[-1]
-                metrics = {"validation_loss": last.validation_loss, "bits_per_byte": last.bits_per_byte,
-                           "late_validation_loss": last.late_validation_loss}
+                metrics = progress.checkpoints[-1].metrics()
             else:
                 metrics = trainer.evaluate(progress)
             loss = metrics["validation_loss"]

@@ -81,6 +81,18 @@ class Checkpoint:
     train_seconds: float
     late_validation_loss: float | None = None
 
+    METRICS = ("validation_loss", "bits_per_byte", "late_validation_loss")
+
+    @classmethod
+    def of(cls, fraction: float, progress: "Progress", metrics: dict) -> "Checkpoint":
+        """The checkpoint of `Trainer.evaluate`'s `metrics`, taken at `fraction` of the budget."""
+        return cls(fraction, progress.steps, train_seconds=progress.train_seconds,
+                   **{name: metrics[name] for name in cls.METRICS})
+
+    def metrics(self) -> dict:
+        """The evaluation metrics it recorded, as `Trainer.evaluate` names them."""
+        return {name: getattr(self, name) for name in self.METRICS}
+
 
 @dataclasses.dataclass
 class Progress:
@@ -284,9 +296,7 @@ class Trainer:
                 on_step(progress, fraction)
             while pending and fraction >= pending[0]:
                 metrics = self.evaluate(progress)
-                checkpoint = Checkpoint(pending.pop(0), progress.steps, metrics["validation_loss"],
-                                        metrics["bits_per_byte"], progress.train_seconds,
-                                        metrics["late_validation_loss"])
+                checkpoint = Checkpoint.of(pending.pop(0), progress, metrics)
                 progress.checkpoints.append(checkpoint)
                 if on_checkpoint is not None and not on_checkpoint(checkpoint):
                     progress.stopped = True

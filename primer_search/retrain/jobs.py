@@ -209,8 +209,7 @@ def train_job(payload: dict) -> None:
     try:
         trainer.train(config.training.seed, on_checkpoint)
         metrics = trainer.evaluate(trainer.progress)
-        end = Checkpoint(1.0, trainer.progress.steps, metrics["validation_loss"], metrics["bits_per_byte"],
-                         trainer.progress.train_seconds, metrics["late_validation_loss"])
+        end = Checkpoint.of(1.0, trainer.progress, metrics)
         final["curve"] = [point_of(c, per_step) for c in (*trainer.progress.checkpoints, end)]
     except Diverged as err:
         final.update(status="diverged", error=str(err),
