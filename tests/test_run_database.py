@@ -29,6 +29,24 @@ def test_create_stores_the_config_and_refuses_an_existing_run(tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)    # persistent in the file
 
 
+def test_the_store_file_appears_only_whole(tmp_path, monkeypatch):
+    run_dir, seen = tmp_path / "run", []
+    run_dir.mkdir()
+    (run_dir / "run.sqlite.new").write_text("left by a controller killed while creating")
+    put = RunStore._meta_put
+
+    def watch(self, key, value):                    # a reader polling for run.sqlite finds nothing until it is whole
+        seen.append((run_dir / "run.sqlite").exists())
+        put(self, key, value)
+
+    monkeypatch.setattr(RunStore, "_meta_put", watch)
+    RunStore.create(run_dir, CONFIG).close()
+    assert seen == [False, False, False]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["controller.lock", "run.sqlite"]
+    with RunStore.open(run_dir) as store:
+        assert store.config == CONFIG
+
+
 def test_a_config_json_cannot_hold_leaves_no_run_behind(tmp_path):
     with pytest.raises(TypeError, match="not JSON serializable"):
         RunStore.create(tmp_path / "run", {"data": {"path": tmp_path}})

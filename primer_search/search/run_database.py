@@ -158,18 +158,23 @@ class RunDatabase:
         if store.path.exists():
             store.close()
             store._refuse_existing()
-        try:
-            store._db = _connect(store.path)
+        draft = store.path.with_name(store.path.name + ".new")    # the store appears whole: readers never see
+        try:                                                        # a file without its tables
+            _remove_database(draft)                 # a draft left by a controller killed while creating
+            store._db = _connect(draft)
             with store.transaction():
                 for statement in SCHEMA.split(";"):
                     store._db.execute(statement)
                 for key, value in (("format_version", FORMAT_VERSION), ("config", config),
                                    ("created_at", time.time())):
                     store._meta_put(key, value)
+            store._db.close()                       # the last connection: its WAL goes into the file
+            os.replace(draft, store.path)
+            store._db = _connect(store.path)
         except BaseException:
             store.close()
-            for suffix in ("", "-wal", "-shm"):     # ours: it did not exist, and we held the lock
-                pathlib.Path(f"{store.path}{suffix}").unlink(missing_ok=True)
+            _remove_database(draft)
+            _remove_database(store.path)            # ours: it did not exist, and we held the lock
             if made:
                 shutil.rmtree(store.run_dir, ignore_errors=True)
             raise
@@ -333,6 +338,11 @@ def _connect(path: pathlib.Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous = FULL")
     db.execute("PRAGMA foreign_keys = ON")
     return db
+
+
+def _remove_database(path: pathlib.Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        pathlib.Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def to_json(value) -> str:
