@@ -41,12 +41,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from primer_search.config import load_config  # noqa: E402
 from primer_search.lm.data import load_data  # noqa: E402
 from primer_search.lm.fitness import evaluate  # noqa: E402
 from primer_search.program.seeds import SEED_NAMES, load_seed  # noqa: E402
+from bench_cli import CONFIGS, load_config_or_exit  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = "/tmp/primer_search_bench_cache"
 
 
@@ -76,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=float, default=60.0, help="seconds of training (training.budget)")
     parser.add_argument("--seed", default="transformer", choices=SEED_NAMES, help="the seed DNA to evaluate")
-    parser.add_argument("--config", default=str(REPO / "search_configs" / "tiny.yaml"))
+    parser.add_argument("--config", default=str(CONFIGS / "tiny.yaml"))
     cache = parser.add_mutually_exclusive_group()
     cache.add_argument("--cache-dir", default=DEFAULT_CACHE, help=f"tokenizer cache (default {DEFAULT_CACHE})")
     cache.add_argument("--cold", action="store_true", help="use a fresh empty tokenizer cache")
@@ -87,8 +86,8 @@ def main() -> None:
         parser.error("--budget and --pipeline-seconds must be positive")
 
     cache_dir = pathlib.Path(tempfile.mkdtemp(prefix="primer_search_cold_") if args.cold else args.cache_dir)
-    config = load_config(args.config, ["training.budget_kind=seconds", f"training.budget={args.budget}",
-                                       "training.jit_compile=true", "training.timeout_seconds=null"])
+    config = load_config_or_exit(parser, args.config, ["training.budget_kind=seconds", f"training.budget={args.budget}",
+                                                       "training.jit_compile=true", "training.timeout_seconds=null"])
     config = config.replace(data={"cache_dir": str(cache_dir)})
     before = cached_models(cache_dir)
     dna = load_seed(args.seed)

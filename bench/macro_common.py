@@ -12,7 +12,6 @@ import argparse
 import functools
 import json
 import os
-import pathlib
 import statistics
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,8 +23,8 @@ from primer_search.config import load_config  # noqa: E402
 from primer_search.lm.architecture import Architecture  # noqa: E402
 from primer_search.lm.tokenizer import EOS_ID  # noqa: E402
 from primer_search.lm.training import Trainer  # noqa: E402
+from bench_cli import CONFIGS, REPO  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
 WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2"
 
 
@@ -56,7 +55,7 @@ def parse_args(doc: str, budget: float, **options) -> argparse.Namespace:
 def config(args: argparse.Namespace, overrides=()):
     """search_configs/tiny.yaml on the benchmark corpus with XLA, a budget of `args.budget` seconds and no time
     limit, a 4M-8M parameter band, the layers of `args`, then `overrides`, then --set."""
-    return load_config(REPO / "search_configs" / "tiny.yaml",
+    return load_config(CONFIGS / "tiny.yaml",
                        [*corpus_overrides(), "training.jit_compile=true", "training.timeout_seconds=null",
                         "training.budget_kind=seconds", f"training.budget={args.budget}",
                         "model.param_band=[4000000, 8000000]", f"model.num_layers={args.layers}", *overrides,

@@ -24,24 +24,24 @@ from statistics import NormalDist
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from primer_search.config import load_config  # noqa: E402
 from primer_search.program.seeds import load_seed_or_file  # noqa: E402
 from primer_search.search import stats  # noqa: E402
 from primer_search.search.calibration import promotion_margin, summarize  # noqa: E402
 from primer_search.search.hurdles import hurdle_fractions  # noqa: E402
 from primer_search.search.trial import run_evaluations  # noqa: E402
+from bench_cli import CONFIGS, RESULTS, load_config_or_exit  # noqa: E402
 from result_file import ResultFile  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="search_configs/discovery.yaml")
+    parser.add_argument("--config", default=str(CONFIGS / "discovery.yaml"))
     parser.add_argument("--calibration", type=int, default=8)
     parser.add_argument("--null", type=int, default=50)
-    parser.add_argument("--out", default="bench/results/null_rate.json")
+    parser.add_argument("--out", default=str(RESULTS / "null_rate.json"))
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
-    config = load_config(args.config, args.overrides)
+    config = load_config_or_exit(parser, args.config, args.overrides)
     name = config.search.seeds[0]
     seed = load_seed_or_file(name)
     store = ResultFile(args.out, config)

@@ -60,8 +60,8 @@ from primer_search.lm.data import load_data  # noqa: E402
 from primer_search.lm.fitness import evaluate  # noqa: E402
 from primer_search.program.seeds import load_seed  # noqa: E402
 from primer_search.search.speedup import compute_to_reach as reach  # noqa: E402
+from bench_cli import CONFIGS, REPO  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2"
 SEEDS = ("transformer", "primer_ez")
 LABELS = {"transformer": "Transformer", "primer_ez": "Primer-EZ"}
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--data", choices=("wikitext2", "lm1b"), default="wikitext2")
     parser.add_argument("--wikitext-dir", default=str(DEFAULT_WIKITEXT))
     parser.add_argument("--tfds-data-dir", help="lm1b: the TFDS data directory (default: TFDS's own)")
-    parser.add_argument("--config", default=str(REPO / "search_configs" / "tiny.yaml"))
+    parser.add_argument("--config", default=str(CONFIGS / "tiny.yaml"))
     parser.add_argument("--budget", type=float, default=300.0, help="seconds of training per model")
     parser.add_argument("--every", type=float, default=0.05, help="checkpoint spacing, as a budget fraction")
     parser.add_argument("--vocab", type=int, default=8192)

@@ -46,7 +46,7 @@ import statistics
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from primer_search.config import MutationWeights, load_config  # noqa: E402
+from primer_search.config import MutationWeights  # noqa: E402
 from primer_search.program.graph import canonical_hash  # noqa: E402
 from primer_search.program.seeds import load_seed  # noqa: E402
 from primer_search.retrain.jobs import load_programs  # noqa: E402
@@ -55,6 +55,7 @@ from primer_search.search.stats import (confidence_half_width, paired_t_test, sp
                                         spearman_interval)
 from primer_search.search.store import REUSABLE_STATUSES  # noqa: E402
 from primer_search.search.trial import run_evaluations  # noqa: E402
+from bench_cli import CONFIGS, RESULTS, load_config_or_exit  # noqa: E402
 from result_file import ResultFile  # noqa: E402
 
 
@@ -94,7 +95,7 @@ def panel(mutants: int, ez_mutants: int, seed: int, extra=()) -> dict[str, objec
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="search_configs/discovery.yaml")
+    parser.add_argument("--config", default=str(CONFIGS / "discovery.yaml"))
     parser.add_argument("--multiplier", type=float, default=10.0)
     parser.add_argument("--mutants", type=int, default=14)
     parser.add_argument("--ez-mutants", type=int, default=5)
@@ -107,7 +108,7 @@ def main() -> None:
                         help="also rank this program: a seed name, DNA file, RUN_DIR:ID or RUN_DIR:topK (repeatable)")
     parser.add_argument("--only", action="append", default=[],
                         help="measure only the panel programs of this name (repeatable), e.g. more seeds for a few")
-    parser.add_argument("--out", default="bench/results/proxy_fidelity.json")
+    parser.add_argument("--out", default=str(RESULTS / "proxy_fidelity.json"))
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--noise", type=_sigmas, default=None, metavar="SEARCH,LONG",
                         help="one evaluation's standard deviation at the search and the long budget (e.g. from "
@@ -122,7 +123,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true",
                         help="train nothing: report over the programs measured so far (beside a running panel too)")
     args = parser.parse_args()
-    config = load_config(args.config, ["search.hurdles=0", *args.overrides])
+    config = load_config_or_exit(parser, args.config, ["search.hurdles=0", *args.overrides])
     curve = tuple(sorted(float(f) for f in args.curve.split(",") if f.strip()))
     budgets = {"search": config.training.budget, "long": config.training.budget * args.multiplier}
     store = ResultFile(args.out, config, multiplier=args.multiplier)

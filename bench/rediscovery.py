@@ -31,13 +31,14 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from primer_search.config import config_from_dict, load_config  # noqa: E402
+from primer_search.config import config_from_dict  # noqa: E402
 from primer_search.program.dna import DNA  # noqa: E402
 from primer_search.search.confirmation import compare_best, confirm  # noqa: E402
 from primer_search.search.controller import Search  # noqa: E402
 from primer_search.search.reports import best_against_text, p_text, speedup_text, status_text  # noqa: E402
 from primer_search.search.status import SEARCH_SECONDS, read_status  # noqa: E402
 from primer_search.search.store import RunStore  # noqa: E402
+from bench_cli import CONFIGS, RESULTS, load_config_or_exit  # noqa: E402
 from reachability import detect  # noqa: E402
 
 
@@ -84,7 +85,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget-multiplier", type=float, default=1.0)
-    parser.add_argument("--config", default="search_configs/discovery.yaml")
+    parser.add_argument("--config", default=str(CONFIGS / "discovery.yaml"))
     parser.add_argument("--run-dir")
     parser.add_argument("--against", help="a confirmed run to compare the best program with (default for a "
                                           "baseline: the evolution run of the same config and search seed)")
@@ -92,10 +93,10 @@ def main() -> None:
                                                                      "evaluations and confirmed trainings from")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
-    default = f"bench/results/rediscovery-{pathlib.Path(args.config).stem}-{args.mode}-{args.search_seed}"
+    default = str(RESULTS / f"rediscovery-{pathlib.Path(args.config).stem}-{args.mode}-{args.search_seed}")
     run_dir = pathlib.Path(args.run_dir or default)          # a directory per config: two configs' runs never mix
-    config = load_config(args.config, [f"search.seed={args.search_seed}", f"search.mode={args.mode}",
-                                       *args.overrides])
+    config = load_config_or_exit(parser, args.config, [f"search.seed={args.search_seed}", f"search.mode={args.mode}",
+                                                       *args.overrides])
     search_for(run_dir, config, args.hours, args.reuse)
     with RunStore.open(run_dir) as store:
         print(f"searched {store.meta_get(SEARCH_SECONDS, 0.0) / 3600:.2f} h: {store.counts()['done']} individuals")

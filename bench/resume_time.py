@@ -38,6 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from primer_search.config import load_config  # noqa: E402
 from primer_search.program.seeds import load_seed  # noqa: E402  (imports TensorFlow through primitives; not timed)
 from primer_search.search.store import RunStore  # noqa: E402
+from bench_cli import CONFIGS  # noqa: E402
 
 STATUS_MIX = {"ok": 0.42, "invalid": 0.08, "diverged": 0.03, "timeout": 0.02, "oom": 0.01, "error": 0.01}
 HURDLES = tuple((2 ** i - 1) / 31 for i in range(1, 6))   # H = 4 hurdles at (2^i - 1)/(2^(H+1) - 1), then 1.0
@@ -89,7 +90,7 @@ def result_metrics(status: str, rng: random.Random, passed: int, canonical_hash:
 def build(run_dir: pathlib.Path, individuals: int, in_flight: int) -> None:
     rng = random.Random(0)
     seed = load_seed("transformer").to_dict()
-    config = load_config(pathlib.Path(__file__).parent.parent / "search_configs" / "tiny.yaml").to_dict()
+    config = load_config(CONFIGS / "tiny.yaml").to_dict()
     measured: list[int] = []                     # ids with a reusable result, for cache hits
     with RunStore.create(run_dir, config) as store:
         for start in range(0, individuals, 1000):

@@ -23,6 +23,7 @@ from primer_search.retrain.jobs import load_programs, retrain  # noqa: E402
 from primer_search.retrain.report import runs_of, table, write  # noqa: E402
 from primer_search.search.controller import Search  # noqa: E402
 from primer_search.search.reports import ratio_text  # noqa: E402
+from bench_cli import CONFIGS, load_config_or_exit  # noqa: E402
 
 
 def search(run_dir: pathlib.Path) -> None:
@@ -30,7 +31,7 @@ def search(run_dir: pathlib.Path) -> None:
     if (run_dir / "run.sqlite").exists():
         run = Search.resume(run_dir)
     else:
-        run = Search.start(load_config("search_configs/tiny.yaml"), run_dir)
+        run = Search.start(load_config(CONFIGS / "tiny.yaml"), run_dir)
     try:
         run.run(on_progress=lambda status: print(status.line(), flush=True), progress_every=60)
     finally:
@@ -44,9 +45,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides",
                         help="override a key of the retrain config, e.g. retrain.seeds=3")
     args = parser.parse_args()
+    config = load_config_or_exit(parser, CONFIGS / "retrain_tiny.yaml", args.overrides, loader=load_retrain_config)
     run_dir = pathlib.Path(args.run_dir)
     search(run_dir)
-    config = load_retrain_config("search_configs/retrain_tiny.yaml", args.overrides)
     best = f"{run_dir}:top1"
     programs = load_programs(["primer_ez", best], ["transformer"])
     results = retrain(config, programs, args.out,

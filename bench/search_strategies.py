@@ -31,6 +31,7 @@ from primer_search.program.seeds import load_seed_or_file  # noqa: E402
 from primer_search.search import stats  # noqa: E402
 from primer_search.search.controller import Search  # noqa: E402
 from primer_search.search.simulation import Landscape, SimulatedExecutor  # noqa: E402
+from bench_cli import CONFIGS, load_config_or_exit  # noqa: E402
 
 
 def mode_overrides(mode: str) -> list[str]:
@@ -67,17 +68,17 @@ def compare(name: str, gains: list[float], reference: list[float]) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="search_configs/discovery.yaml")
+    parser.add_argument("--config", default=str(CONFIGS / "discovery.yaml"))
     parser.add_argument("--search-seeds", type=int, default=10)
     parser.add_argument("--individuals", type=int, nargs="+", default=[300, 1000])
     parser.add_argument("--modes", nargs="+", default=["evolution", "hill_climb", "random"])
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args(argv)
     base = ["search.executor=in_process", "search.fec=false", *args.overrides]
+    seed_program = load_seed_or_file(load_config_or_exit(parser, args.config, base).search.seeds[0])
     configs = {(mode, n, seed): load_config(args.config, base + mode_overrides(mode) + [
         f"search.num_individuals={n}", f"search.seed={seed}"])
         for mode in args.modes for n in args.individuals for seed in range(args.search_seeds)}
-    seed_program = load_seed_or_file(load_config(args.config, base).search.seeds[0])
     gains: dict = {}
     for n in args.individuals:
         for seed in range(args.search_seeds):
