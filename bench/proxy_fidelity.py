@@ -20,6 +20,10 @@ half of each window's positions) is judged at the cost of 1/multiplier of a pane
 The long curve's points below 1/multiplier (the hurdle fractions, say) are kept for offline analysis and left out
 of the table.
 
+A program that computes the same function as an earlier one of the panel (the functional-equivalence fingerprint
+matches, with `search.fec` on) is not trained: it is given that program's measurements, marked `copy_of`, as the
+search's cache would give it that program's score.
+
 Trials run on the project's executor (local Ray, `search.max_in_flight` at a time, no hurdles). Every finished
 measurement is written to --out at once (`result_file.py`: keyed by program hash, budget and training seed, tied to
 the config and multiplier), so a killed run picks up where it stopped; a measurement that ended in an out-of-memory
@@ -50,6 +54,7 @@ from primer_search.config import MutationWeights  # noqa: E402
 from primer_search.program.graph import canonical_hash  # noqa: E402
 from primer_search.program.seeds import load_seed  # noqa: E402
 from primer_search.retrain.jobs import load_programs  # noqa: E402
+from primer_search.search.fec import FingerprintIndex, fingerprint  # noqa: E402
 from primer_search.search.mutations import mutate  # noqa: E402
 from primer_search.search.stats import (confidence_half_width, paired_t_test, spearman,  # noqa: E402
                                         spearman_interval)
@@ -91,6 +96,34 @@ def panel(mutants: int, ez_mutants: int, seed: int, extra=()) -> dict[str, objec
             seen.add(canonical_hash(program.dna))
             programs[program.label] = program.dna
     return {**programs, **mutated}
+
+
+def fec_twins(programs: dict, width_units: int) -> dict[str, str]:
+    """Each program whose fingerprint matches an earlier program's -> that program's name. Two such pairs were
+    trained before this rule (Primer and Primer-EZ; Primer-EZ with its variance floor at -0.34): equal to the
+    seventh digit at every curve point, as common random numbers give equal functions equal weights."""
+    index, names, twins = FingerprintIndex(), list(programs), {}
+    for i, name in enumerate(names):
+        text = fingerprint(programs[name], width_units)
+        twin = index.find(text)
+        if twin is not None:
+            twins[name] = names[twin]
+        elif text is not None:
+            index.add(i, text)
+    return twins
+
+
+def copy_twins(done: dict, twins: dict[str, str], key, kinds: list[str], seeds: list[int]) -> int:
+    """Give each twin the reusable measurements of its program that it lacks; returns how many were copied."""
+    copied = 0
+    for name, twin in twins.items():
+        for kind in kinds:
+            for seed in seeds:
+                source = done.get(key(twin, kind, seed))
+                if key(name, kind, seed) not in done and source and source["status"] in REUSABLE_STATUSES:
+                    done[key(name, kind, seed)] = {**source, "name": name, "copy_of": twin}
+                    copied += 1
+    return copied
 
 
 def main() -> None:
@@ -148,12 +181,18 @@ def main() -> None:
         kinds = ["search"]
         programs = {name: dna for name, dna in programs.items()
                     if all(key(name, "long", seed) in long_done for seed in seeds)}
+    twins = fec_twins(programs, config.model.width_units) if config.search.fec else {}
+    if twins:
+        print(f"{len(twins)} compute an earlier program's function and take its measurements: "
+              + ", ".join(f"{name} = {twin}" for name, twin in twins.items()))
+    if copy_twins(done, twins, key, kinds, seeds) and not args.report:
+        store.save()
     if args.report:
         programs = {name: dna for name, dna in programs.items()
                     if all(key(name, kind, seed) in done for kind in kinds for seed in seeds)}
-        return report(programs, results, key, seeds, curve, args.multiplier, args.noise, args.proxy_metric)
+        return report(programs, results, key, seeds, curve, args.multiplier, args.noise, args.proxy_metric, twins)
     todo = [(name, kind, seed) for seed in seeds for name in programs for kind in kinds   # oom, crash: again
-            if done.get(key(name, kind, seed), {}).get("status") not in REUSABLE_STATUSES]
+            if name not in twins and done.get(key(name, kind, seed), {}).get("status") not in REUSABLE_STATUSES]
     configs = {(kind, seed): config.replace(training={"budget": budget, "timeout_seconds": None, "seed": seed,
                                                       "checkpoints": list(curve) if kind == "long" else []})
                for kind, budget in budgets.items() for seed in seeds}
@@ -166,6 +205,7 @@ def main() -> None:
             "curve": {str(c["fraction"]): c[config.search.metric] for c in result.get("checkpoints") or ()},
             "late_validation_loss": result.get("late_validation_loss"),
             "late_curve": {str(c["fraction"]): c.get("late_validation_loss") for c in result.get("checkpoints") or ()}}
+        copy_twins(done, twins, key, kinds, seeds)
         store.save()
         print(f"  {kind:6} seed {seed} {result['status']:8} {result.get('fitness') or float('nan'):.4f}  {name}",
               flush=True)
@@ -173,7 +213,7 @@ def main() -> None:
     limit = config.search.trial_timeout_seconds                 # a hard limit per trial: the long budget's, scaled
     search = dataclasses.replace(config.search, trial_timeout_seconds=limit and limit * args.multiplier)
     run_evaluations(search, [(programs[name], configs[kind, seed]) for name, kind, seed in todo], None, record)
-    report(programs, results, key, seeds, curve, args.multiplier, args.noise, args.proxy_metric)
+    report(programs, results, key, seeds, curve, args.multiplier, args.noise, args.proxy_metric, twins)
 
 
 def long_results(path: str | None, multiplier: float) -> dict | None:
@@ -216,11 +256,12 @@ def noise_ceiling(search: list[float], long: list[float], sigmas: tuple[float, f
 
 
 def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float, ...], multiplier: float,
-           noise: tuple[float, float] | None = None, proxy: str = "fitness") -> None:
+           noise: tuple[float, float] | None = None, proxy: str = "fitness", twins=()) -> None:
     """Each program's mean score over the training seeds at the search budget (its `proxy`: "fitness" or
     "late_validation_loss"), at each curve point of the long run and at the long budget (a failure ranks last);
     Spearman's rho of each budget's ranking against the long one, and with `noise` (one evaluation's standard
-    deviation at each budget) the rho a perfect proxy would show."""
+    deviation at each budget) the rho a perfect proxy would show. With `twins` (programs computing an earlier
+    one's function) the last line also gives rho over the distinct functions: ties of equal programs inflate it."""
     def scores(name, kind, fraction=None) -> list[float]:
         values = []
         final, points = (proxy, "late_curve") if kind == "search" and proxy != "fitness" else ("fitness", "curve")
@@ -250,7 +291,9 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
     print("\n" + "".join(f"{label:>9}" for label in points) + "  program (mean of "
           f"{len(seeds)} training seed{'s' * (len(seeds) > 1)})")
     for name in names:
-        print("".join(f"{means[label][name]:9.4f}" for label in points) + f"  {name}")
+        entries = [done.get(key(name, kind, seeds[0])) or {} for kind in ("search", "long")]
+        copy = next((f" (same function as {e['copy_of']}: not trained)" for e in entries if "copy_of" in e), "")
+        print("".join(f"{means[label][name]:9.4f}" for label in points) + f"  {name}{copy}")
     if len(seeds) > 1:
         spread = {label: [statistics.stdev(get(n)) for n in programs
                           if len(get(n)) > 1 and all(map(math.isfinite, get(n)))] for label, get in points.items()}
@@ -279,10 +322,17 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
                                   random.Random(0))
         print(f"a proxy ranking exactly as {multiplier:g}x training would show, through noise of "
               f"{noise[0]:g} / {noise[1]:g} per evaluation: rho {mean:.3f} on average, below {low:.3f} in 5% of draws")
-    interval = (" (95% interval {:.2f} to {:.2f})".format(*spearman_interval(rho, len(names)))
-                if rho is not None and len(names) > 3 else "")
-    print(f"Spearman rho between the search fitness and {multiplier:g}x training, "
-          f"{len(names)} programs: {'-' if rho is None else format(rho, '.3f')}{interval}")
+
+    def rho_text(among: list[str], what: str) -> str:
+        rho = (spearman([means["search"][n] for n in among], [long[n] for n in among])
+               if not any(math.isnan(means["search"][n]) for n in among) else None)
+        interval = (" (95% interval {:.2f} to {:.2f})".format(*spearman_interval(rho, len(among)))
+                    if rho is not None and len(among) > 3 else "")
+        return f"{len(among)} {what}: {'-' if rho is None else format(rho, '.3f')}{interval}"
+
+    distinct = [n for n in names if n not in twins]
+    print(f"Spearman rho between the search fitness and {multiplier:g}x training, {rho_text(names, 'programs')}"
+          + (f"; {rho_text(distinct, 'distinct functions')}" if len(distinct) < len(names) else ""))
 
 
 if __name__ == "__main__":

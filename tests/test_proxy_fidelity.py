@@ -8,9 +8,10 @@ import sys
 import pytest
 
 from primer_search.program.graph import canonical_hash
+from primer_search.program.seeds import load_seed
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "bench"))
-from proxy_fidelity import long_results, noise_ceiling, panel, report  # noqa: E402
+from proxy_fidelity import copy_twins, fec_twins, long_results, noise_ceiling, panel, report  # noqa: E402
 
 
 def test_the_panel_is_seeded_and_holds_distinct_programs():
@@ -90,3 +91,34 @@ def test_a_variant_ranks_its_search_budget_against_the_long_runs_and_hides_earli
     assert lines[1].split()[:3] == ["3.3000", "3.7000", "3.0000"]
     assert lines[-2].split()[:3] == ["1.000", "-1.000", "1.000"]
     assert lines[-1].startswith("Spearman rho between the search fitness and 10x training, 3 programs: 1.000")
+
+
+def test_a_program_computing_an_earlier_ones_function_is_its_twin():
+    programs = {name: load_seed(name) for name in ("transformer", "primer_ez", "primer")}
+    assert fec_twins(programs, width_units=8) == {"primer": "primer_ez"}      # the pseudo-variance is the variance
+    assert fec_twins(dict(reversed(programs.items())), width_units=8) == {"primer_ez": "primer"}
+
+
+def test_a_twin_takes_its_programs_reusable_measurements_and_keeps_its_own():
+    key = lambda n, k, s: f"{n}:{k}:{s}"                                      # noqa: E731
+    done = {"a:long:0": _entry("a", 3.0), "a:long:1": _entry("a", None, status="timeout"),
+            "c:long:0": _entry("c", 3.2), "d:long:0": _entry("d", 3.3)}
+    twins = {"b": "a", "d": "c"}
+    assert copy_twins(done, twins, key, ["long"], [0, 1]) == 1
+    assert done["b:long:0"] == {**_entry("b", 3.0), "copy_of": "a"}
+    assert "b:long:1" not in done and "c:long:1" not in done                 # a timeout is no measurement
+    assert done["d:long:0"] == _entry("d", 3.3)                               # measured itself: kept
+    assert copy_twins(done, twins, key, ["long"], [0, 1]) == 0
+
+
+def test_the_report_marks_copies_and_gives_rho_over_distinct_functions(capsys):
+    long = {"a": 3.0, "b": 3.0, "c": 3.1, "d": 3.2, "e": 3.3}
+    search = {"a": 3.6, "b": 3.6, "c": 3.5, "d": 3.7, "e": 3.8}
+    done = {f"{n}:long:0": _entry(n, long[n], {"0.1": search[n]}) for n in long}
+    done["b:long:0"]["copy_of"] = "a"
+    report(dict.fromkeys(long), done, lambda n, k, s: f"{n}:{k}:{s}", [0], (0.1,), 10, twins={"b": "a"})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line for line in lines if "same function as a: not trained" in line][0].endswith("b (same function "
+                                                                                                "as a: not trained)")
+    rho, distinct = 6.5 / 9.5, 0.8          # average ranks for the tie; without b: d^2 = 1 + 1 over 4 programs
+    assert re.search(rf"5 programs: {rho:.3f} \(95% interval .*\); 4 distinct functions: {distinct:.3f} \(", lines[-1])
