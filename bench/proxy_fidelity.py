@@ -17,8 +17,8 @@ With `--long-results FILE` only the search budget is trained, under this run's c
 ranked against the long runs recorded in FILE (a panel measured under the base config): a variant of the proxy
 (another batch size or sequence length; `--proxy-metric late_validation_loss` scores it by the loss over the second
 half of each window's positions) is judged at the cost of 1/multiplier of a panel, on the programs FILE holds.
-The long curve's points below 1/multiplier (the hurdle fractions, say) are kept for offline analysis and left out
-of the table.
+The long curve's points below 1/multiplier (the hurdle fractions, say), and those some programs lack (added to
+`--curve` after they were measured), are kept for offline analysis and left out of the table.
 
 A program that computes the same function as an earlier one of the panel (the functional-equivalence fingerprint
 matches, with `search.fec` on) is not trained: it is given that program's measurements, marked `copy_of`, as the
@@ -281,7 +281,8 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
                 values.append(math.nan)                  # a long run measured before curves were kept has none
         return values
 
-    shown = [f for f in curve if f * multiplier >= 1 - 1e-9]    # points below the search budget: offline analysis
+    shown = [f for f in curve if f * multiplier >= 1 - 1e-9      # points below the search budget: offline analysis,
+             and not any(math.isnan(v) for n in programs for v in scores(n, "long", f))]   # as are those some lack
     points = {"search": lambda n: scores(n, "search"),
               **{f"{multiplier * f:g}x": (lambda n, f=f: scores(n, "long", f)) for f in shown},
               f"{multiplier:g}x": lambda n: scores(n, "long")}

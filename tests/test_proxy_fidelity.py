@@ -84,10 +84,11 @@ def test_a_variant_reads_only_the_long_runs_of_a_panel_at_its_multiplier(tmp_pat
 def test_a_variant_ranks_its_search_budget_against_the_long_runs_and_hides_earlier_points(capsys):
     ten = {"a": 3.0, "b": 3.1, "c": 3.2}
     long = {f"{n}:long:0": _entry(n, v, {"0.05": 9.0, "0.1": 4.0 - v / 10}) for n, v in ten.items()}  # 1x: reversed
+    long["a:long:0"]["curve"]["0.2"] = 3.5                                   # a point the others lack
     variant = {f"{n}:search:0": _entry(n, v + 0.3) for n, v in ten.items()}
-    report(dict.fromkeys(ten), {**long, **variant}, lambda n, k, s: f"{n}:{k}:{s}", [0], (0.05, 0.1), 10)
+    report(dict.fromkeys(ten), {**long, **variant}, lambda n, k, s: f"{n}:{k}:{s}", [0], (0.05, 0.1, 0.2), 10)
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split()[:3] == ["search", "1x", "10x"]                  # no 0.5x column
+    assert lines[0].split()[:4] == ["search", "1x", "10x", "program"]       # no 0.5x nor 2x column
     assert lines[1].split()[:3] == ["3.3000", "3.7000", "3.0000"]
     assert lines[-2].split()[:3] == ["1.000", "-1.000", "1.000"]
     assert lines[-1].startswith("Spearman rho between the search fitness and 10x training, 3 programs: 1.000")
