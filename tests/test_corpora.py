@@ -100,3 +100,16 @@ def test_python_docs_adds_the_standard_librarys_docstrings():
     assert set(pydoc.train) - set(docs.validation) <= set(docs.train)        # pydoc's paragraphs are all in it
     assert len(set(docs.train)) == len(docs.train) and not set(docs.train) & set(docs.validation)
     assert docs.key.startswith("python-docs-") and docs.key == python_docs_source().key
+
+
+def test_docstrings_are_parsed_in_path_and_source_order_leaving_out_skipped_directories(tmp_path):
+    from primer_search.lm.corpora import docstrings
+
+    (tmp_path / "pkg" / "tests").mkdir(parents=True)
+    (tmp_path / "pkg" / "b.py").write_text('"""Module b."""\nclass C:\n    """Class C."""\n    def f(self):\n'
+                                           '        """Method f."""\n')
+    (tmp_path / "pkg" / "a.py").write_text('def g():\n    """Function g."""\n')
+    (tmp_path / "pkg" / "broken.py").write_text("def (:\n")                  # not Python: left out
+    (tmp_path / "pkg" / "tests" / "test_a.py").write_text('"""A test."""\n')
+    assert docstrings(tmp_path) == ("Function g.", "Module b.", "Class C.", "Method f.", "A test.")
+    assert docstrings(tmp_path, {"tests"}) == ("Function g.", "Module b.", "Class C.", "Method f.")

@@ -110,21 +110,25 @@ STDLIB_SKIPPED = {"site-packages", "dist-packages", "test", "tests", "idlelib", 
 
 @functools.lru_cache(maxsize=1)
 def stdlib_docstrings() -> tuple[str, ...]:
-    """The docstrings of the standard library's modules, classes and functions, in path and source order (parsed,
-    never imported; test suites and IDLE left out). About 5 s; cached per process."""
-    root = pathlib.Path(sysconfig.get_paths()["stdlib"])
-    docstrings = []
+    """The standard library's docstrings (test suites and IDLE left out). About 5 s; cached per process."""
+    return docstrings(pathlib.Path(sysconfig.get_paths()["stdlib"]), STDLIB_SKIPPED)
+
+
+def docstrings(root: pathlib.Path, skipped=frozenset()) -> tuple[str, ...]:
+    """The docstrings of the modules, classes and functions of the `.py` files under `root`, in path and source
+    order (parsed, never imported), leaving out files under a directory named in `skipped`."""
+    found = []
     for path in sorted(root.rglob("*.py")):
-        if STDLIB_SKIPPED & set(path.relative_to(root).parts):
+        if set(skipped) & set(path.relative_to(root).parts):
             continue
         try:
             tree = ast.parse(path.read_bytes())
         except (SyntaxError, ValueError):      # a template or a file for another Python version
             continue
-        docstrings.extend(doc for node in ast.walk(tree)
-                          if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                          and (doc := ast.get_docstring(node)))
-    return tuple(docstrings)
+        found.extend(doc for node in ast.walk(tree)
+                     if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                     and (doc := ast.get_docstring(node)))
+    return tuple(found)
 
 
 def _split_source(prefix: str, paragraphs, validation_fraction: float, test_fraction: float) -> InMemorySource:
