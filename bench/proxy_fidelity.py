@@ -99,9 +99,9 @@ def panel(mutants: int, ez_mutants: int, seed: int, extra=()) -> dict[str, objec
 
 
 def fec_twins(programs: dict, width_units: int) -> dict[str, str]:
-    """Each program whose fingerprint matches an earlier program's -> that program's name. Two such pairs were
-    trained before this rule (Primer and Primer-EZ; Primer-EZ with its variance floor at -0.34): equal to the
-    seventh digit at every curve point, as common random numbers give equal functions equal weights."""
+    """Each program whose fingerprint matches an earlier program's -> that program's name. Two such pairs of the
+    panel, trained anyway (Primer and Primer-EZ; Primer-EZ with its variance floor at -0.34), agree to the seventh
+    digit at every curve point: common random numbers give equal functions equal weights."""
     index, names, twins = FingerprintIndex(), list(programs), {}
     for i, name in enumerate(names):
         text = fingerprint(programs[name], width_units)
