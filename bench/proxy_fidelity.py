@@ -312,8 +312,13 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
                              f"{confidence_half_width(differences):.4f} p {test[1]:<8.2g}" if test else
                              f"{label:>6} {'-':>27}")
             print("  ".join(cells) + f"  {name}")
-    rhos = {label: spearman([means[label][n] for n in names], [long[n] for n in names])
-            if not any(math.isnan(means[label][n]) for n in names) else None for label in points}
+    def rho_of(label: str, among: list[str]) -> float | None:
+        """Spearman's rho of `label`'s ranking of `among` against the long one (None: a score not recorded)."""
+        if any(math.isnan(means[label][n]) for n in among):
+            return None
+        return spearman([means[label][n] for n in among], [long[n] for n in among])
+
+    rhos = {label: rho_of(label, names) for label in points}
     print("".join(f"{rhos[label]:9.3f}" if rhos[label] is not None else f"{'-':>9}" for label in points)
           + f"  Spearman rho against {multiplier:g}x")
     rho = rhos["search"]
@@ -325,8 +330,7 @@ def report(programs: dict, done: dict, key, seeds: list[int], curve: tuple[float
               f"{noise[0]:g} / {noise[1]:g} per evaluation: rho {mean:.3f} on average, below {low:.3f} in 5% of draws")
 
     def rho_text(among: list[str], what: str) -> str:
-        rho = (spearman([means["search"][n] for n in among], [long[n] for n in among])
-               if not any(math.isnan(means["search"][n]) for n in among) else None)
+        rho = rho_of("search", among)
         interval = (" (95% interval {:.2f} to {:.2f})".format(*spearman_interval(rho, len(among)))
                     if rho is not None and len(among) > 3 else "")
         return f"{len(among)} {what}: {'-' if rho is None else format(rho, '.3f')}{interval}"
